@@ -1,0 +1,3 @@
+from portask.cli import main
+
+raise SystemExit(main())

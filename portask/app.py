@@ -1,0 +1,178 @@
+"""Composition root: opens the broker on bound listeners and serves until a signal.
+
+The CLI binds the sockets before importing this module (see ``listeners.bind_all``):
+a busy port fails before any data is touched, and clients can connect while the rest
+loads. Here the data directory is locked, the broker opened, and the protocol
+handlers attached to the already-listening sockets. Shutdown runs the other way and
+flushes and closes every log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from portask import __version__, metrics
+from portask.broker.core import Broker
+from portask.config import Settings
+from portask.http.server import OK, STOPPING, HealthState, HttpServer
+from portask.listeners import Listener
+from portask.storage import StorageError
+from portask.storage.keyvalue import KeyValueStoreError
+
+if TYPE_CHECKING:
+    from portask.protocols.kafka.server import KafkaServer
+
+log = logging.getLogger("portask")
+
+
+class StartupError(RuntimeError):
+    """The broker cannot start; the message says what and where."""
+
+
+class DataDirLock:
+    """An exclusive lock so that two brokers never write the same data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        data_dir = self.path.parent
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StartupError(
+                f"data dir {data_dir} is not usable: {exc.strerror}; "
+                "set server.data_dir / --data-dir to a writable directory"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StartupError(
+                f"data dir {data_dir} is in use by another portask process (pid {holder}); "
+                "stop it or choose another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class App:
+    def __init__(self, settings: Settings, listeners: list[Listener]) -> None:
+        self.settings = settings
+        self.listeners = listeners
+        self.broker: Broker | None = None
+        self._lock = DataDirLock(Path(settings.server.data_dir))
+        self._http: HttpServer | None = None
+        self._health: HealthState | None = None
+        self.kafka: KafkaServer | None = None
+
+    def listener(self, name: str) -> Listener | None:
+        return next((lst for lst in self.listeners if lst.name == name), None)
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        health = HealthState(lambda: self.listeners)
+        self._health = health
+        http_listener = self.listener("http")
+        if http_listener is not None:
+            self._http = HttpServer(http_listener, health)
+            await self._http.start()
+        self._lock.acquire()
+        try:
+            self.broker = Broker(self.settings).open()
+        except (KeyValueStoreError, StorageError, OSError) as exc:
+            data_dir = self.settings.server.data_dir
+            raise StartupError(f"cannot open data in {data_dir}: {exc}") from None
+        self.broker.start()
+        metrics.bind_storage_gauges(
+            self.broker.logs.segment_count, self.broker.logs.size_bytes, self.broker.logs.log_count
+        )
+        kafka = self.listener("kafka")
+        if kafka is not None:
+            from portask.protocols.kafka.server import KafkaServer
+
+            self.kafka = KafkaServer(self.broker, self.settings, kafka)
+            await kafka.serve(self.kafka.protocol_factory)
+        for lst in self.listeners:
+            if lst.name == "amqp":
+                from portask.protocols.amqp.server import AmqpServer
+
+                await lst.serve(AmqpServer(self.settings).connection)
+        for lst in self.listeners:
+            print(f"portask: {lst.name} listening on {lst.address}", flush=True)
+        health.status = OK
+        startup_ms = round((time.perf_counter() - started) * 1000, 1)
+        log.info(
+            "ready",
+            extra={"fields": {"version": __version__, "startup_ms": startup_ms,
+                              "data_dir": str(self.settings.server.data_dir)}},
+        )
+
+    async def _close_listeners(self) -> None:
+        for lst in self.listeners:
+            if lst.name != "http":
+                await lst.close()
+
+    async def stop(self) -> None:
+        if self._health is not None:
+            self._health.status = STOPPING
+        await self._close_listeners()
+        if self.kafka is not None:
+            self.kafka.close_all()
+        if self.broker is not None:
+            await self.broker.close()
+            self.broker = None
+        if self._http is not None:
+            await self._http.close()
+        else:
+            http_listener = self.listener("http")
+            if http_listener is not None:
+                await http_listener.close()
+        self._lock.release()
+        log.info("stopped")
+
+
+async def serve(settings: Settings, listeners: list[Listener]) -> int:
+    app = App(settings, listeners)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+    except StartupError as exc:
+        print(f"portask: error: {exc}", file=sys.stderr, flush=True)
+        await app.stop()
+        return 1
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def run(settings: Settings, listeners: list[Listener]) -> int:
+    loop_factory = None
+    if settings.server.use_uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(settings, listeners))

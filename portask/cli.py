@@ -1,0 +1,98 @@
+"""``portask serve | check-config | version``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from portask import __version__
+from portask.config import ConfigError, Settings, load_settings, to_yaml
+
+# Flags that are shorthands for a setting: flag dest -> "section.key".
+_SHORTHANDS = {
+    "host": "server.host",
+    "data_dir": "server.data_dir",
+    "kafka_port": "kafka.port",
+    "amqp_port": "amqp.port",
+    "http_port": "http.port",
+    "log_level": "server.log_level",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portask", description="A Kafka and AMQP 0-9-1 broker on one segment log."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the broker")
+    serve.add_argument("--config", type=Path, help="YAML settings file (see configs/)")
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--data-dir", help="where data is kept (server.data_dir)")
+    serve.add_argument("--kafka-port", help="Kafka listener port (kafka.port)")
+    serve.add_argument("--amqp-port", help="AMQP listener port (amqp.port)")
+    serve.add_argument("--http-port", help="HTTP listener port (http.port)")
+    serve.add_argument("--log-level", help="debug, info, warning or error (server.log_level)")
+    serve.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="set any setting, e.g. --set storage.flush_ms=200 (repeatable)",
+    )
+
+    check = sub.add_parser("check-config", help="validate a settings file and print the result")
+    check.add_argument("file", type=Path)
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    pairs: list[tuple[str, Any]] = []
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        pairs.append((key.strip(), value))
+    for dest, dotted in _SHORTHANDS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            pairs.append((dotted, value))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"portask {__version__}")
+        return 0
+    try:
+        if args.command == "check-config":
+            settings = load_settings(args.file, environ={})
+            sys.stdout.write(f"# {args.file}: ok\n{to_yaml(settings)}")
+            return 0
+        settings = load_settings(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"portask: config error: {exc}", file=sys.stderr)
+        return 2
+    return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
+    from portask import logs
+    from portask.listeners import ListenerError, bind_all
+
+    logs.configure(settings.server.log_level, settings.server.log_format)
+    # Bind before importing the rest: ports accept connections (queued by the kernel)
+    # from here on, and a busy port is reported before anything else happens.
+    try:
+        listeners = bind_all(settings)
+    except ListenerError as exc:
+        print(f"portask: error: {exc}", file=sys.stderr)
+        return 1
+    from portask import app
+
+    try:
+        return app.run(settings, listeners)
+    except KeyboardInterrupt:
+        return 130

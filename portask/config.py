@@ -1,0 +1,401 @@
+"""Typed settings, the one place where defaults live.
+
+Layers, lowest first: the defaults below < a YAML file (``--config``) < ``PORTASK_*``
+environment variables (``PORTASK_<SECTION>_<KEY>``, e.g. ``PORTASK_KAFKA_PORT=19092``)
+< command-line flags. Every key a layer names must exist and every value must fit its
+type and range; anything else is refused with a message naming the key, the value,
+where it came from and what is allowed. ``configs/portask.yaml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A setting was refused; the message names key, value, source and what is allowed."""
+
+
+# Marker types for values that accept human units in YAML, env and flags.
+class ByteSize(int):
+    """A size in bytes; accepts 1048576, "1MiB", "64KiB", "1GB"."""
+
+
+class Millis(int):
+    """A duration in milliseconds; accepts 1000, "1s", "5m", "7d", "250ms"."""
+
+
+def _opt(default: Any, help: str, **constraints: Any) -> Any:
+    return field(default=default, metadata={"help": help, **constraints})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = _opt("127.0.0.1", "Address every listener binds (0.0.0.0 in Docker).")
+    data_dir: Path = _opt(Path("data"), "Where logs and definitions are kept.")
+    log_level: str = _opt(
+        "info", "Broker log level.", choices=("debug", "info", "warning", "error")
+    )
+    log_format: str = _opt("text", "Log line format.", choices=("text", "json"))
+    use_uvloop: bool = _opt(True, "Run on uvloop when it is installed.")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    tcp_nodelay: bool = _opt(True, "Disable Nagle's algorithm on accepted sockets.")
+    send_buffer_bytes: ByteSize | None = _opt(
+        None, "SO_SNDBUF for accepted sockets (null = OS default).", min=1024
+    )
+    receive_buffer_bytes: ByteSize | None = _opt(
+        None, "SO_RCVBUF for accepted sockets (null = OS default).", min=1024
+    )
+    backlog: int = _opt(1024, "Listen backlog of each listener.", min=1)
+    write_buffer_high_bytes: ByteSize = _opt(
+        ByteSize(4 << 20),
+        "A connection stops reading requests while more than this is queued to send.",
+        min=4096,
+    )
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    enabled: bool = _opt(True, "Start the Kafka listener.")
+    port: int = _opt(9092, "Kafka listener port (0 = any free port).", min=0, max=65535)
+    advertised_host: str | None = _opt(
+        None, "Host clients are told to connect to (null = the listener's host)."
+    )
+    advertised_port: int | None = _opt(
+        None, "Port clients are told to connect to (null = the listener's port).",
+        min=1, max=65535,
+    )
+    num_partitions: int = _opt(1, "Partitions of an auto-created topic.", min=1, max=10000)
+    auto_create_topics: bool = _opt(True, "Create a topic when a client first names it.")
+    max_message_bytes: ByteSize = _opt(
+        ByteSize(1048588), "Largest record batch a topic accepts by default.", min=1
+    )
+    clamp_replication_factor: bool = _opt(
+        False, "Accept replication factors > 1 as 1 instead of refusing them."
+    )
+    socket_request_max_bytes: ByteSize = _opt(
+        ByteSize(100 << 20), "Largest request frame accepted.", min=1024
+    )
+
+
+@dataclass(frozen=True)
+class AmqpSettings:
+    enabled: bool = _opt(True, "Start the AMQP 0-9-1 listener.")
+    port: int = _opt(5672, "AMQP listener port (0 = any free port).", min=0, max=65535)
+    frame_max: ByteSize = _opt(
+        ByteSize(131072),
+        "Largest frame offered in Connection.Tune; bodies are split to fit it.",
+        min=4096, max=1 << 24,
+    )
+    channel_max: int = _opt(
+        2047, "Highest channel number offered in Connection.Tune.", min=1, max=65535
+    )
+    heartbeat_s: int = _opt(
+        60, "Heartbeat interval offered in Connection.Tune, in seconds (0 = off).",
+        min=0, max=65535,
+    )
+    default_user: str = _opt("guest", "User accepted by PLAIN and AMQPLAIN authentication.")
+    default_password: str = _opt("guest", "Password of default_user.")
+    vhosts: str = _opt("/", "Comma-separated virtual hosts that exist at start-up.")
+    max_message_bytes: ByteSize = _opt(
+        ByteSize(128 << 20), "Largest message body a publish may carry.", min=1
+    )
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    enabled: bool = _opt(True, "Start the HTTP listener (/health, /metrics).")
+    port: int = _opt(8080, "HTTP listener port (0 = any free port).", min=0, max=65535)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    segment_bytes: ByteSize = _opt(
+        ByteSize(128 << 20), "A segment rolls when it reaches this size.", min=4096
+    )
+    segment_ms: Millis | None = _opt(
+        Millis(7 * 86_400_000), "A segment rolls when it is this old (null = never).", min=1
+    )
+    index_interval_bytes: ByteSize = _opt(
+        ByteSize(4096), "Bytes between two sparse index entries.", min=64
+    )
+    index_max_bytes: ByteSize = _opt(
+        ByteSize(10 << 20), "Size of each segment's index file.", min=4096
+    )
+    retention_ms: Millis | None = _opt(
+        Millis(7 * 86_400_000), "Delete segments older than this (null = keep).", min=1
+    )
+    retention_bytes: ByteSize | None = _opt(
+        None, "Delete oldest segments past this size per log (null = no limit).", min=1
+    )
+    retention_check_ms: Millis = _opt(
+        Millis(300_000), "How often retention runs.", min=100
+    )
+    flush_messages: int | None = _opt(
+        None, "fsync after this many unflushed records (null = off).", min=1
+    )
+    flush_ms: Millis | None = _opt(
+        Millis(1000), "fsync logs with unflushed records this often (null = off).", min=1
+    )
+    fsync: str = _opt(
+        "policy",
+        "'always' fsyncs every append before it is acknowledged; 'policy' follows "
+        "flush_messages/flush_ms.",
+        choices=("always", "policy"),
+    )
+    preallocate: bool = _opt(True, "Pre-allocate segment files to segment_bytes.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    amqp: AmqpSettings = field(default_factory=AmqpSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+
+SECTIONS: dict[str, type] = typing.get_type_hints(Settings)
+ENV_PREFIX = "PORTASK_"
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_TIME_UNITS = {"": 1, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_UNIT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_NULLS = {"null", "none", "~", ""}
+
+
+def _field_types() -> dict[str, dict[str, dataclasses.Field[Any]]]:
+    out: dict[str, dict[str, dataclasses.Field[Any]]] = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        # Resolve the postponed annotations once so coercion can look at real types.
+        fields = {}
+        for f in dataclasses.fields(cls):
+            f.type = hints[f.name]
+            fields[f.name] = f
+        out[section] = fields
+    return out
+
+
+_FIELDS = _field_types()
+
+
+def _describe(f: dataclasses.Field[Any]) -> str:
+    base, optional = _unwrap(f.type)
+    md = f.metadata
+    if "choices" in md:
+        allowed = "one of " + ", ".join(repr(c) for c in md["choices"])
+    elif base is bool:
+        allowed = "true or false"
+    elif base is ByteSize:
+        allowed = "a size in bytes such as 1048576 or '1MiB'"
+    elif base is Millis:
+        allowed = "a duration in ms such as 1000 or '1s', '5m', '7d'"
+    elif base is int:
+        allowed = "an integer"
+    else:
+        allowed = "a string"
+    if "min" in md and "max" in md:
+        allowed += f" between {md['min']} and {md['max']}"
+    elif "min" in md:
+        allowed += f" of at least {md['min']}"
+    if optional:
+        allowed += ", or null"
+    return allowed
+
+
+def _unwrap(tp: Any) -> tuple[type, bool]:
+    args = getattr(tp, "__args__", None)
+    if args and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return tp, False
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any, from_text: bool) -> Any:
+    base, optional = _unwrap(f.type)
+    if raw is None or (from_text and isinstance(raw, str) and raw.strip().lower() in _NULLS):
+        if optional:
+            return None
+        raise ValueError
+    if base is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            low = raw.strip().lower()
+            if low in ("true", "yes", "on", "1"):
+                return True
+            if low in ("false", "no", "off", "0"):
+                return False
+        raise ValueError
+    if base in (int, ByteSize, Millis):
+        if isinstance(raw, bool):
+            raise ValueError
+        if isinstance(raw, int):
+            value = raw
+        elif isinstance(raw, str):
+            m = _UNIT_RE.match(raw)
+            if not m:
+                raise ValueError
+            units = _SIZE_UNITS if base is ByteSize else _TIME_UNITS if base is Millis else {"": 1}
+            unit = m.group(2).lower()
+            if unit not in units:
+                raise ValueError
+            number = float(m.group(1)) * units[unit]
+            if number != int(number):
+                raise ValueError
+            value = int(number)
+        else:
+            raise ValueError
+        md = f.metadata
+        if ("min" in md and value < md["min"]) or ("max" in md and value > md["max"]):
+            raise ValueError
+        return base(value)
+    if base is Path:
+        if not isinstance(raw, str | Path) or str(raw) == "":
+            raise ValueError
+        return Path(raw)
+    if base is str:
+        if not isinstance(raw, str):
+            raise ValueError
+        if "choices" in f.metadata and raw not in f.metadata["choices"]:
+            raise ValueError
+        return raw
+    raise TypeError(f"unsupported setting type {base!r}")  # a programming error, not input
+
+
+def _apply(
+    current: dict[str, dict[str, Any]],
+    section: str,
+    key: str,
+    raw: Any,
+    source: str,
+    from_text: bool,
+) -> None:
+    if section not in _FIELDS:
+        raise ConfigError(
+            f"{section}: unknown section (from {source}); "
+            f"known sections: {', '.join(_FIELDS)}"
+        )
+    fields = _FIELDS[section]
+    if key not in fields:
+        raise ConfigError(
+            f"{section}.{key}: unknown key (from {source}); "
+            f"keys of {section}: {', '.join(fields)}"
+        )
+    f = fields[key]
+    try:
+        current[section][key] = _coerce(f, raw, from_text)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"{section}.{key}: {raw!r} is not valid (from {source}): expected {_describe(f)}"
+        ) from None
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    s = Settings()
+    return {name: dataclasses.asdict(getattr(s, name)) for name in SECTIONS}
+
+
+def _build(values: dict[str, dict[str, Any]]) -> Settings:
+    return Settings(**{name: SECTIONS[name](**values[name]) for name in SECTIONS})
+
+
+def parse_yaml(text: str, source: str) -> dict[str, dict[str, Any]]:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    for section, body in doc.items():
+        if body is not None and not isinstance(body, Mapping):
+            raise ConfigError(f"{section}: must be a mapping of keys (from {source})")
+    return {str(k): dict(v or {}) for k, v in doc.items()}
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Iterable[tuple[str, Any]] = (),
+) -> Settings:
+    """Build Settings from every layer. ``overrides`` are ("section.key", value) pairs."""
+    values = _defaults()
+    if config_file is not None:
+        try:
+            text = Path(config_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{config_file}: cannot read config file: {exc.strerror}") from None
+        for section, body in parse_yaml(text, str(config_file)).items():
+            for key, raw in body.items():
+                _apply(values, section, str(key), raw, str(config_file), from_text=False)
+    env = os.environ if environ is None else environ
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section, _, key = rest.partition("_")
+        if section not in _FIELDS or not key:
+            raise ConfigError(
+                f"{name}: not a Portask setting; environment variables look like "
+                f"PORTASK_<SECTION>_<KEY> with a section among {', '.join(_FIELDS)}"
+            )
+        _apply(values, section, key, env[name], f"environment {name}", from_text=True)
+    for dotted, raw in overrides:
+        section, _, key = dotted.partition(".")
+        _apply(values, section, key, raw, f"flag {dotted}", from_text=isinstance(raw, str))
+    return _build(values)
+
+
+def to_yaml(settings: Settings) -> str:
+    """The effective settings as YAML, keys in declaration order."""
+    doc = {}
+    for name in SECTIONS:
+        section = getattr(settings, name)
+        doc[name] = {
+            f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)
+        }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    return value
+
+
+def describe_keys() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every setting: used to check the documented YAML."""
+    defaults = Settings()
+    out = []
+    for section, fields in _FIELDS.items():
+        for key, f in fields.items():
+            out.append(
+                (f"{section}.{key}", _plain(getattr(getattr(defaults, section), key)),
+                 f.metadata["help"])
+            )
+    return out

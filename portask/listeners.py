@@ -1,0 +1,125 @@
+"""TCP listeners, bound before anything else starts.
+
+Binding first means a port conflict is reported before storage is opened, and the
+kernel completes client handshakes from the moment ``listen()`` returns, so the
+ports accept connections while the rest of the broker is still loading.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from portask.config import NetworkSettings, Settings
+
+if TYPE_CHECKING:
+    # asyncio is imported lazily: binding happens before the event loop exists, and
+    # start-up time counts until the sockets listen.
+    import asyncio
+
+
+class ListenerError(RuntimeError):
+    """A listener could not be bound; the message says which, where, and what to change."""
+
+
+@dataclass
+class Listener:
+    name: str
+    sock: socket.socket
+    state: str = "bound"
+    server: asyncio.AbstractServer | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self.sock.getsockname()[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        host = self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    async def serve(self, protocol_factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(protocol_factory, sock=self.sock)
+        self.state = "listening"
+
+    async def close(self) -> None:
+        self.state = "closed"
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        else:
+            self.sock.close()
+
+
+def bind(name: str, host: str, port: int, network: NetworkSettings) -> Listener:
+    setting = f"{name}.port / PORTASK_{name.upper()}_PORT"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenerError(
+            f"{name} listener: cannot resolve host {host!r}: {exc.strerror} "
+            "(set server.host / --host to an address of this machine)"
+        ) from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit buffer sizes from the listening socket on Linux.
+        if network.send_buffer_bytes:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(network.send_buffer_bytes))
+        if network.receive_buffer_bytes:
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, int(network.receive_buffer_bytes)
+            )
+        sock.bind(sockaddr)
+        sock.listen(network.backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            why = "address already in use"
+        elif exc.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need privileges)"
+        else:
+            why = exc.strerror or str(exc)
+        raise ListenerError(
+            f"{name} listener cannot bind {host}:{port}: {why}; choose another with {setting}"
+        ) from None
+    return Listener(name=name, sock=sock)
+
+
+def configure_accepted(transport: asyncio.BaseTransport, network: NetworkSettings) -> None:
+    """Per-connection socket options that are not inherited from the listener."""
+    if not network.tcp_nodelay:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+
+
+def bind_all(settings: Settings) -> list[Listener]:
+    """Bind every enabled listener, or none: on failure the ones bound are closed."""
+    wanted = [
+        ("kafka", settings.kafka.enabled, settings.kafka.port),
+        ("amqp", settings.amqp.enabled, settings.amqp.port),
+        ("http", settings.http.enabled, settings.http.port),
+    ]
+    bound: list[Listener] = []
+    try:
+        for name, enabled, port in wanted:
+            if enabled:
+                bound.append(bind(name, settings.server.host, port, settings.network))
+    except ListenerError:
+        for listener in bound:
+            listener.sock.close()
+        raise
+    return bound

@@ -1,0 +1,122 @@
+"""Every Prometheus metric Portask exports, defined once.
+
+Names follow the performance guide (``shared/reference/portask-performance-guide.md``).
+Protocol code and the broker core import the objects from here; nothing else
+creates metrics.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# The guide's latency buckets, in seconds.
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+MESSAGES_PRODUCED = Counter(
+    "portask_messages_produced_total",
+    "Messages accepted from producers and publishers.",
+    ["protocol", "topic", "exchange"],
+)
+MESSAGES_CONSUMED = Counter(
+    "portask_messages_consumed_total",
+    "Messages delivered to consumers (Kafka fetch, AMQP deliver/get).",
+    ["protocol", "topic", "queue"],
+)
+BYTES_PRODUCED = Counter(
+    "portask_bytes_produced_total",
+    "Payload bytes accepted from producers and publishers.",
+    ["protocol", "topic", "exchange"],
+)
+BYTES_CONSUMED = Counter(
+    "portask_bytes_consumed_total",
+    "Payload bytes delivered to consumers.",
+    ["protocol", "topic", "queue"],
+)
+PUBLISH_DURATION = Histogram(
+    "portask_publish_duration_seconds",
+    "Time from a publish/produce request arriving to its acknowledgement.",
+    ["protocol", "topic", "exchange"],
+    buckets=LATENCY_BUCKETS,
+)
+REQUEST_DURATION = Histogram(
+    "portask_request_duration_seconds",
+    "Time spent handling one protocol request, by API.",
+    ["protocol", "api"],
+    buckets=LATENCY_BUCKETS,
+)
+CONNECTIONS_ACTIVE = Gauge(
+    "portask_connections_active", "Open client connections.", ["protocol"]
+)
+CONNECTIONS_TOTAL = Counter(
+    "portask_connections_total", "Client connections accepted.", ["protocol"]
+)
+CONNECTION_ERRORS = Counter(
+    "portask_connection_errors_total",
+    "Connections closed because of a protocol or I/O error.",
+    ["protocol", "reason"],
+)
+MEMORY_USAGE = Gauge("portask_memory_usage_bytes", "Resident memory of the broker process.")
+
+STORAGE_SEGMENTS = Gauge("portask_storage_segments", "Segments across all logs.")
+STORAGE_BYTES = Gauge("portask_storage_bytes", "Bytes stored across all logs.")
+STORAGE_LOGS = Gauge("portask_storage_logs", "Open logs (partitions and queue stores).")
+STORAGE_FLUSH_DURATION = Histogram(
+    "portask_storage_flush_duration_seconds",
+    "Time one log flush (fdatasync of data and index) takes.",
+    buckets=FAST_BUCKETS,
+)
+STORAGE_RETENTION_DELETED_BYTES = Counter(
+    "portask_storage_retention_deleted_bytes_total", "Bytes deleted by retention."
+)
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _resident_bytes() -> float:
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return float(int(fh.read().split()[1]) * _PAGE_SIZE)
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+MEMORY_USAGE.set_function(_resident_bytes)
+
+
+def bind_storage_gauges(
+    segments: Callable[[], float], size: Callable[[], float], logs: Callable[[], float]
+) -> None:
+    """Let the storage gauges read live values from the running broker at scrape time."""
+    STORAGE_SEGMENTS.set_function(segments)
+    STORAGE_BYTES.set_function(size)
+    STORAGE_LOGS.set_function(logs)
+
+# AMQP
+AMQP_CHANNELS_ACTIVE = Gauge("portask_amqp_channels_active", "Open AMQP channels.")
+AMQP_QUEUE_MESSAGES_READY = Gauge(
+    "portask_amqp_queue_messages_ready", "Messages waiting in a queue.", ["vhost", "queue"]
+)
+AMQP_QUEUE_MESSAGES_UNACKED = Gauge(
+    "portask_amqp_queue_messages_unacked",
+    "Messages delivered from a queue and not yet acknowledged.",
+    ["vhost", "queue"],
+)
+AMQP_QUEUE_CONSUMERS = Gauge(
+    "portask_amqp_queue_consumers", "Consumers attached to a queue.", ["vhost", "queue"]
+)
+AMQP_MESSAGES_UNROUTABLE = Counter(
+    "portask_amqp_messages_unroutable_total",
+    "Published messages that matched no queue (returned when mandatory, else dropped).",
+    ["vhost", "exchange"],
+)
+AMQP_MESSAGES_REDELIVERED = Counter(
+    "portask_amqp_messages_redelivered_total",
+    "Messages delivered again after a reject, nack, recover or a closed channel.",
+    ["vhost", "queue"],
+)

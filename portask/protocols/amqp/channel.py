@@ -1,0 +1,539 @@
+"""One AMQP channel: content assembly, consumers, unacked deliveries, confirms and tx.
+
+Hot methods (Basic.Publish with its content, Basic.Ack) are handled from raw payloads;
+every other method arrives decoded by pamqp and is dispatched by its class to a
+``_on_<name>`` handler. Broker refusals come back as ``amqp_errors`` exceptions and are
+mapped to Channel.Close or Connection.Close by the connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+from pamqp.base import Frame as PamqpMethod
+
+from portask import metrics
+from portask.broker.amqp_errors import (
+    AccessRefused,
+    NotFound,
+    NotImplementedFeature,
+    PreconditionFailed,
+)
+from portask.broker.exchanges import Exchange
+from portask.broker.queues import Message, Queue
+from portask.broker.vhosts import VirtualHost
+from portask.protocols.amqp import frames
+from portask.protocols.amqp.constants import (
+    CLASS_BASIC,
+    COMMAND_INVALID,
+    NO_ROUTE,
+    NOT_ALLOWED,
+    NOT_IMPLEMENTED,
+    UNEXPECTED_FRAME,
+)
+from portask.protocols.amqp.errors import ConnectionClose
+
+if TYPE_CHECKING:
+    from portask.protocols.amqp.connection import AmqpConnection
+
+Basic = commands.Basic
+Unacked = tuple[Queue, Message, "ChannelConsumer | None"]
+
+
+def _random_tag(prefix: str) -> str:
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+class ChannelConsumer:
+    """A Basic.Consume subscription; the queue asks it whether it may take more."""
+
+    __slots__ = ("channel", "exclusive", "no_ack", "prefetch", "queue", "tag", "tag_bytes",
+                 "unacked")
+
+    def __init__(self, channel: Channel, queue: Queue, tag: str, no_ack: bool,
+                 exclusive: bool, prefetch: int) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.tag = tag
+        self.tag_bytes = frames.shortstr(tag)
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.prefetch = prefetch
+        self.unacked = 0
+
+    def ready(self) -> bool:
+        channel = self.channel
+        if not channel.flow_active or channel.conn.writing_paused:
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return not channel.prefetch_global or channel.unacked_count < channel.prefetch_global
+
+    def deliver(self, queue: Queue, message: Message) -> None:
+        self.channel.deliver(self, queue, message)
+
+    def queue_deleted(self, queue: Queue) -> None:
+        self.channel.consumer_cancelled_by_server(self)
+
+
+class Channel:
+    def __init__(self, conn: AmqpConnection, number: int, vhost: VirtualHost) -> None:
+        self.conn = conn
+        self.number = number
+        self.vhost = vhost
+        self.closing = False
+        self.flow_active = True
+        self.consumers: dict[str, ChannelConsumer] = {}
+        self.unacked: dict[int, Unacked] = {}
+        self.unacked_count = 0
+        self.next_delivery_tag = 0
+        self.prefetch_consumer = 0
+        self.prefetch_global = 0
+        self.last_queue = ""
+        # Publish in progress: (exchange, routing key, mandatory), then size and properties.
+        self._publish: tuple[Exchange, str, bool] | None = None
+        self._body_size = 0
+        self._properties = b""
+        self._body_parts: list[bytes] = []
+        self._body_received = 0
+        self.confirm = False
+        self.publish_seq = 0
+        self.confirmed_seq = 0
+        self.tx = False
+        self._tx_publishes: list[tuple[Exchange, Message, bool]] = []
+        self._tx_settles: list[tuple[str, int, bool, bool]] = []
+        metrics.AMQP_CHANNELS_ACTIVE.inc()
+
+    @property
+    def awaiting_content(self) -> bool:
+        return self._publish is not None
+
+    # -- publish (hot path) -------------------------------------------------------------
+
+    def on_publish(self, payload: bytes) -> None:
+        exchange_name, routing_key, mandatory, immediate = frames.parse_publish(payload)
+        if immediate:
+            raise ConnectionClose(NOT_IMPLEMENTED, "immediate=true", CLASS_BASIC, 40)
+        exchange = self.vhost.exchange_for_publish(exchange_name)
+        self._publish = (exchange, routing_key, mandatory)
+        self._body_size = -1
+
+    def on_content_header(self, payload: bytes) -> None:
+        if self._publish is None or self._body_size != -1:
+            raise ConnectionClose(UNEXPECTED_FRAME, "content header without a content method")
+        class_id, size, properties = frames.parse_content_header(payload)
+        if class_id != CLASS_BASIC:
+            raise ConnectionClose(UNEXPECTED_FRAME, f"content header for class {class_id}")
+        if size > self.conn.max_message_bytes:
+            self._publish = None
+            raise PreconditionFailed(
+                f"message size {size} is larger than configured max size "
+                f"{self.conn.max_message_bytes}"
+            )
+        self._body_size = size
+        self._properties = properties
+        self._body_parts = []
+        self._body_received = 0
+        if size == 0:
+            self._complete_publish(b"")
+
+    def on_content_body(self, payload: bytes) -> None:
+        if self._publish is None or self._body_size < 0:
+            raise ConnectionClose(UNEXPECTED_FRAME, "content body without a content header")
+        received = self._body_received + len(payload)
+        if received > self._body_size:
+            raise ConnectionClose(UNEXPECTED_FRAME, "content body longer than announced")
+        if received == self._body_size and not self._body_parts:
+            self._complete_publish(payload)
+            return
+        self._body_parts.append(payload)
+        self._body_received = received
+        if received == self._body_size:
+            self._complete_publish(b"".join(self._body_parts))
+
+    def _complete_publish(self, body: bytes) -> None:
+        exchange, routing_key, mandatory = self._publish  # type: ignore[misc]
+        self._publish = None
+        self._body_parts = []
+        message = Message(exchange.name, routing_key, self._properties, body)
+        if self.tx:
+            self._tx_publishes.append((exchange, message, mandatory))
+            return
+        self._route(exchange, message, mandatory)
+        if self.confirm:
+            self.publish_seq += 1
+            self.conn.confirms_pending(self)
+
+    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
+        properties = message.properties
+        routed = self.vhost.publish(
+            exchange, message, lambda: frames.headers_from_properties(properties)
+        )
+        if not routed and mandatory and not exchange.deleted:
+            self.conn.send_many(frames.content_frames(
+                self.number,
+                frames.return_payload(NO_ROUTE, "NO_ROUTE", message.exchange,
+                                      message.routing_key),
+                message.properties, message.body, self.conn.frame_max,
+            ))
+
+    def emit_confirms(self) -> None:
+        """One Basic.Ack for everything published since the last one (multiple when > 1)."""
+        seq = self.publish_seq
+        if seq > self.confirmed_seq:
+            multiple = seq - self.confirmed_seq > 1
+            self.confirmed_seq = seq
+            self.conn.send(frames.confirm_frame(self.number, seq, multiple))
+
+    # -- deliveries ---------------------------------------------------------------------
+
+    def deliver(self, consumer: ChannelConsumer, queue: Queue, message: Message) -> None:
+        self.next_delivery_tag = tag = self.next_delivery_tag + 1
+        if not consumer.no_ack:
+            self.unacked[tag] = (queue, message, consumer)
+            consumer.unacked += 1
+            self.unacked_count += 1
+            queue.unacked += 1
+        body = message.body
+        self.conn.send_many(frames.content_frames(
+            self.number,
+            frames.deliver_payload(consumer.tag_bytes, tag, message.redelivered,
+                                   message.exchange, message.routing_key),
+            message.properties, body, self.conn.frame_max,
+        ))
+        queue.delivered += 1
+        queue.delivered_bytes += len(body)
+        if message.redelivered:
+            queue.redelivered += 1
+
+    def on_ack(self, payload: bytes) -> None:
+        tag, multiple = frames.parse_ack(payload)
+        if self.tx:
+            self._check_tag(tag, multiple)
+            self._tx_settles.append(("ack", tag, multiple, False))
+            return
+        self._settle(self._take(tag, multiple), requeue=False)
+
+    def _check_tag(self, tag: int, multiple: bool) -> None:
+        if not (multiple and tag == 0) and tag not in self.unacked:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+
+    def _take(self, tag: int, multiple: bool) -> list[Unacked]:
+        unacked = self.unacked
+        if multiple:
+            if tag == 0:
+                tags = list(unacked)
+            else:
+                if tag not in unacked and not any(t < tag for t in unacked):
+                    raise PreconditionFailed(f"unknown delivery tag {tag}")
+                tags = []
+                for t in unacked:  # ascending: tags are inserted in increasing order
+                    if t > tag:
+                        break
+                    tags.append(t)
+            return [unacked.pop(t) for t in tags]
+        entry = unacked.pop(tag, None)
+        if entry is None:
+            raise PreconditionFailed(f"unknown delivery tag {tag}")
+        return [entry]
+
+    def _settle(self, entries: list[Unacked], requeue: bool) -> None:
+        touched: dict[int, Queue] = {}
+        returned: dict[int, list[Message]] = {}
+        for queue, message, consumer in entries:
+            queue.unacked -= 1
+            if consumer is not None:
+                consumer.unacked -= 1
+                self.unacked_count -= 1
+            touched[id(queue)] = queue
+            if requeue:
+                returned.setdefault(id(queue), []).append(message)
+        for key, queue in touched.items():
+            if requeue:
+                queue.requeue(returned[key])
+            else:
+                queue.dispatch()
+        if not touched or not requeue:
+            # A freed prefetch slot may let other queues this channel consumes from move.
+            for consumer in list(self.consumers.values()):
+                if id(consumer.queue) not in touched:
+                    consumer.queue.dispatch()
+
+    # -- cold-path methods ----------------------------------------------------------------
+
+    def on_method(self, method: PamqpMethod) -> None:
+        handler: Callable[[Any], None] | None = self._HANDLERS.get(type(method))
+        if handler is None:
+            raise ConnectionClose(COMMAND_INVALID, f"unexpected method {method.name}",
+                                  *divmod(method.index, 0x10000))
+        handler(self, method)
+
+    def reply(self, method: PamqpMethod) -> None:
+        self.conn.send(frames.method_frame(self.number, method))
+
+    def _on_flow(self, m: commands.Channel.Flow) -> None:
+        self.flow_active = bool(m.active)
+        self.reply(commands.Channel.FlowOk(active=m.active))
+        if self.flow_active:
+            self.dispatch_all()
+
+    def _on_exchange_declare(self, m: commands.Exchange.Declare) -> None:
+        self.vhost.declare_exchange(
+            m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
+            auto_delete=m.auto_delete, internal=m.internal, arguments=dict(m.arguments or {}),
+        )
+        if not m.nowait:
+            self.reply(commands.Exchange.DeclareOk())
+
+    def _on_exchange_delete(self, m: commands.Exchange.Delete) -> None:
+        self.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
+        if not m.nowait:
+            self.reply(commands.Exchange.DeleteOk())
+
+    def _on_exchange_bind(self, m: commands.Exchange.Bind) -> None:
+        self.vhost.bind_exchange(m.destination, m.source, m.routing_key,
+                                 dict(m.arguments or {}))
+        if not m.nowait:
+            self.reply(commands.Exchange.BindOk())
+
+    def _on_exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
+        self.vhost.unbind_exchange(m.destination, m.source, m.routing_key,
+                                   dict(m.arguments or {}))
+        if not m.nowait:
+            self.reply(commands.Exchange.UnbindOk())
+
+    def _queue_name(self, name: str) -> str:
+        """An empty queue name means the last queue declared on this channel (spec)."""
+        if name:
+            return name
+        if not self.last_queue:
+            raise NotFound("no previously declared queue")
+        return self.last_queue
+
+    def _on_queue_declare(self, m: commands.Queue.Declare) -> None:
+        queue = self.vhost.declare_queue(
+            m.queue, owner=self.conn, passive=m.passive, durable=m.durable,
+            exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=dict(m.arguments or {}),
+        )
+        self.last_queue = queue.name
+        if not m.nowait:
+            self.reply(commands.Queue.DeclareOk(
+                queue=queue.name, message_count=queue.message_count,
+                consumer_count=queue.consumer_count,
+            ))
+
+    def _on_queue_bind(self, m: commands.Queue.Bind) -> None:
+        routing_key = m.routing_key if (m.queue or m.routing_key) else self._queue_name("")
+        self.vhost.bind_queue(self._queue_name(m.queue), m.exchange, routing_key,
+                              dict(m.arguments or {}), self.conn)
+        if not m.nowait:
+            self.reply(commands.Queue.BindOk())
+
+    def _on_queue_unbind(self, m: commands.Queue.Unbind) -> None:
+        self.vhost.unbind_queue(self._queue_name(m.queue), m.exchange, m.routing_key,
+                                dict(m.arguments or {}), self.conn)
+        self.reply(commands.Queue.UnbindOk())
+
+    def _on_queue_purge(self, m: commands.Queue.Purge) -> None:
+        count = self.vhost.purge_queue(self._queue_name(m.queue), self.conn)
+        if not m.nowait:
+            self.reply(commands.Queue.PurgeOk(message_count=count))
+
+    def _on_queue_delete(self, m: commands.Queue.Delete) -> None:
+        count = self.vhost.delete_queue(self._queue_name(m.queue), owner=self.conn,
+                                        if_unused=m.if_unused, if_empty=m.if_empty)
+        if not m.nowait:
+            self.reply(commands.Queue.DeleteOk(message_count=count))
+
+    def _on_qos(self, m: Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise NotImplementedFeature(f"prefetch_size!=0 ({m.prefetch_size})")
+        if m.global_:
+            self.prefetch_global = m.prefetch_count
+        else:
+            self.prefetch_consumer = m.prefetch_count
+        self.reply(Basic.QosOk())
+        self.dispatch_all()
+
+    def _on_consume(self, m: Basic.Consume) -> None:
+        queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
+        tag = m.consumer_tag or _random_tag("amq.ctag-")
+        if tag in self.consumers:
+            raise ConnectionClose(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
+                                  CLASS_BASIC, 20)
+        if queue.has_exclusive_consumer() or (m.exclusive and queue.consumers):
+            raise AccessRefused(
+                f"queue '{queue.name}' in vhost '{self.vhost.name}' in exclusive use"
+            )
+        consumer = ChannelConsumer(self, queue, tag, bool(m.no_ack), bool(m.exclusive),
+                                   self.prefetch_consumer)
+        self.consumers[tag] = consumer
+        if not m.nowait:
+            self.reply(Basic.ConsumeOk(consumer_tag=tag))
+        # After ConsumeOk is queued, so the client knows the tag before the first delivery.
+        queue.add_consumer(consumer)
+
+    def _on_cancel(self, m: Basic.Cancel) -> None:
+        consumer = self.consumers.pop(m.consumer_tag, None)
+        if consumer is not None:
+            self._detach(consumer)
+        if not m.nowait:
+            self.reply(Basic.CancelOk(consumer_tag=m.consumer_tag))
+
+    def _detach(self, consumer: ChannelConsumer) -> None:
+        queue = consumer.queue
+        if queue.remove_consumer(consumer):
+            self.vhost.remove_queue(queue)
+
+    def consumer_cancelled_by_server(self, consumer: ChannelConsumer) -> None:
+        if self.consumers.pop(consumer.tag, None) is None:
+            return
+        if self.conn.client_capability("consumer_cancel_notify") and not self.closing:
+            self.reply(Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+
+    def _on_get(self, m: Basic.Get) -> None:
+        queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
+        message = queue.get()
+        if message is None:
+            self.reply(Basic.GetEmpty())
+            return
+        self.next_delivery_tag = tag = self.next_delivery_tag + 1
+        if not m.no_ack:
+            self.unacked[tag] = (queue, message, None)
+            queue.unacked += 1
+        self.conn.send_many(frames.content_frames(
+            self.number,
+            frames.get_ok_payload(tag, message.redelivered, message.exchange,
+                                  message.routing_key, queue.message_count),
+            message.properties, message.body, self.conn.frame_max,
+        ))
+        queue.delivered += 1
+        queue.delivered_bytes += len(message.body)
+        if message.redelivered:
+            queue.redelivered += 1
+
+    def _on_reject(self, m: Basic.Reject) -> None:
+        self._nack(m.delivery_tag, False, bool(m.requeue), "reject")
+
+    def _on_nack(self, m: Basic.Nack) -> None:
+        self._nack(m.delivery_tag, bool(m.multiple), bool(m.requeue), "nack")
+
+    def _nack(self, tag: int, multiple: bool, requeue: bool, kind: str) -> None:
+        if self.tx:
+            self._check_tag(tag, multiple)
+            self._tx_settles.append((kind, tag, multiple, requeue))
+            return
+        self._settle(self._take(tag, multiple), requeue=requeue)
+
+    def _on_recover(self, m: Basic.Recover) -> None:
+        self._recover(bool(m.requeue))
+        self.reply(Basic.RecoverOk())
+
+    def _on_recover_async(self, m: Basic.RecoverAsync) -> None:
+        self._recover(bool(m.requeue))
+
+    def _recover(self, requeue: bool) -> None:
+        entries = list(self.unacked.values())
+        self.unacked.clear()
+        if requeue:
+            self._settle(entries, requeue=True)
+            return
+        # requeue=false: the same consumer gets its messages again, with new tags.
+        for queue, message, consumer in entries:
+            queue.unacked -= 1
+            if consumer is not None:
+                consumer.unacked -= 1
+                self.unacked_count -= 1
+            if consumer is not None and consumer.tag in self.consumers:
+                self.deliver(consumer, queue, message.redelivery())
+            else:
+                queue.requeue([message])
+
+    def _on_confirm_select(self, m: commands.Confirm.Select) -> None:
+        if self.tx:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        self.confirm = True
+        if not m.nowait:
+            self.reply(commands.Confirm.SelectOk())
+
+    def _on_tx_select(self, m: commands.Tx.Select) -> None:
+        if self.confirm:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        self.tx = True
+        self.reply(commands.Tx.SelectOk())
+
+    def _on_tx_commit(self, m: commands.Tx.Commit) -> None:
+        if not self.tx:
+            raise PreconditionFailed("channel is not transactional")
+        publishes, self._tx_publishes = self._tx_publishes, []
+        settles, self._tx_settles = self._tx_settles, []
+        for exchange, message, mandatory in publishes:
+            self._route(exchange, message, mandatory)
+        for kind, tag, multiple, requeue in settles:
+            self._settle(self._take(tag, multiple), requeue=kind != "ack" and requeue)
+        self.reply(commands.Tx.CommitOk())
+
+    def _on_tx_rollback(self, m: commands.Tx.Rollback) -> None:
+        if not self.tx:
+            raise PreconditionFailed("channel is not transactional")
+        self._tx_publishes = []
+        self._tx_settles = []
+        self.reply(commands.Tx.RollbackOk())
+
+    _HANDLERS: dict[type, Callable[..., None]] = {
+        commands.Channel.Flow: _on_flow,
+        commands.Exchange.Declare: _on_exchange_declare,
+        commands.Exchange.Delete: _on_exchange_delete,
+        commands.Exchange.Bind: _on_exchange_bind,
+        commands.Exchange.Unbind: _on_exchange_unbind,
+        commands.Queue.Declare: _on_queue_declare,
+        commands.Queue.Bind: _on_queue_bind,
+        commands.Queue.Unbind: _on_queue_unbind,
+        commands.Queue.Purge: _on_queue_purge,
+        commands.Queue.Delete: _on_queue_delete,
+        Basic.Qos: _on_qos,
+        Basic.Consume: _on_consume,
+        Basic.Cancel: _on_cancel,
+        Basic.Get: _on_get,
+        Basic.Reject: _on_reject,
+        Basic.Nack: _on_nack,
+        Basic.Recover: _on_recover,
+        Basic.RecoverAsync: _on_recover_async,
+        commands.Confirm.Select: _on_confirm_select,
+        commands.Tx.Select: _on_tx_select,
+        commands.Tx.Commit: _on_tx_commit,
+        commands.Tx.Rollback: _on_tx_rollback,
+    }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def dispatch_all(self) -> None:
+        for consumer in list(self.consumers.values()):
+            consumer.queue.dispatch()
+
+    def close(self) -> None:
+        """Release everything: cancel consumers, requeue unacked deliveries in tag order."""
+        if self.closing and not self.consumers and not self.unacked:
+            return
+        self.closing = True
+        self._publish = None
+        self._tx_publishes = []
+        self._tx_settles = []
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        # Detach first so requeued messages cannot be delivered straight back to this channel.
+        for consumer in consumers:
+            self._detach(consumer)
+        entries = list(self.unacked.values())
+        self.unacked.clear()
+        self._settle(entries, requeue=True)
+
+    def released(self) -> None:
+        metrics.AMQP_CHANNELS_ACTIVE.dec()
+

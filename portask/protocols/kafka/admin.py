@@ -1,0 +1,248 @@
+"""Topic administration: CreateTopics (19), DeleteTopics (20), CreatePartitions (37),
+DeleteRecords (21).
+
+CreateTopics v2-v7: v4 allows -1 for partitions/replication (broker defaults); v5
+flexible, answers with the effective configs; v7 topic ids. DeleteTopics v1-v6: v4
+flexible; v5 error messages; v6 topics by id. CreatePartitions v0-v3 (v2 flexible).
+DeleteRecords v0-v2 (v2 flexible). A single node holds one replica: a replication
+factor above 1 is refused with INVALID_REPLICATION_FACTOR unless
+``kafka.clamp_replication_factor`` says to accept it as 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from typing import Any
+
+from portask.broker.topic_configs import InvalidTopicConfig
+from portask.broker.topics import (
+    InvalidPartitionCount,
+    InvalidTopicName,
+    TopicError,
+    TopicExists,
+    UnknownTopic,
+)
+from portask.protocols.kafka import registry
+from portask.protocols.kafka.configs import CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC
+from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.registry import api
+from portask.protocols.kafka.server import NODE_ID, RequestContext
+
+CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS, CREATE_PARTITIONS = 19, 20, 21, 37
+_NO_THROTTLE = datetime.timedelta(0)
+_TOPIC_ERRORS: dict[type[Exception], ErrorCode] = {
+    TopicExists: ErrorCode.topic_already_exists,
+    InvalidTopicName: ErrorCode.invalid_topic_exception,
+    InvalidPartitionCount: ErrorCode.invalid_partitions,
+    UnknownTopic: ErrorCode.unknown_topic_or_partition,
+    InvalidTopicConfig: ErrorCode.invalid_config,
+}
+
+
+class _Refused(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error_of(exc: Exception) -> tuple[ErrorCode, str]:
+    if isinstance(exc, _Refused):
+        return exc.code, str(exc)
+    return _TOPIC_ERRORS[type(exc)], str(exc)
+
+
+def _replication(ctx: RequestContext, factor: int) -> None:
+    if factor == -1 or factor == 1:
+        return
+    if factor > 1 and ctx.server.settings.kafka.clamp_replication_factor:
+        return
+    raise _Refused(
+        ErrorCode.invalid_replication_factor,
+        f"replication factor {factor} is not possible on a single-node broker; use 1 "
+        "(or set kafka.clamp_replication_factor)",
+    )
+
+
+def _assignments_partitions(assignments: Any) -> int | None:
+    """Partitions implied by explicit assignments; every replica must be this node."""
+    if not assignments:
+        return None
+    for a in assignments:
+        if tuple(a.broker_ids) != (NODE_ID,):
+            raise _Refused(
+                ErrorCode.invalid_replica_assignment,
+                f"replica assignment {list(a.broker_ids)} names brokers other than {NODE_ID}",
+            )
+    return len(assignments)
+
+
+@api(CREATE_TOPICS, "create_topics", (2, 7))
+def create_topics(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(CREATE_TOPICS, ctx.api_version)
+    topics = ctx.broker.topics
+    defaults = ctx.server.settings.kafka
+    duplicates = {n for n, c in Counter(t.name for t in request.topics).items() if c > 1}
+    results = []
+    for t in request.topics:
+        partitions = t.num_partitions if t.num_partitions != -1 else defaults.num_partitions
+        error, message, created = ErrorCode.none, None, None
+        try:
+            if t.name in duplicates:
+                raise _Refused(
+                    ErrorCode.invalid_request,
+                    f"topic {t.name!r} appears more than once in the request",
+                )
+            _replication(ctx, t.replication_factor)
+            explicit = _assignments_partitions(t.assignments)
+            if explicit is not None:
+                if t.num_partitions != -1:
+                    raise _Refused(
+                        ErrorCode.invalid_request,
+                        "give either num_partitions or assignments, not both",
+                    )
+                partitions = explicit
+            configs = {c.name: c.value for c in t.configs}
+            if request.validate_only:
+                topics.check_new(t.name, partitions, configs)
+            else:
+                created = topics.create(t.name, partitions, configs)
+        except (TopicError, InvalidTopicConfig, _Refused) as exc:
+            error, message = _error_of(exc)
+        effective = ()
+        # v5+ answers with the configs now in force.
+        if error == ErrorCode.none and created is not None and ctx.api_version >= 5:
+            effective = tuple(
+                registry.make(
+                    types.CreatableTopicConfigs,
+                    name=name,
+                    value=value,
+                    read_only=False,
+                    config_source=CONFIG_SOURCE_TOPIC
+                    if name in created.configs
+                    else CONFIG_SOURCE_DEFAULT,
+                    is_sensitive=False,
+                )
+                for name, value in topics.effective_configs(created).items()
+            )
+        results.append(
+            registry.make(
+                types.CreatableTopicResult,
+                name=t.name,
+                topic_id=created.topic_id if created is not None else None,
+                error_code=error,
+                error_message=message,
+                topic_config_error_code=0,
+                num_partitions=partitions if error == ErrorCode.none else -1,
+                replication_factor=1 if error == ErrorCode.none else -1,
+                configs=effective if error == ErrorCode.none else None,
+            )
+        )
+    return registry.make(
+        types.CreateTopicsResponse, throttle_time=_NO_THROTTLE, topics=tuple(results)
+    )
+
+
+@api(DELETE_TOPICS, "delete_topics", (1, 6))
+def delete_topics(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(DELETE_TOPICS, ctx.api_version)
+    topics = ctx.broker.topics
+    if ctx.api_version >= 6:
+        wanted = [(t.name, t.topic_id) for t in request.topics]
+    else:
+        wanted = [(name, None) for name in request.topic_names]
+    results = []
+    for name, topic_id in wanted:
+        error, message = ErrorCode.none, None
+        if name is None and topic_id is not None:
+            found = topics.by_id(topic_id)
+            if found is None:
+                error, message = ErrorCode.unknown_topic_id, f"no topic with id {topic_id}"
+            else:
+                name = found.name
+        if error == ErrorCode.none:
+            assert name is not None
+            found = topics.get(name)
+            topic_id = found.topic_id if found is not None else topic_id
+            try:
+                topics.delete(name)
+            except UnknownTopic as exc:
+                error, message = _error_of(exc)
+        results.append(
+            registry.make(
+                types.DeletableTopicResult,
+                name=name,
+                topic_id=topic_id,
+                error_code=error,
+                error_message=message,
+            )
+        )
+    return registry.make(
+        types.DeleteTopicsResponse, throttle_time=_NO_THROTTLE, responses=tuple(results)
+    )
+
+
+@api(CREATE_PARTITIONS, "create_partitions", (0, 3))
+def create_partitions(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(CREATE_PARTITIONS, ctx.api_version)
+    results = []
+    for t in request.topics:
+        error, message = ErrorCode.none, None
+        try:
+            for a in t.assignments or ():
+                if tuple(a.broker_ids) != (NODE_ID,):
+                    raise _Refused(
+                        ErrorCode.invalid_replica_assignment,
+                        f"replica assignment {list(a.broker_ids)} names other brokers",
+                    )
+            ctx.broker.topics.add_partitions(t.name, t.count, validate_only=request.validate_only)
+        except (TopicError, _Refused) as exc:
+            error, message = _error_of(exc)
+        results.append(
+            registry.make(
+                types.CreatePartitionsTopicResult,
+                name=t.name,
+                error_code=error,
+                error_message=message,
+            )
+        )
+    return registry.make(
+        types.CreatePartitionsResponse, throttle_time=_NO_THROTTLE, results=tuple(results)
+    )
+
+
+@api(DELETE_RECORDS, "delete_records", (0, 2))
+def delete_records(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(DELETE_RECORDS, ctx.api_version)
+    topics = ctx.broker.topics
+    results = []
+    for t in request.topics:
+        partitions = []
+        for p in t.partitions:
+            partition = topics.partition(t.name, p.partition_index)
+            error, low = ErrorCode.none, -1
+            if partition is None:
+                error = ErrorCode.unknown_topic_or_partition
+            else:
+                # -1 means "up to the high watermark", as in Kafka's AdminClient.
+                target = partition.high_watermark if p.offset == -1 else p.offset
+                if not 0 <= target <= partition.high_watermark:
+                    error = ErrorCode.offset_out_of_range
+                else:
+                    if target > partition.log_start_offset:
+                        partition.log.delete_before(target)
+                    low = partition.log_start_offset
+            partitions.append(
+                registry.make(
+                    types.DeleteRecordsPartitionResult,
+                    partition_index=p.partition_index,
+                    low_watermark=low,
+                    error_code=error,
+                )
+            )
+        results.append(
+            registry.make(types.DeleteRecordsTopicResult, name=t.name, partitions=tuple(partitions))
+        )
+    return registry.make(
+        types.DeleteRecordsResponse, throttle_time=_NO_THROTTLE, topics=tuple(results)
+    )

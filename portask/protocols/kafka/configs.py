@@ -1,0 +1,271 @@
+"""DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44).
+
+DescribeConfigs v1-v4: v1 synonyms and sources; v3 config types and documentation;
+v4 flexible. AlterConfigs v0-v2 (v2 flexible) replaces a topic's overrides;
+IncrementalAlterConfigs v0-v1 (v1 flexible) sets, deletes, appends or subtracts single
+keys. Topic values are the ones really in force (overrides over the broker's
+settings). Broker values come from the broker's settings file and are read-only at
+run time: altering them is refused with a message saying where to change them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from portask.broker import topic_configs
+from portask.broker.topic_configs import InvalidTopicConfig
+from portask.config import Settings
+from portask.protocols.kafka import registry
+from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.registry import api
+from portask.protocols.kafka.server import NODE_ID, RequestContext
+
+DESCRIBE_CONFIGS, ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 32, 33, 44
+TOPIC, BROKER = 2, 4
+CONFIG_SOURCE_TOPIC, CONFIG_SOURCE_STATIC_BROKER, CONFIG_SOURCE_DEFAULT = 1, 4, 5
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+_TYPE_BOOLEAN, _TYPE_STRING, _TYPE_INT, _TYPE_LONG, _TYPE_LIST = 1, 2, 3, 5, 7
+_TOPIC_TYPES = {
+    "cleanup.policy": _TYPE_LIST,
+    "compression.type": _TYPE_STRING,
+    "message.timestamp.type": _TYPE_STRING,
+    "max.message.bytes": _TYPE_INT,
+    "segment.bytes": _TYPE_INT,
+}
+_NO_THROTTLE = datetime.timedelta(0)
+
+
+def broker_configs(settings: Settings) -> dict[str, tuple[str, int, bool]]:
+    """Kafka broker config names -> (value, type, is default) from Portask's settings."""
+    defaults = Settings()
+
+    def entry(value: Any, default: Any, kind: int) -> tuple[str, int, bool]:
+        text = (
+            "null"
+            if value is None
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
+        return text, kind, value == default
+
+    k, s, n = settings.kafka, settings.storage, settings.network
+    dk, ds, dn = defaults.kafka, defaults.storage, defaults.network
+    return {
+        "broker.id": entry(NODE_ID, NODE_ID, _TYPE_INT),
+        "num.partitions": entry(k.num_partitions, dk.num_partitions, _TYPE_INT),
+        "auto.create.topics.enable": entry(
+            k.auto_create_topics, dk.auto_create_topics, _TYPE_BOOLEAN
+        ),
+        "default.replication.factor": entry(1, 1, _TYPE_INT),
+        "message.max.bytes": entry(k.max_message_bytes, dk.max_message_bytes, _TYPE_INT),
+        "socket.request.max.bytes": entry(
+            k.socket_request_max_bytes, dk.socket_request_max_bytes, _TYPE_INT
+        ),
+        "log.segment.bytes": entry(s.segment_bytes, ds.segment_bytes, _TYPE_INT),
+        "log.roll.ms": entry(s.segment_ms, ds.segment_ms, _TYPE_LONG),
+        "log.retention.ms": entry(
+            -1 if s.retention_ms is None else s.retention_ms,
+            -1 if ds.retention_ms is None else ds.retention_ms,
+            _TYPE_LONG,
+        ),
+        "log.retention.bytes": entry(
+            -1 if s.retention_bytes is None else s.retention_bytes, -1, _TYPE_LONG
+        ),
+        "log.retention.check.interval.ms": entry(
+            s.retention_check_ms, ds.retention_check_ms, _TYPE_LONG
+        ),
+        "log.flush.interval.ms": entry(s.flush_ms, ds.flush_ms, _TYPE_LONG),
+        "log.flush.interval.messages": entry(s.flush_messages, ds.flush_messages, _TYPE_LONG),
+        "log.index.interval.bytes": entry(
+            s.index_interval_bytes, ds.index_interval_bytes, _TYPE_INT
+        ),
+        "log.index.size.max.bytes": entry(s.index_max_bytes, ds.index_max_bytes, _TYPE_INT),
+        "socket.send.buffer.bytes": entry(
+            n.send_buffer_bytes or -1, dn.send_buffer_bytes or -1, _TYPE_INT
+        ),
+        "socket.receive.buffer.bytes": entry(
+            n.receive_buffer_bytes or -1, dn.receive_buffer_bytes or -1, _TYPE_INT
+        ),
+    }
+
+
+@api(DESCRIBE_CONFIGS, "describe_configs", (1, 4))
+def describe_configs(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(DESCRIBE_CONFIGS, ctx.api_version)
+    results = []
+    for res in request.resources:
+        error, message, entries = ErrorCode.none, None, []
+        keys = set(res.configuration_keys) if res.configuration_keys is not None else None
+        if res.resource_type == TOPIC:
+            topic = ctx.broker.topics.get(res.resource_name)
+            if topic is None:
+                error = ErrorCode.unknown_topic_or_partition
+                message = f"topic {res.resource_name!r} does not exist"
+            else:
+                for name, value in ctx.broker.topics.effective_configs(topic).items():
+                    overridden = name in topic.configs
+                    entries.append(
+                        (
+                            name,
+                            value,
+                            False,
+                            CONFIG_SOURCE_TOPIC if overridden else CONFIG_SOURCE_DEFAULT,
+                            _TOPIC_TYPES.get(name, _TYPE_LONG),
+                            topic_configs.KEYS[name].doc,
+                        )
+                    )
+        elif res.resource_type == BROKER and res.resource_name in ("", str(NODE_ID)):
+            for name, (value, kind, is_default) in broker_configs(ctx.server.settings).items():
+                source = CONFIG_SOURCE_DEFAULT if is_default else CONFIG_SOURCE_STATIC_BROKER
+                entries.append((name, value, True, source, kind, None))
+        else:
+            error = ErrorCode.invalid_request
+            message = (
+                f"resource type {res.resource_type} named {res.resource_name!r} "
+                "is not described by this broker"
+            )
+        configs = tuple(
+            registry.make(
+                types.DescribeConfigsResourceResult,
+                name=name,
+                value=value,
+                read_only=read_only,
+                config_source=source,
+                is_default=source == CONFIG_SOURCE_DEFAULT,
+                is_sensitive=False,
+                synonyms=(),
+                config_type=kind,
+                documentation=doc if request_docs(request) else None,
+            )
+            for name, value, read_only, source, kind, doc in entries
+            if keys is None or name in keys
+        )
+        results.append(
+            registry.make(
+                types.DescribeConfigsResult,
+                error_code=error,
+                error_message=message,
+                resource_type=res.resource_type,
+                resource_name=res.resource_name,
+                configs=configs,
+            )
+        )
+    return registry.make(
+        types.DescribeConfigsResponse, throttle_time=_NO_THROTTLE, results=tuple(results)
+    )
+
+
+def request_docs(request: Any) -> bool:
+    return bool(getattr(request, "include_documentation", False))
+
+
+def _alter(
+    ctx: RequestContext,
+    resource_type: int,
+    name: str,
+    validate_only: bool,
+    change: Any,
+) -> tuple[ErrorCode, str | None]:
+    """Apply ``change(current overrides) -> new overrides`` to one resource."""
+    if resource_type == BROKER:
+        return (
+            ErrorCode.invalid_request,
+            "broker configs are read-only at run time; set them in the config file "
+            "(configs/portask.yaml) or with PORTASK_* variables and restart",
+        )
+    if resource_type != TOPIC:
+        return ErrorCode.invalid_request, f"resource type {resource_type} cannot be altered"
+    topics = ctx.broker.topics
+    topic = topics.get(name)
+    if topic is None:
+        return ErrorCode.unknown_topic_or_partition, f"topic {name!r} does not exist"
+    try:
+        updated = topic_configs.validate(change(dict(topic.configs)))
+    except InvalidTopicConfig as exc:
+        return ErrorCode.invalid_config, str(exc)
+    if not validate_only:
+        topics.alter_configs(name, updated)
+    return ErrorCode.none, None
+
+
+@api(ALTER_CONFIGS, "alter_configs", (0, 2))
+def alter_configs(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(ALTER_CONFIGS, ctx.api_version)
+    responses = []
+    for res in request.resources:
+        wanted = {c.name: c.value for c in res.configs}
+        error, message = _alter(
+            ctx,
+            res.resource_type,
+            res.resource_name,
+            request.validate_only,
+            lambda _current, w=wanted: w,
+        )
+        responses.append(
+            registry.make(
+                types.AlterConfigsResourceResponse,
+                error_code=error,
+                error_message=message,
+                resource_type=res.resource_type,
+                resource_name=res.resource_name,
+            )
+        )
+    return registry.make(
+        types.AlterConfigsResponse, throttle_time=_NO_THROTTLE, responses=tuple(responses)
+    )
+
+
+def _incremental(ops: Any) -> Any:
+    def change(current: dict[str, str | None]) -> dict[str, str | None]:
+        for op in ops:
+            if op.config_operation == SET:
+                current[op.name] = op.value
+            elif op.config_operation == DELETE:
+                current.pop(op.name, None)
+            elif op.config_operation in (APPEND, SUBTRACT):
+                if _TOPIC_TYPES.get(op.name) != _TYPE_LIST:
+                    raise InvalidTopicConfig(
+                        f"{op.name}: APPEND and SUBTRACT apply to list configs"
+                    )
+                items = [i for i in (current.get(op.name) or "").split(",") if i]
+                for value in (op.value or "").split(","):
+                    if op.config_operation == APPEND and value not in items:
+                        items.append(value)
+                    elif op.config_operation == SUBTRACT and value in items:
+                        items.remove(value)
+                current[op.name] = ",".join(items)
+            else:
+                raise InvalidTopicConfig(f"{op.name}: unknown operation {op.config_operation}")
+        return current
+
+    return change
+
+
+@api(INCREMENTAL_ALTER_CONFIGS, "incremental_alter_configs", (0, 1))
+def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(INCREMENTAL_ALTER_CONFIGS, ctx.api_version)
+    responses = []
+    for res in request.resources:
+        error, message = _alter(
+            ctx,
+            res.resource_type,
+            res.resource_name,
+            request.validate_only,
+            _incremental(res.configs),
+        )
+        responses.append(
+            registry.make(
+                types.AlterConfigsResourceResponse,
+                error_code=error,
+                error_message=message,
+                resource_type=res.resource_type,
+                resource_name=res.resource_name,
+            )
+        )
+    return registry.make(
+        types.IncrementalAlterConfigsResponse,
+        throttle_time=_NO_THROTTLE,
+        responses=tuple(responses),
+    )

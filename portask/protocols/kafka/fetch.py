@@ -1,0 +1,210 @@
+"""Fetch (key 1).
+
+Served from v4 (magic-2 batches, last stable offset, aborted transactions). v5 adds
+log_start_offset; v6 same; v7 fetch sessions (KIP-227); v8-v10 same; v11 rack-aware
+preferred read replica; v12 flexible, diverging epochs; v13 topics by id (KIP-516);
+v14-v15 same for consumers; v16 node endpoints on NOT_LEADER (never sent here).
+
+Long poll: the answer waits until ``min_bytes`` are available or ``max_wait_ms`` has
+passed, woken by appends to any partition in the request. Fetch sessions are declined
+(session id 0 in every answer, which KIP-227 allows), so every request is a full
+fetch. Stored batches are written out as memoryview slices of the segment maps,
+never copied or re-encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from typing import Any
+
+from portask import metrics
+from portask.broker.topics import Partition
+from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.registry import api
+from portask.protocols.kafka.server import RequestContext
+from portask.protocols.kafka.wire import (
+    EMPTY_TAGS,
+    INT16,
+    INT32,
+    INT64,
+    array_length,
+    bytes_length,
+    string,
+    uuid_bytes,
+)
+from portask.storage import OffsetOutOfRange
+
+KEY = 1
+READ_COMMITTED = 1
+_NULL_ARRAY = INT32.pack(-1)
+
+
+class _Wanted:
+    """One requested partition and, once read, what goes back."""
+
+    __slots__ = ("error", "fetch_offset", "index", "max_bytes", "partition", "records", "size")
+
+    def __init__(
+        self, index: int, fetch_offset: int, max_bytes: int, partition: Partition | None, error: int
+    ) -> None:
+        self.index = index
+        self.fetch_offset = fetch_offset
+        self.max_bytes = max_bytes
+        self.partition = partition
+        self.error = error
+        self.records: list[Any] = []
+        self.size = 0
+
+
+@api(KEY, "fetch", (4, 16))
+def handle(ctx: RequestContext, request: Any) -> list[Any] | Awaitable[list[Any]]:
+    version = ctx.api_version
+    if request.session_id != 0:
+        return _encode(version, request, [], ErrorCode.fetch_session_id_not_found)
+    topics = _resolve(ctx, request)
+    total = _read_all(topics, request.max_bytes)
+    max_wait_ms = request.max_wait.total_seconds() * 1000
+    if total >= request.min_bytes or max_wait_ms <= 0 or _has_error(topics):
+        return _respond(ctx, request, topics)
+    return _long_poll(ctx, request, topics, max_wait_ms)
+
+
+def _resolve(
+    ctx: RequestContext, request: Any
+) -> list[tuple[str, uuid.UUID | None, list[_Wanted]]]:
+    registry = ctx.broker.topics
+    by_id = ctx.api_version >= 13
+    out = []
+    for entry in request.topics:
+        if by_id:
+            topic = registry.by_id(entry.topic_id)
+            name = topic.name if topic is not None else ""
+            missing = ErrorCode.unknown_topic_id
+        else:
+            name = entry.topic
+            topic = registry.get(name)
+            missing = ErrorCode.unknown_topic_or_partition
+        wanted = []
+        for p in entry.partitions:
+            partition = registry.partition(name, p.partition) if topic is not None else None
+            error = ErrorCode.none if partition is not None else missing
+            wanted.append(
+                _Wanted(p.partition, p.fetch_offset, p.partition_max_bytes, partition, error)
+            )
+        out.append((name, getattr(entry, "topic_id", None), wanted))
+    return out
+
+
+def _read_all(topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]], max_bytes: int) -> int:
+    total = 0
+    for _, _, wanted in topics:
+        for w in wanted:
+            if w.partition is None:
+                continue
+            budget = min(w.max_bytes, max_bytes - total)
+            # KIP-74: the first batch of the answer is sent whole even past the limits,
+            # so a consumer never stalls behind a batch bigger than its fetch size.
+            if budget <= 0 and total > 0:
+                w.records, w.size = [], 0
+                continue
+            try:
+                entries = w.partition.read(w.fetch_offset, max(budget, 0), min_one=total == 0)
+            except OffsetOutOfRange:
+                w.error = ErrorCode.offset_out_of_range
+                w.records, w.size = [], 0
+                continue
+            w.records = [e.payload for e in entries]
+            w.size = sum(len(p) for p in w.records)
+            total += w.size
+    return total
+
+
+def _has_error(topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]]) -> bool:
+    return any(w.error for _, _, wanted in topics for w in wanted)
+
+
+async def _long_poll(
+    ctx: RequestContext,
+    request: Any,
+    topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]],
+    max_wait_ms: float,
+) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait_ms / 1000
+    partitions = [w.partition for _, _, wanted in topics for w in wanted if w.partition]
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        waiter: asyncio.Future[None] = loop.create_future()
+        for p in partitions:
+            p.watch(waiter)
+        try:
+            await asyncio.wait_for(waiter, remaining)
+        except TimeoutError:
+            pass
+        finally:
+            for p in partitions:
+                p.unwatch(waiter)
+        total = _read_all(topics, request.max_bytes)
+        if total >= request.min_bytes or _has_error(topics):
+            break
+    _read_all(topics, request.max_bytes)
+    return _respond(ctx, request, topics)
+
+
+def _respond(
+    ctx: RequestContext, request: Any, topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]]
+) -> list[Any]:
+    for name, _, wanted in topics:
+        count = sum(len(w.records) for w in wanted)
+        if count:
+            size = sum(w.size for w in wanted)
+            metrics.MESSAGES_CONSUMED.labels("kafka", name, "").inc(count)
+            metrics.BYTES_CONSUMED.labels("kafka", name, "").inc(size)
+    return _encode(ctx.api_version, request, topics, ErrorCode.none)
+
+
+def _encode(
+    version: int,
+    request: Any,
+    topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]],
+    error: int,
+) -> list[Any]:
+    """[head, batch slices..., next head, ...]: stored bytes go out as they are."""
+    flexible = version >= 12
+    committed = request.isolation_level == READ_COMMITTED
+    head = [INT32.pack(0)]  # throttle_time_ms
+    if version >= 7:
+        head.append(INT16.pack(error) + INT32.pack(0))  # error, session id (none kept)
+    head.append(array_length(len(topics), flexible))
+    out: list[Any] = []
+    for name, topic_id, wanted in topics:
+        head.append(uuid_bytes(topic_id) if version >= 13 else string(name, flexible))
+        head.append(array_length(len(wanted), flexible))
+        for w in wanted:
+            p = w.partition
+            high = p.high_watermark if p is not None and not w.error else -1
+            start = p.log_start_offset if p is not None and not w.error else -1
+            head.append(INT32.pack(w.index) + INT16.pack(w.error) + INT64.pack(high))
+            head.append(INT64.pack(high))  # last stable offset: no open transactions
+            if version >= 5:
+                head.append(INT64.pack(start))
+            # aborted_transactions: null unless read_committed asked, then empty.
+            head.append(
+                array_length(0, flexible) if committed else (b"\x00" if flexible else _NULL_ARRAY)
+            )
+            if version >= 11:
+                head.append(INT32.pack(-1))  # preferred read replica: none
+            head.append(bytes_length(w.size, flexible))
+            out.append(b"".join(head))
+            out.extend(w.records)
+            head = [EMPTY_TAGS] if flexible else []
+        if flexible:
+            head.append(EMPTY_TAGS)
+    if flexible:
+        head.append(EMPTY_TAGS)
+    out.append(b"".join(head))
+    return out

@@ -1,0 +1,146 @@
+"""Metadata (key 3).
+
+v0 base (empty topic list = all topics); v1 adds racks, controller id and internal
+flags, and null = all topics; v2 cluster id; v3 throttle time; v4 allow_auto_topic_creation;
+v5 offline replicas; v7 leader epochs; v8 authorized operations; v9 flexible; v10
+topic ids; v11 drops cluster authorized operations; v12 topics may be named by id.
+This broker is a one-node cluster: node 0 leads every partition.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from portask.broker.topics import InvalidTopicName, Topic, check_name
+from portask.protocols.kafka import registry
+from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.registry import api
+from portask.protocols.kafka.server import NODE_ID, RequestContext
+
+KEY = 3
+# Kafka's "not requested" sentinel for authorized operations.
+OPERATIONS_UNKNOWN = -2147483648
+
+
+@api(KEY, "metadata", (0, 12))
+def handle(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(KEY, ctx.api_version)
+    topics = ctx.broker.topics
+    wanted = request.topics
+    if wanted is None or (ctx.api_version == 0 and not wanted):
+        results = [_topic(types, t) for t in topics]
+    else:
+        allow_create = getattr(request, "allow_auto_topic_creation", True)
+        results = [_requested(ctx, types, entry, allow_create) for entry in wanted]
+    host, port = ctx.server.advertised_address(ctx.connection.local)
+    return registry.make(
+        types.MetadataResponse,
+        throttle_time=datetime.timedelta(0),
+        brokers=(
+            registry.make(
+                types.MetadataResponseBroker, node_id=NODE_ID, host=host, port=port, rack=None
+            ),
+        ),
+        cluster_id=ctx.broker.cluster_id,
+        controller_id=NODE_ID,
+        topics=tuple(results),
+        cluster_authorized_operations=OPERATIONS_UNKNOWN,
+    )
+
+
+def _requested(ctx: RequestContext, types: Any, entry: Any, allow_create: bool) -> Any:
+    topics = ctx.broker.topics
+    name = getattr(entry, "name", None)
+    topic_id = getattr(entry, "topic_id", None)
+    if name is None and topic_id is not None:
+        found = topics.by_id(topic_id)
+        if found is None:
+            return _error(types, None, topic_id, ErrorCode.unknown_topic_id)
+        return _topic(types, found)
+    assert name is not None
+    found = topics.get(name)
+    if found is None:
+        try:
+            check_name(name)
+        except InvalidTopicName:
+            return _error(types, name, None, ErrorCode.invalid_topic_exception)
+        if not (allow_create and ctx.server.settings.kafka.auto_create_topics):
+            return _error(types, name, None, ErrorCode.unknown_topic_or_partition)
+        found = topics.create(name, ctx.server.settings.kafka.num_partitions)
+    return _topic(types, found)
+
+
+def _topic(types: Any, topic: Topic) -> Any:
+    partitions = tuple(
+        registry.make(
+            types.MetadataResponsePartition,
+            error_code=ErrorCode.none,
+            partition_index=p.index,
+            leader_id=NODE_ID,
+            leader_epoch=0,
+            replica_nodes=(NODE_ID,),
+            isr_nodes=(NODE_ID,),
+            offline_replicas=(),
+        )
+        for p in topic.partitions
+    )
+    return registry.make(
+        types.MetadataResponseTopic,
+        error_code=ErrorCode.none,
+        name=topic.name,
+        topic_id=topic.topic_id,
+        is_internal=False,
+        partitions=partitions,
+        topic_authorized_operations=OPERATIONS_UNKNOWN,
+    )
+
+
+def _error(types: Any, name: str | None, topic_id: Any, code: ErrorCode) -> Any:
+    return registry.make(
+        types.MetadataResponseTopic,
+        error_code=code,
+        name=name,
+        topic_id=topic_id,
+        is_internal=False,
+        partitions=(),
+        topic_authorized_operations=OPERATIONS_UNKNOWN,
+    )
+
+
+DESCRIBE_CLUSTER = 60
+
+
+@api(DESCRIBE_CLUSTER, "describe_cluster", (0, 1))
+def describe_cluster(ctx: RequestContext, request: Any) -> Any:
+    """DescribeCluster v0-v1 (v1 adds endpoint type; only brokers are described)."""
+    types = registry.response_types(DESCRIBE_CLUSTER, ctx.api_version)
+    host, port = ctx.server.advertised_address(ctx.connection.local)
+    brokers_type = 1
+    if getattr(request, "endpoint_type", brokers_type) != brokers_type:
+        return registry.make(
+            types.DescribeClusterResponse,
+            throttle_time=datetime.timedelta(0),
+            error_code=ErrorCode.unsupported_endpoint_type,
+            error_message="only broker endpoints are described",
+            endpoint_type=request.endpoint_type,
+            cluster_id=ctx.broker.cluster_id,
+            controller_id=-1,
+            brokers=(),
+            cluster_authorized_operations=OPERATIONS_UNKNOWN,
+        )
+    return registry.make(
+        types.DescribeClusterResponse,
+        throttle_time=datetime.timedelta(0),
+        error_code=ErrorCode.none,
+        error_message=None,
+        endpoint_type=brokers_type,
+        cluster_id=ctx.broker.cluster_id,
+        controller_id=NODE_ID,
+        brokers=(
+            registry.make(
+                types.DescribeClusterBroker, broker_id=NODE_ID, host=host, port=port, rack=None
+            ),
+        ),
+        cluster_authorized_operations=OPERATIONS_UNKNOWN,
+    )

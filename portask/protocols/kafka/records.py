@@ -1,0 +1,209 @@
+"""RecordBatch (magic 2) framing: just enough to validate, count and re-stamp a batch.
+
+The broker never decodes individual records on the produce/fetch path: a batch is
+stored as the producer sent it, with only the fields outside the CRC rewritten (base
+offset, partition leader epoch) and, for LogAppendTime topics, the max timestamp and
+the CRC. Layout (big-endian):
+
+    0  baseOffset int64        21 attributes int16        45 producerId int64
+    8  batchLength int32       23 lastOffsetDelta int32   53 producerEpoch int16
+    12 partitionLeaderEpoch    27 baseTimestamp int64     55 baseSequence int32
+    16 magic int8              35 maxTimestamp int64      57 recordsCount int32
+    17 crc uint32 (CRC-32C of bytes 21..end)              61 records...
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import crc32c
+
+from portask.protocols.kafka import compression
+
+HEADER = struct.Struct(">qiibIhiqqqhii")
+HEADER_SIZE = HEADER.size  # 61
+# batchLength counts the bytes after the length field itself.
+LENGTH_OVERHEAD = 12
+_BASE_OFFSET = struct.Struct(">q")
+_LEADER_EPOCH_AT = 12
+_CRC_AT = 17
+_ATTRIBUTES_AT = 21
+_MAX_TIMESTAMP_AT = 35
+_INT32 = struct.Struct(">i")
+_UINT32 = struct.Struct(">I")
+_INT64 = struct.Struct(">q")
+
+COMPRESSION_MASK = 0x07
+TIMESTAMP_TYPE_LOG_APPEND = 0x08
+TRANSACTIONAL = 0x10
+CONTROL = 0x20
+NO_PRODUCER_ID = -1
+
+
+class InvalidBatch(ValueError):
+    """The bytes are not a valid magic-2 record batch; ``code`` is the Kafka error to answer."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+CORRUPT_MESSAGE = 2
+INVALID_RECORD = 87
+UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What the broker needs from a batch header; the records themselves stay opaque."""
+
+    start: int  # position of the batch in the produce payload
+    size: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    records_count: int
+
+    @property
+    def offset_count(self) -> int:
+        return self.last_offset_delta + 1
+
+    @property
+    def compression(self) -> int:
+        return self.attributes & COMPRESSION_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL)
+
+    @property
+    def is_transactional(self) -> bool:
+        return bool(self.attributes & TRANSACTIONAL)
+
+
+def parse_batches(data: bytes | memoryview) -> list[BatchInfo]:
+    """Split a produce payload into batches, checking sizes, magic and CRC-32C of each."""
+    view = memoryview(data)
+    total = len(view)
+    batches = []
+    pos = 0
+    while pos < total:
+        if total - pos < HEADER_SIZE:
+            raise InvalidBatch(
+                f"record batch truncated: {total - pos} bytes at position {pos}, "
+                f"a batch header is {HEADER_SIZE}",
+                CORRUPT_MESSAGE,
+            )
+        (
+            _,
+            length,
+            _,
+            magic,
+            crc,
+            attributes,
+            last_delta,
+            base_ts,
+            max_ts,
+            pid,
+            epoch,
+            base_seq,
+            count,
+        ) = HEADER.unpack_from(view, pos)
+        size = length + LENGTH_OVERHEAD
+        if magic != 2:
+            raise InvalidBatch(
+                f"record batch magic {magic} is not supported; only magic 2 (Kafka 0.11+)",
+                UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            )
+        if size < HEADER_SIZE or pos + size > total:
+            raise InvalidBatch(
+                f"record batch length {length} does not fit the {total - pos} bytes sent",
+                CORRUPT_MESSAGE,
+            )
+        if crc32c.crc32c(view[pos + _ATTRIBUTES_AT : pos + size]) != crc:
+            raise InvalidBatch("record batch CRC-32C mismatch", CORRUPT_MESSAGE)
+        if count < 0 or last_delta < 0 or (count == 0 and not attributes & CONTROL):
+            raise InvalidBatch(
+                f"record batch has {count} records and last offset delta {last_delta}",
+                INVALID_RECORD,
+            )
+        batches.append(
+            BatchInfo(
+                pos, size, attributes, last_delta, base_ts, max_ts, pid, epoch, base_seq, count
+            )
+        )
+        pos += size
+    return batches
+
+
+def stamp(batch: bytearray, base_offset: int, leader_epoch: int = 0) -> None:
+    """Write the offset the log assigned; both fields sit outside the CRC."""
+    _BASE_OFFSET.pack_into(batch, 0, base_offset)
+    _INT32.pack_into(batch, _LEADER_EPOCH_AT, leader_epoch)
+
+
+def set_log_append_time(batch: bytearray, now_ms: int) -> None:
+    """LogAppendTime topics: the broker's clock replaces maxTimestamp and the CRC follows."""
+    attributes = struct.unpack_from(">h", batch, _ATTRIBUTES_AT)[0]
+    struct.pack_into(">h", batch, _ATTRIBUTES_AT, attributes | TIMESTAMP_TYPE_LOG_APPEND)
+    _INT64.pack_into(batch, _MAX_TIMESTAMP_AT, now_ms)
+    _UINT32.pack_into(batch, _CRC_AT, crc32c.crc32c(memoryview(batch)[_ATTRIBUTES_AT:]))
+
+
+def read_base_offset(batch: bytes | memoryview) -> int:
+    return int(_BASE_OFFSET.unpack_from(batch, 0)[0])
+
+
+def recompress(batch: bytes | memoryview, info: BatchInfo, codec: int) -> bytearray:
+    """The same records under another codec (a topic's compression.type), CRC recomputed."""
+    view = memoryview(batch)
+    raw = compression.decompress(info.compression, view[HEADER_SIZE: info.size])
+    body = compression.compress(codec, raw)
+    out = bytearray(view[:HEADER_SIZE])
+    out += body
+    _INT32.pack_into(out, 8, len(out) - LENGTH_OVERHEAD)
+    attributes = (info.attributes & ~COMPRESSION_MASK) | codec
+    struct.pack_into(">h", out, _ATTRIBUTES_AT, attributes)
+    _UINT32.pack_into(out, _CRC_AT, crc32c.crc32c(memoryview(out)[_ATTRIBUTES_AT:]))
+    return out
+
+
+def record_timestamps(batch: bytes | memoryview) -> list[tuple[int, int]]:
+    """(offset delta, timestamp) of every record, decompressing if needed.
+
+    Only ListOffsets-by-timestamp needs this, to answer with the exact record rather
+    than the batch that holds it.
+    """
+    view = memoryview(batch)
+    (_, _, _, _, _, attributes, _, base_ts, max_ts, _, _, _, count) = HEADER.unpack_from(view, 0)
+    size = _INT32.unpack_from(view, 8)[0] + LENGTH_OVERHEAD
+    stamped = bool(attributes & TIMESTAMP_TYPE_LOG_APPEND)
+    data = compression.decompress(attributes & COMPRESSION_MASK, view[HEADER_SIZE:size])
+    out = []
+    pos = 0
+    for _ in range(count):
+        length, pos = _read_varint(data, pos)
+        end = pos + length
+        pos += 1  # record attributes
+        ts_delta, pos = _read_varint(data, pos)
+        offset_delta, pos = _read_varint(data, pos)
+        out.append((offset_delta, max_ts if stamped else base_ts + ts_delta))
+        pos = end
+    return out
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """Zigzag varint, as the record format encodes lengths, deltas and sizes."""
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7

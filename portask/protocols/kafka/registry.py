@@ -1,0 +1,138 @@
+"""The table of Kafka APIs this broker serves, filled in by the per-API modules.
+
+Each module registers its handler with the version range it really implements, so
+ApiVersions is derived from what exists rather than from a hand-kept list. Request
+and response schemas come from kio; readers and writers are built on first use and
+cached (building them all up front costs seconds at start-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kio.index import load_payload_module
+from kio.serial import entity_reader, entity_writer
+from kio.static.constants import EntityType
+
+from portask.protocols.kafka.wire import MalformedRequest
+
+if TYPE_CHECKING:
+    from portask.protocols.kafka.server import RequestContext
+
+# A handler answers with a kio response entity, a list of already-encoded body
+# buffers (hot paths), None (no response: acks=0), or an awaitable of one of those.
+Response = Any
+Handler = Callable[["RequestContext", Any], Response | Awaitable[Response]]
+
+API_VERSIONS_KEY = 18
+
+
+@dataclass(frozen=True)
+class Api:
+    key: int
+    schema: str  # kio's module name, e.g. "produce"
+    min_version: int
+    max_version: int
+    handler: Handler
+
+    @property
+    def label(self) -> str:
+        return self.schema
+
+
+APIS: dict[int, Api] = {}
+
+
+def api(key: int, schema: str, versions: tuple[int, int]) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        APIS[key] = Api(key, schema, versions[0], versions[1], handler)
+        return handler
+
+    return register
+
+
+@dataclass(frozen=True)
+class Schema:
+    """kio's request/response types for one (api key, version), with cached codecs."""
+
+    request_type: type
+    response_type: type
+    read: Callable[[bytes, int], tuple[Any, int]]
+    write: Callable[[io.BytesIO, Any], None]
+    request_flexible: bool
+    response_flexible: bool
+
+
+_SCHEMAS: dict[tuple[int, int], Schema] = {}
+
+
+def _entity(module: Any, entity_type: EntityType) -> type:
+    for value in vars(module).values():
+        if isinstance(value, type) and getattr(value, "__type__", None) == entity_type:
+            return value
+    raise LookupError(f"{module.__name__} has no {entity_type.name} entity")
+
+
+def schema(key: int, version: int) -> Schema:
+    found = _SCHEMAS.get((key, version))
+    if found is None:
+        request_type = _entity(
+            load_payload_module(key, version, EntityType.request), EntityType.request
+        )
+        response_type = _entity(
+            load_payload_module(key, version, EntityType.response), EntityType.response
+        )
+        found = Schema(
+            request_type=request_type,
+            response_type=response_type,
+            read=entity_reader(request_type),
+            write=entity_writer(response_type),
+            request_flexible=bool(request_type.__flexible__),  # type: ignore[attr-defined]
+            # ApiVersions answers with header v0 at every version so that a client can
+            # always read the error code (KIP-511).
+            response_flexible=bool(response_type.__flexible__) and key != API_VERSIONS_KEY,  # type: ignore[attr-defined]
+        )
+        _SCHEMAS[(key, version)] = found
+    return found
+
+
+def decode(s: Schema, frame: bytes, offset: int) -> Any:
+    try:
+        request, size = s.read(frame, offset)
+    except Exception as exc:  # kio raises several types for garbage; all mean the same here
+        raise MalformedRequest(f"cannot decode {s.request_type.__name__}: {exc}") from None
+    if offset + size > len(frame):
+        raise MalformedRequest(f"{s.request_type.__name__} runs past the end of its frame")
+    # Trailing bytes are ignored, as Kafka's own parser does: librdkafka sends a few
+    # after some flexible requests.
+    return request
+
+
+def encode(s: Schema, response: Any) -> bytes:
+    buf = io.BytesIO()
+    s.write(buf, response)
+    return buf.getvalue()
+
+
+_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def make(entity_type: type, **values: Any) -> Any:
+    """Build a kio entity from the values its version has, so handlers can serve many versions."""
+    names = _FIELDS.get(entity_type)
+    if names is None:
+        names = _FIELDS[entity_type] = frozenset(
+            f.name
+            for f in dataclasses.fields(entity_type)  # type: ignore[arg-type]
+        )
+    return entity_type(**{k: v for k, v in values.items() if k in names})
+
+
+def response_types(key: int, version: int) -> Any:
+    """The module holding a response's nested entity types (e.g. MetadataResponseTopic)."""
+    return sys.modules[schema(key, version).response_type.__module__]

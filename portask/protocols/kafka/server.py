@@ -1,0 +1,309 @@
+"""The Kafka listener: size-prefixed framing, dispatch, and strictly ordered replies.
+
+One ``asyncio.Protocol`` per connection. Requests are parsed in ``data_received``; a
+handler answers at once or with an awaitable (a long-polling Fetch). Kafka clients
+pipeline requests and match replies by order, so a reply that is ready waits behind
+any earlier one still pending. Replies produced during one read are written with a
+single ``writelines`` call. When the client stops reading, the transport's buffer
+fills and the connection stops reading requests until it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from portask import metrics
+from portask.listeners import Listener, configure_accepted
+from portask.protocols.kafka import registry
+from portask.protocols.kafka.wire import (
+    INT32,
+    MalformedRequest,
+    parse_request_header,
+    response_header,
+)
+
+if TYPE_CHECKING:
+    from portask.broker.core import Broker
+    from portask.config import Settings
+
+log = logging.getLogger("portask.kafka")
+
+NODE_ID = 0
+
+
+class KafkaServer:
+    """State shared by every Kafka connection: the broker core and how to reach us."""
+
+    def __init__(self, broker: Broker, settings: Settings, listener: Listener) -> None:
+        # Importing the API modules registers their handlers.
+        from portask.protocols.kafka import apis  # noqa: F401
+
+        self.broker = broker
+        self.settings = settings
+        self.listener = listener
+        self.connections: set[KafkaConnection] = set()
+
+    def protocol_factory(self) -> KafkaConnection:
+        return KafkaConnection(self)
+
+    def advertised_address(self, local: tuple[str, int] | None) -> tuple[str, int]:
+        """Where clients should connect: the configured address, else the one they used."""
+        k = self.settings.kafka
+        host = k.advertised_host
+        if host is None:
+            listen_host = self.listener.host
+            wildcard = listen_host in ("0.0.0.0", "::", "")
+            host = local[0] if (wildcard and local) else listen_host
+        return host, k.advertised_port or self.listener.port
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+
+@dataclass(slots=True)
+class RequestContext:
+    server: KafkaServer
+    connection: KafkaConnection
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+    @property
+    def broker(self) -> Broker:
+        return self.server.broker
+
+
+class _Slot:
+    """A reply position in the connection's order; filled when its handler finishes."""
+
+    __slots__ = ("buffers", "done")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.buffers: list[Any] = []
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, server: KafkaServer) -> None:
+        self.server = server
+        self.max_request = int(server.settings.kafka.socket_request_max_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer: Any = None
+        self.local: tuple[str, int] | None = None
+        self._buffer = bytearray()
+        self._pending: collections.deque[_Slot] = collections.deque()
+        self._out: list[Any] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reading_paused = False
+        self._closed = False
+
+    # -- asyncio callbacks -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport but implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        self.local = (str(sockname[0]), int(sockname[1])) if sockname else None
+        network = self.server.settings.network
+        configure_accepted(transport, network)
+        self.transport.set_write_buffer_limits(high=int(network.write_buffer_high_bytes))
+        self.server.connections.add(self)
+        metrics.CONNECTIONS_TOTAL.labels("kafka").inc()
+        metrics.CONNECTIONS_ACTIVE.labels("kafka").inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.server.connections.discard(self)
+        metrics.CONNECTIONS_ACTIVE.labels("kafka").dec()
+        for task in self._tasks:
+            task.cancel()
+
+    def pause_writing(self) -> None:
+        # The client is not reading replies: stop reading its requests until it does.
+        self._reading_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._reading_paused = False
+        if self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            size = INT32.unpack_from(buf, pos)[0]
+            if size < 0 or size > self.max_request:
+                self._protocol_error("request size out of range", size=size, limit=self.max_request)
+                return
+            if end - pos - 4 < size:
+                break
+            frame = bytes(buf[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+            self._handle(frame)
+            if self._closed:
+                return
+        if pos:
+            del buf[:pos]
+        self._flush()
+
+    # -- request handling ------------------------------------------------------------
+
+    def _handle(self, frame: bytes) -> None:
+        if len(frame) < 8:
+            self._protocol_error("request header truncated", size=len(frame))
+            return
+        api_key = int.from_bytes(frame[0:2], "big", signed=True)
+        version = int.from_bytes(frame[2:4], "big", signed=True)
+        api = registry.APIS.get(api_key)
+        if api is None:
+            self._protocol_error("unknown API key", api_key=api_key, api_version=version)
+            return
+        supported = api.min_version <= version <= api.max_version
+        if not supported and api_key != registry.API_VERSIONS_KEY:
+            self._protocol_error(
+                "unsupported API version",
+                api=api.schema,
+                api_version=version,
+                supported=f"{api.min_version}-{api.max_version}",
+            )
+            return
+        try:
+            if supported:
+                schema = registry.schema(api_key, version)
+                flexible = schema.request_flexible
+            else:
+                schema = None
+                flexible = version >= 3  # ApiVersions v3+ uses request header v2 (KIP-511)
+            _, _, correlation_id, client_id, body_at = parse_request_header(frame, flexible)
+            request = registry.decode(schema, frame, body_at) if schema is not None else None
+        except MalformedRequest as exc:
+            self._protocol_error(
+                "malformed request", api=api.schema, api_version=version, detail=str(exc)
+            )
+            return
+        ctx = RequestContext(self.server, self, api_key, version, correlation_id, client_id)
+        started = time.perf_counter()
+        try:
+            result = api.handler(ctx, request)
+        except Exception:
+            log.exception(
+                "request handler failed; closing the connection",
+                extra={"fields": {"api": api.schema, "api_version": version}},
+            )
+            self.close()
+            return
+        if inspect.isawaitable(result):
+            slot = _Slot()
+            self._pending.append(slot)
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(
+                lambda t: self._finished(t, slot, ctx, schema, api.schema, started)
+            )
+            return
+        buffers = self._encode(ctx, schema, result)
+        _observe(api.schema, started)
+        if self._pending:
+            slot = _Slot()
+            slot.buffers, slot.done = buffers, True
+            self._pending.append(slot)
+        else:
+            self._out.extend(buffers)
+
+    def _finished(
+        self,
+        task: asyncio.Task[Any],
+        slot: _Slot,
+        ctx: RequestContext,
+        schema: registry.Schema | None,
+        label: str,
+        started: float,
+    ) -> None:
+        self._tasks.discard(task)
+        if self._closed or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error(
+                "request handler failed; closing the connection",
+                exc_info=exc,
+                extra={"fields": {"api": label, "api_version": ctx.api_version}},
+            )
+            self.close()
+            return
+        slot.buffers = self._encode(ctx, schema, task.result())
+        slot.done = True
+        _observe(label, started)
+        self._flush()
+
+    def _encode(
+        self, ctx: RequestContext, schema: registry.Schema | None, result: Any
+    ) -> list[Any]:
+        if result is None:
+            return []
+        if schema is None:  # an ApiVersions answer to an unsupported version is v0
+            schema = registry.schema(ctx.api_key, 0)
+        header = response_header(ctx.correlation_id, schema.response_flexible)
+        if isinstance(result, list):
+            size = len(header) + sum(len(b) for b in result)
+            return [INT32.pack(size) + header, *result]
+        body = registry.encode(schema, result)
+        return [INT32.pack(len(header) + len(body)) + header + body]
+
+    def _flush(self) -> None:
+        pending = self._pending
+        out = self._out
+        while pending and pending[0].done:
+            out.extend(pending.popleft().buffers)
+        if out and self.transport is not None and not self._closed:
+            self.transport.writelines(out)
+        out.clear()
+
+    # -- errors and closing ----------------------------------------------------------
+
+    def _protocol_error(self, message: str, **fields: Any) -> None:
+        # Kafka closes the connection on requests it cannot parse; so do we.
+        metrics.CONNECTION_ERRORS.labels("kafka", message).inc()
+        log.warning(
+            f"{message}; closing the connection", extra={"fields": {"peer": self.peer, **fields}}
+        )
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._flush_before_close()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _flush_before_close(self) -> None:
+        out = self._out
+        while self._pending and self._pending[0].done:
+            out.extend(self._pending.popleft().buffers)
+        if out and self.transport is not None:
+            self.transport.writelines(out)
+        out.clear()
+
+
+_REQUEST_DURATION: dict[str, Any] = {}
+
+
+def _observe(label: str, started: float) -> None:
+    child = _REQUEST_DURATION.get(label)
+    if child is None:
+        child = _REQUEST_DURATION[label] = metrics.REQUEST_DURATION.labels("kafka", label)
+    child.observe(time.perf_counter() - started)

@@ -1,0 +1,96 @@
+"""Start a real `portask serve` process for tests and find the ports it bound."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_LISTENING = re.compile(r"^portask: (\w+) listening on (.+):(\d+)$")
+
+
+@dataclass
+class BrokerProcess:
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    stderr_path: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    stdout_lines: list[str] = field(default_factory=list)
+
+    @property
+    def kafka_port(self) -> int:
+        return self.ports["kafka"]
+
+    @property
+    def amqp_port(self) -> int:
+        return self.ports["amqp"]
+
+    @property
+    def http_port(self) -> int:
+        return self.ports["http"]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text()
+
+
+def start_broker(
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    expect: tuple[str, ...] = ("kafka", "amqp", "http"),
+    timeout: float = 15.0,
+) -> BrokerProcess:
+    """Start on free ports (0) unless args say otherwise; wait for every expected listener."""
+    cmd = [sys.executable, "-m", "portask", "serve", "--data-dir", str(data_dir)]
+    for name in ("kafka", "amqp", "http"):
+        if f"--{name}-port" not in args:
+            cmd += [f"--{name}-port", "0"]
+    cmd += list(args)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PORTASK_")}
+    full_env.update(env or {})
+    # stderr goes to a file: a pipe nobody drains would block a chatty broker.
+    stderr_dir = data_dir.parent
+    try:
+        stderr_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:  # tests of unusable data dirs point above a regular file
+        stderr_dir = Path(tempfile.gettempdir())
+    stderr_path = stderr_dir / f"broker-{time.monotonic_ns()}.stderr"
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=full_env
+        )
+    broker = BrokerProcess(proc=proc, data_dir=data_dir, stderr_path=stderr_path)
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while set(expect) - set(broker.ports):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError(f"broker did not start; stdout so far: {broker.stdout_lines}")
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait()
+            raise RuntimeError(
+                f"broker exited with {proc.returncode}: {broker.stderr_text().strip()}"
+            )
+        line = line.rstrip("\n")
+        broker.stdout_lines.append(line)
+        m = _LISTENING.match(line)
+        if m:
+            broker.ports[m.group(1)] = int(m.group(3))
+    return broker

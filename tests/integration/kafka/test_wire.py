@@ -1,0 +1,242 @@
+"""Exact-bytes behaviour: ordering of pipelined replies, long polls, versions, bad input."""
+
+from __future__ import annotations
+
+import datetime
+import struct
+import time
+from collections.abc import Callable
+
+from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from tests.broker_process import BrokerProcess
+from tests.integration.kafka.clients import consume_confluent, create_topic, produce_confluent
+from tests.integration.kafka.wire_client import WireClient, encode_request, request_types
+
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, API_VERSIONS = 0, 1, 2, 3, 18
+NO_WAIT = datetime.timedelta(0)
+
+
+def batch(values: list[bytes], compression: int = 0) -> bytearray:
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=compression,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
+    for i, value in enumerate(values):
+        builder.append(i, timestamp=None, key=None, value=value, headers=[])
+    return builder.build()
+
+
+def produce_request(topic: str, records: bytes, partition: int = 0, acks: int = 1) -> object:
+    m = request_types(PRODUCE, 9)
+    return m.ProduceRequest(
+        transactional_id=None,
+        acks=acks,
+        timeout=datetime.timedelta(seconds=5),
+        topic_data=(
+            m.TopicProduceData(
+                name=topic,
+                partition_data=(m.PartitionProduceData(index=partition, records=bytes(records)),),
+            ),
+        ),
+    )
+
+
+def fetch_request(topic: str, offset: int, max_wait_ms: int, min_bytes: int = 1) -> object:
+    m = request_types(FETCH, 12)
+    return m.FetchRequest(
+        max_wait=datetime.timedelta(milliseconds=max_wait_ms),
+        min_bytes=min_bytes,
+        max_bytes=1 << 20,
+        isolation_level=0,
+        session_id=0,
+        session_epoch=-1,
+        topics=(
+            m.FetchTopic(
+                topic=topic,
+                partitions=(
+                    m.FetchPartition(partition=0, fetch_offset=offset, partition_max_bytes=1 << 20),
+                ),
+            ),
+        ),
+        forgotten_topics_data=(),
+        rack_id="",
+    )
+
+
+def metadata_request(topic: str) -> object:
+    m = request_types(METADATA, 12)
+    return m.MetadataRequest(
+        topics=(m.MetadataRequestTopic(topic_id=None, name=topic),),
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
+
+
+def api_versions_request(version: int = 3) -> object:
+    m = request_types(API_VERSIONS, version)
+    return m.ApiVersionsRequest(client_software_name="wire", client_software_version="1")
+
+
+def _still_serving(broker: BrokerProcess) -> None:
+    client = WireClient(broker.kafka_port)
+    try:
+        client.send(encode_request(api_versions_request(), 99))
+        cid, resp = client.read_response(API_VERSIONS, 3)
+        assert cid == 99 and resp.error_code == 0
+    finally:
+        client.close()
+
+
+def test_api_versions_lists_implemented_ranges(kafka_broker: BrokerProcess) -> None:
+    client = WireClient(kafka_broker.kafka_port)
+    client.send(encode_request(api_versions_request(3), 1))
+    cid, resp = client.read_response(API_VERSIONS, 3)
+    ranges = {a.api_key: (a.min_version, a.max_version) for a in resp.api_keys}
+    assert cid == 1 and resp.error_code == 0
+    assert ranges[PRODUCE] == (3, 10)
+    assert ranges[FETCH] == (4, 16)
+    assert ranges[METADATA] == (0, 12)
+    assert ranges[API_VERSIONS] == (0, 3)
+    # Nothing is advertised that is not implemented: no group or transaction APIs yet.
+    assert 10 not in ranges and 11 not in ranges  # no group APIs yet
+    assert ranges[22] == (0, 4)  # InitProducerId: idempotent producers
+
+
+def test_unsupported_api_versions_version_gets_error_35_and_the_list(
+    kafka_broker: BrokerProcess,
+) -> None:
+    client = WireClient(kafka_broker.kafka_port)
+    # An ApiVersions v9 request: header v2 then a body we cannot know; KIP-511 says
+    # answer in v0 with UNSUPPORTED_VERSION and our ranges.
+    header = struct.pack(">hhih", API_VERSIONS, 9, 5, 4) + b"test" + b"\x00"
+    body = b"\x05wire\x021\x00"
+    client.send(struct.pack(">i", len(header + body)) + header + body)
+    cid, resp = client.read_response(API_VERSIONS, 0)
+    assert cid == 5
+    assert resp.error_code == 35
+    assert any(a.api_key == PRODUCE and a.max_version == 10 for a in resp.api_keys)
+
+
+def test_pipelined_requests_are_answered_in_order_behind_a_long_poll(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    client = WireClient(kafka_broker.kafka_port)
+    started = time.monotonic()
+    client.send(
+        encode_request(fetch_request(topic, 0, max_wait_ms=400), 1)
+        + encode_request(metadata_request(topic), 2)
+        + encode_request(api_versions_request(), 3)
+    )
+    cid1, fetched = client.read_response(FETCH, 12)
+    waited = time.monotonic() - started
+    cid2, _ = client.read_response(METADATA, 12)
+    cid3, _ = client.read_response(API_VERSIONS, 3)
+    assert (cid1, cid2, cid3) == (1, 2, 3)
+    assert waited >= 0.35  # the empty fetch waited for max_wait_ms
+    assert fetched.responses[0].partitions[0].records in (None, b"")
+
+
+def test_long_poll_is_woken_by_an_append(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    waiting = WireClient(kafka_broker.kafka_port)
+    waiting.send(encode_request(fetch_request(topic, 0, max_wait_ms=5000), 7))
+    time.sleep(0.3)
+    producer = WireClient(kafka_broker.kafka_port)
+    sent_at = time.monotonic()
+    producer.send(encode_request(produce_request(topic, batch([b"wake up"])), 1))
+    _, produced = producer.read_response(PRODUCE, 9)
+    assert produced.responses[0].partition_responses[0].error_code == 0
+    cid, fetched = waiting.read_response(FETCH, 12)
+    assert cid == 7
+    assert time.monotonic() - sent_at < 1.0
+    part = fetched.responses[0].partitions[0]
+    assert part.high_watermark == 1
+    assert b"wake up" in part.records
+
+
+def test_bad_crc_gets_corrupt_message_and_nothing_is_stored(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    client = WireClient(kafka_broker.kafka_port)
+    bad = batch([b"a", b"b"])
+    bad[-1] ^= 0xFF  # flip a bit in the last record: the CRC no longer matches
+    client.send(encode_request(produce_request(topic, bad), 1))
+    _, resp = client.read_response(PRODUCE, 9)
+    part = resp.responses[0].partition_responses[0]
+    assert part.error_code == 2  # CORRUPT_MESSAGE
+    assert "CRC" in (part.error_message or "")
+    # A good batch on the same connection still lands at offset 0.
+    client.send(encode_request(produce_request(topic, batch([b"good"])), 2))
+    _, resp = client.read_response(PRODUCE, 9)
+    assert resp.responses[0].partition_responses[0].base_offset == 0
+
+
+def test_oversized_batch_gets_message_too_large(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1, {"max.message.bytes": "1000"})
+    client = WireClient(kafka_broker.kafka_port)
+    client.send(encode_request(produce_request(topic, batch([b"x" * 2000])), 1))
+    _, resp = client.read_response(PRODUCE, 9)
+    assert resp.responses[0].partition_responses[0].error_code == 10  # MESSAGE_TOO_LARGE
+
+
+def test_unknown_partition_and_out_of_range_fetch(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    client = WireClient(kafka_broker.kafka_port)
+    client.send(encode_request(produce_request(topic, batch([b"x"]), partition=5), 1))
+    _, resp = client.read_response(PRODUCE, 9)
+    assert resp.responses[0].partition_responses[0].error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION
+    client.send(encode_request(fetch_request(topic, 10, max_wait_ms=0), 2))
+    _, fetched = client.read_response(FETCH, 12)
+    assert fetched.responses[0].partitions[0].error_code == 1  # OFFSET_OUT_OF_RANGE
+
+
+def test_garbage_unknown_keys_and_oversized_frames_close_only_that_connection(
+    kafka_broker: BrokerProcess,
+) -> None:
+    bad_inputs = [
+        struct.pack(">i", 8) + struct.pack(">hhi", 999, 0, 1),  # unknown API key
+        struct.pack(">i", 10) + struct.pack(">hhih", PRODUCE, 99, 1, -1),  # version out of range
+        struct.pack(">i", 12) + struct.pack(">hhih", METADATA, 1, 1, -1) + b"\xff\xff",  # garbage
+        struct.pack(">i", 0x7FFFFFFF),  # frame larger than socket_request_max_bytes
+        struct.pack(">i", 3) + b"abc",  # shorter than any request header
+    ]
+    for data in bad_inputs:
+        client = WireClient(kafka_broker.kafka_port)
+        client.send(data)
+        assert client.is_closed_by_peer(), data
+        client.close()
+    _still_serving(kafka_broker)
+
+
+def test_truncated_frame_then_disconnect_harms_nothing(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    client = WireClient(kafka_broker.kafka_port)
+    whole = encode_request(produce_request(topic, batch([b"never"])), 1)
+    client.send(whole[: len(whole) // 2])
+    client.close()
+    produce_confluent(kafka_broker.kafka_port, topic, [(0, b"k", b"kept", [])])
+    got = consume_confluent(kafka_broker.kafka_port, topic, 1, 1, timeout=5)
+    assert [m.value for m in got] == [b"kept"]
+    assert got[0].offset == 0

@@ -1,0 +1,66 @@
+"""The hand-written hot-path codecs agree with pamqp, an independent implementation."""
+
+from __future__ import annotations
+
+from pamqp import commands, frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+
+from portask.protocols.amqp import frames
+
+
+def _unmarshal_all(data: bytes) -> list[tuple[int, object]]:
+    out = []
+    while data:
+        used, channel, value = frame.unmarshal(data)
+        out.append((channel, value))
+        data = data[used:]
+    return out
+
+
+def test_parse_publish_reads_what_pamqp_wrote() -> None:
+    wire = frame.marshal(commands.Basic.Publish(exchange="ex", routing_key="a.b",
+                                                mandatory=True), 3)
+    payload = wire[7:-1]
+    assert frames.parse_publish(payload) == ("ex", "a.b", True, False)
+
+
+def test_deliver_frames_decode_with_pamqp_and_split_at_frame_max() -> None:
+    props = commands.Basic.Properties(content_type="text/plain", headers={"k": "v"},
+                                      delivery_mode=2)
+    header_payload = ContentHeader(0, 10, props).marshal()
+    raw_properties = header_payload[12:]
+    body = b"0123456789" * 1000
+    parts = frames.content_frames(
+        5, frames.deliver_payload(frames.shortstr("ctag"), 42, True, "ex", "rk"),
+        raw_properties, body, frame_max=4096,
+    )
+    decoded = _unmarshal_all(b"".join(bytes(p) for p in parts))
+    channel, deliver = decoded[0]
+    assert channel == 5 and isinstance(deliver, commands.Basic.Deliver)
+    assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered,
+            deliver.exchange, deliver.routing_key) == ("ctag", 42, True, "ex", "rk")
+    header = decoded[1][1]
+    assert isinstance(header, ContentHeader) and header.body_size == len(body)
+    assert header.properties.headers == {"k": "v"} and header.properties.delivery_mode == 2
+    bodies = [v for _c, v in decoded[2:]]
+    assert all(isinstance(b, ContentBody) for b in bodies)
+    assert all(len(b.value) <= 4096 - 8 for b in bodies)  # type: ignore[attr-defined]
+    assert b"".join(b.value for b in bodies) == body  # type: ignore[attr-defined]
+
+
+def test_headers_are_read_from_raw_properties_only_when_present() -> None:
+    with_headers = ContentHeader(0, 0, commands.Basic.Properties(
+        content_type="a", content_encoding="b", headers={"x": 1, "y": "z"})).marshal()[12:]
+    without = ContentHeader(0, 0, commands.Basic.Properties(
+        content_type="a")).marshal()[12:]
+    assert frames.headers_from_properties(with_headers) == {"x": 1, "y": "z"}
+    assert frames.headers_from_properties(without) is None
+
+
+def test_confirm_frames_decode_as_basic_ack_and_nack() -> None:
+    _used, channel, ack = frame.unmarshal(frames.confirm_frame(2, 77, True))
+    assert channel == 2 and isinstance(ack, commands.Basic.Ack)
+    assert (ack.delivery_tag, ack.multiple) == (77, True)
+    _used, _channel, nack = frame.unmarshal(frames.confirm_frame(2, 5, False, ack=False))
+    assert isinstance(nack, commands.Basic.Nack) and nack.delivery_tag == 5

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from portask.config import ConfigError, Settings, describe_keys, load_settings, to_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_without_any_layer() -> None:
+    s = load_settings(environ={})
+    assert s == Settings()
+    assert (s.kafka.port, s.amqp.port, s.http.port) == (9092, 5672, 8080)
+    assert s.server.host == "127.0.0.1"
+    assert s.server.data_dir == Path("data")
+
+
+def test_layers_apply_in_order_file_env_flag(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  port: 1000\n  num_partitions: 3\nhttp:\n  port: 1001\n")
+    s = load_settings(
+        cfg,
+        environ={"PORTASK_KAFKA_PORT": "2000", "PORTASK_AMQP_PORT": "2001"},
+        overrides=[("kafka.port", "3000")],
+    )
+    assert s.kafka.port == 3000  # flag beats env beats file
+    assert s.amqp.port == 2001  # env beats default
+    assert s.http.port == 1001  # file beats default
+    assert s.kafka.num_partitions == 3
+
+
+def test_units_for_sizes_and_durations() -> None:
+    s = load_settings(
+        environ={
+            "PORTASK_STORAGE_SEGMENT_BYTES": "64MiB",
+            "PORTASK_STORAGE_RETENTION_MS": "7d",
+            "PORTASK_STORAGE_FLUSH_MS": "250ms",
+            "PORTASK_STORAGE_RETENTION_BYTES": "1GB",
+        }
+    )
+    assert s.storage.segment_bytes == 64 * 1024 * 1024
+    assert s.storage.retention_ms == 7 * 86_400_000
+    assert s.storage.flush_ms == 250
+    assert s.storage.retention_bytes == 10**9
+
+
+def test_null_turns_optional_settings_off() -> None:
+    s = load_settings(environ={"PORTASK_STORAGE_FLUSH_MS": "null"})
+    assert s.storage.flush_ms is None
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PORTASK_KAFKA_PORT": "70000"}, "kafka.port: '70000' is not valid"),
+        ({"PORTASK_KAFKA_PORT": "abc"}, "between 0 and 65535"),
+        ({"PORTASK_SERVER_LOG_LEVEL": "loud"}, "one of 'debug', 'info'"),
+        ({"PORTASK_STORAGE_SEGMENT_BYTES": "12parsecs"}, "storage.segment_bytes"),
+        ({"PORTASK_STORAGE_FSYNC": "sometimes"}, "one of 'always', 'policy'"),
+        ({"PORTASK_KAFKA_AUTO_CREATE_TOPICS": "maybe"}, "true or false"),
+        ({"PORTASK_KAFKA_NUM_PARTITIONS": "null"}, "kafka.num_partitions"),
+        ({"PORTASK_KAFKA_NOPE": "1"}, "kafka.nope: unknown key"),
+        ({"PORTASK_WHATEVER": "1"}, "PORTASK_WHATEVER: not a Portask setting"),
+    ],
+)
+def test_bad_environment_values_name_key_value_and_source(
+    env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ=env)
+    assert expected in str(err.value)
+    if "unknown" not in expected and "not a Portask" not in expected:
+        assert "environment PORTASK_" in str(err.value)
+
+
+def test_bad_file_values_name_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("storage:\n  segment_bytes: -5\n")
+    with pytest.raises(
+        ConfigError, match=r"storage\.segment_bytes: -5 is not valid \(from .*bad\.yaml\)"
+    ):
+        load_settings(cfg, environ={})
+
+
+def test_unknown_section_and_key_in_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafak:\n  port: 1\n")
+    with pytest.raises(ConfigError, match="kafak: unknown section"):
+        load_settings(cfg, environ={})
+    cfg.write_text("kafka:\n  prot: 1\n")
+    with pytest.raises(
+        ConfigError, match=r"kafka\.prot: unknown key.*keys of kafka: enabled, port"
+    ):
+        load_settings(cfg, environ={})
+
+
+def test_yaml_syntax_error_says_where(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  port: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_settings(cfg, environ={})
+
+
+def test_booleans_are_not_numbers(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  port: true\n")
+    with pytest.raises(ConfigError, match=r"kafka\.port: True is not valid"):
+        load_settings(cfg, environ={})
+
+
+def test_effective_yaml_round_trips(tmp_path: Path) -> None:
+    s = load_settings(environ={"PORTASK_KAFKA_PORT": "1234"})
+    cfg = tmp_path / "out.yaml"
+    cfg.write_text(to_yaml(s))
+    assert load_settings(cfg, environ={}) == s
+
+
+def test_documented_yaml_lists_every_key_with_its_default() -> None:
+    doc = yaml.safe_load((ROOT / "configs" / "portask.yaml").read_text())
+    documented = {f"{sec}.{key}": value for sec, body in doc.items() for key, value in body.items()}
+    expected = {dotted: default for dotted, default, _ in describe_keys()}
+    assert documented == expected
+
+
+@pytest.mark.parametrize("profile", ["portask", "high_throughput", "low_latency", "dev"])
+def test_shipped_profiles_are_valid(profile: str) -> None:
+    load_settings(ROOT / "configs" / f"{profile}.yaml", environ={})
