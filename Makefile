@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Node client libraries (kafkajs) for the tests; skipped where npm is not installed.
+JS_STAMP := tests/js/node_modules/.installed
+JS_DEPS  := $(if $(shell command -v npm),$(JS_STAMP))
 
 .PHONY: run test lint bench smoke clean
 
@@ -12,10 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+$(JS_STAMP): tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
 run: $(STAMP)
 	$(BIN)/portask serve $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(JS_DEPS)
 	$(BIN)/ruff check portask tools tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	bash tools/install_smoke.sh
@@ -27,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable -p no:randomly $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) build dist .pytest_cache tests/js/node_modules
