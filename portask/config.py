@@ -88,6 +88,14 @@ class KafkaSettings:
     socket_request_max_bytes: ByteSize = _opt(
         ByteSize(100 << 20), "Largest request frame accepted.", min=1024
     )
+    sasl_mechanisms: str = _opt(
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "SASL mechanisms offered, comma-separated, among PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.",
+        pattern=r"^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)(,(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512))*$",
+    )
+    sasl_required: bool = _opt(
+        False, "Require SASL authentication (users from auth.users) before any other request."
+    )
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,15 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    users: str = _opt(
+        "guest:guest",
+        "Users for Kafka SASL, comma-separated USER:PASSWORD pairs (no commas in passwords).",
+        pattern=r"^[^:,]+:[^,]*(,[^:,]+:[^,]*)*$",
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
@@ -166,6 +183,7 @@ class Settings:
     amqp: AmqpSettings = field(default_factory=AmqpSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Settings)
@@ -210,6 +228,8 @@ def _describe(f: dataclasses.Field[Any]) -> str:
         allowed = "a duration in ms such as 1000 or '1s', '5m', '7d'"
     elif base is int:
         allowed = "an integer"
+    elif "pattern" in md:
+        allowed = f"a string matching {md['pattern']}"
     else:
         allowed = "a string"
     if "min" in md and "max" in md:
@@ -275,6 +295,8 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, from_text: bool) -> Any:
         if not isinstance(raw, str):
             raise ValueError
         if "choices" in f.metadata and raw not in f.metadata["choices"]:
+            raise ValueError
+        if "pattern" in f.metadata and not re.match(f.metadata["pattern"], raw):
             raise ValueError
         return raw
     raise TypeError(f"unsupported setting type {base!r}")  # a programming error, not input

@@ -9,4 +9,5 @@ from portask.protocols.kafka import (  # noqa: F401
     offsets,
     produce,
     producers,
+    sasl,
 )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from portask import metrics
+from portask.broker.users import Users
 from portask.listeners import Listener, configure_accepted
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.wire import (
@@ -27,6 +28,7 @@ from portask.protocols.kafka.wire import (
     parse_request_header,
     response_header,
 )
+from portask.protocols.scram import ScramServer
 
 if TYPE_CHECKING:
     from portask.broker.core import Broker
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("portask.kafka")
 
 NODE_ID = 0
+# ApiVersions, SaslHandshake, SaslAuthenticate: all a client may send before logging in.
+_BEFORE_AUTHENTICATION = frozenset((18, 17, 36))
 
 
 class KafkaServer:
@@ -48,6 +52,9 @@ class KafkaServer:
         self.settings = settings
         self.listener = listener
         self.connections: set[KafkaConnection] = set()
+        self.users = Users(settings.auth.users)
+        self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
+        self.sasl_required = settings.kafka.sasl_required
 
     def protocol_factory(self) -> KafkaConnection:
         return KafkaConnection(self)
@@ -104,6 +111,12 @@ class KafkaConnection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reading_paused = False
         self._closed = False
+        self._close_after_flush = False
+        # SASL state: the mechanism chosen by SaslHandshake, a SCRAM exchange in
+        # progress, and who the connection authenticated as.
+        self.sasl_mechanism: str | None = None
+        self.scram: ScramServer | None = None
+        self.authenticated_user: str | None = None
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -170,6 +183,10 @@ class KafkaConnection(asyncio.Protocol):
         api = registry.APIS.get(api_key)
         if api is None:
             self._protocol_error("unknown API key", api_key=api_key, api_version=version)
+            return
+        if (self.server.sasl_required and self.authenticated_user is None
+                and api_key not in _BEFORE_AUTHENTICATION):
+            self._protocol_error("request before SASL authentication", api=api.schema)
             return
         supported = api.min_version <= version <= api.max_version
         if not supported and api_key != registry.API_VERSIONS_KEY:
@@ -271,6 +288,12 @@ class KafkaConnection(asyncio.Protocol):
         if out and self.transport is not None and not self._closed:
             self.transport.writelines(out)
         out.clear()
+        if self._close_after_flush and not pending:
+            self.close()
+
+    def close_after_reply(self) -> None:
+        """Close once the replies queued so far are written (failed authentication)."""
+        self._close_after_flush = True
 
     # -- errors and closing ----------------------------------------------------------
 
