@@ -28,7 +28,7 @@ ENTRY_SIZE = ENTRY.size
 class OffsetIndex:
     """One segment's .index file. Single-threaded; the owner decides when to append."""
 
-    __slots__ = ("_capacity", "_fd", "_map", "entries", "path")
+    __slots__ = ("_capacity", "_dirty", "_fd", "_map", "entries", "path")
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
@@ -36,6 +36,9 @@ class OffsetIndex:
         self._map: mmap.mmap | None = None
         self._capacity = 0
         self.entries = 0
+        # Whether anything was written since the last dup_fd_if_dirty: lets a flush
+        # skip an fdatasync that would only cost a journal round trip.
+        self._dirty = False
 
     @classmethod
     def open(cls, path: Path, max_bytes: int | None) -> OffsetIndex:
@@ -137,6 +140,19 @@ class OffsetIndex:
         if os.pwrite(self._fd, data, n * ENTRY_SIZE) != ENTRY_SIZE:
             raise OSError(f"{self.path}: short write to index")
         self.entries = n + 1
+        self._dirty = True
+
+    def append_many(self, entries: list[tuple[int, int, int]]) -> None:
+        """Several entries with one write (a batch append crossing several intervals)."""
+        n = self.entries
+        if n + len(entries) > self._capacity:
+            raise IndexError(f"{self.path}: index is full ({n} entries)")
+        pack = ENTRY.pack
+        data = b"".join([pack(rel, pos, ts) for rel, pos, ts in entries])
+        if os.pwrite(self._fd, data, n * ENTRY_SIZE) != len(data):
+            raise OSError(f"{self.path}: short write to index")
+        self.entries = n + len(entries)
+        self._dirty = True
 
     def is_consistent(self, log_size: int) -> bool:
         """Whether the entries are structurally sound for a log of ``log_size`` bytes.
@@ -175,10 +191,12 @@ class OffsetIndex:
         os.ftruncate(self._fd, count * ENTRY_SIZE)
         os.ftruncate(self._fd, file_size)
         self.entries = count
+        self._dirty = True
 
     def seal(self) -> None:
         """Shrink the file to the used entries (a closed segment's index)."""
         os.ftruncate(self._fd, self.entries * ENTRY_SIZE)
+        self._dirty = True
         # The map may now extend past the end of the file; nothing reads beyond
         # ``entries``, and appends never happen on a sealed index.
         self._capacity = self.entries
@@ -192,7 +210,11 @@ class OffsetIndex:
     def sync(self) -> None:
         os.fdatasync(self._fd)
 
-    def dup_fd(self) -> int:
+    def dup_fd_if_dirty(self) -> int | None:
+        """A descriptor to fdatasync if entries changed since the last call, else None."""
+        if not self._dirty:
+            return None
+        self._dirty = False
         return os.dup(self._fd)
 
     def close(self) -> None:

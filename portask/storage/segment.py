@@ -220,9 +220,11 @@ class Segment:
         os.fdatasync(self._fd)
         self.index.sync()
 
-    def dup_fds(self) -> tuple[int, int]:
+    def dup_fds(self) -> tuple[int, ...]:
         """Descriptors a flush thread can sync even if the segment is deleted meanwhile."""
-        return os.dup(self._fd), self.index.dup_fd()
+        index_fd = self.index.dup_fd_if_dirty()
+        log_fd = os.dup(self._fd)
+        return (log_fd,) if index_fd is None else (log_fd, index_fd)
 
     def close(self) -> bool:
         """Release files and maps; False if a live payload slice keeps the map open."""
@@ -327,11 +329,10 @@ class Segment:
             self.max_timestamp = timestamp
             self._max_timestamp_offset = first_offset
         if index_points:
-            index_append = self.index.append
             base = self.base_offset
             max_ts = self.max_timestamp
-            for point_offset, point_position in index_points:
-                index_append(point_offset - base, point_position, max_ts)
+            self.index.append_many([(point_offset - base, point_position, max_ts)
+                                    for point_offset, point_position in index_points])
             self.last_index_position = last_indexed
         self.size = end
         self.next_offset = offset

@@ -390,4 +390,4 @@ def test_reopen_after_clean_close_scans_almost_nothing(
     log = open_log(big)
     elapsed = time.perf_counter() - started
     assert log.end_offset == 16_000
-    assert elapsed < 0.2, elapsed
+    assert elapsed < 0.5, elapsed  # typically ~10 ms; generous for a busy machine

@@ -1,0 +1,61 @@
+"""`portask serve` start-up: time until all three ports accept, and idle resident memory."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_and_wait(data_dir: Path) -> tuple[float, subprocess.Popen[bytes]]:
+    ports = [_free_port() for _ in range(3)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portask", "serve", "--data-dir", str(data_dir),
+         "--kafka-port", str(ports[0]), "--amqp-port", str(ports[1]),
+         "--http-port", str(ports[2])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    pending = set(ports)
+    while pending:
+        for port in list(pending):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.05).close()
+                pending.discard(port)
+            except OSError:
+                time.sleep(0.002)
+        if time.perf_counter() - started > 10:
+            proc.kill()
+            raise TimeoutError("ports did not open")
+    return time.perf_counter() - started, proc
+
+
+def test_start_until_all_ports_accept(benchmark: Any, tmp_path: Path) -> None:
+    """Timed: process start until Kafka, AMQP and HTTP ports all accept. Then idle RSS."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop_previous() -> None:
+        while procs:
+            proc = procs.pop()
+            proc.terminate()
+            proc.wait(10)
+
+    def once() -> None:
+        _, proc = _start_and_wait(tmp_path / f"d{time.monotonic_ns()}")
+        procs.append(proc)
+
+    benchmark.pedantic(once, setup=stop_previous, rounds=5, iterations=1)
+    time.sleep(1.0)  # the last broker finishes starting; then read its idle memory
+    rss = int(Path(f"/proc/{procs[-1].pid}/statm").read_text().split()[1]) * 4096
+    benchmark.extra_info["idle_rss_mb"] = round(rss / 1e6, 1)
+    stop_previous()
+    assert rss < 100e6
