@@ -88,6 +88,27 @@ class KafkaSettings:
     socket_request_max_bytes: ByteSize = _opt(
         ByteSize(100 << 20), "Largest request frame accepted.", min=1024
     )
+    group_initial_rebalance_delay_ms: Millis = _opt(
+        Millis(0),
+        "How long the first rebalance of an empty consumer group waits for more members "
+        "(Kafka's group.initial.rebalance.delay.ms; Kafka's default is 3s).",
+        min=0, max=300_000,
+    )
+    group_min_session_timeout_ms: Millis = _opt(
+        Millis(6000),
+        "Shortest session timeout a group member may ask for (group.min.session.timeout.ms).",
+        min=1,
+    )
+    group_max_session_timeout_ms: Millis = _opt(
+        Millis(1_800_000),
+        "Longest session timeout a group member may ask for (group.max.session.timeout.ms).",
+        min=1,
+    )
+    offset_metadata_max_bytes: ByteSize = _opt(
+        ByteSize(4096),
+        "Largest metadata string an offset commit may carry (offset.metadata.max.bytes).",
+        min=0,
+    )
     sasl_mechanisms: str = _opt(
         "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "SASL mechanisms offered, comma-separated, among PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.",

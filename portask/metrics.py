@@ -8,9 +8,10 @@ creates metrics.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 # The guide's latency buckets, in seconds.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -120,3 +121,56 @@ AMQP_MESSAGES_REDELIVERED = Counter(
     "Messages delivered again after a reject, nack, recover or a closed channel.",
     ["vhost", "queue"],
 )
+
+# Kafka groups
+KAFKA_GROUP_REBALANCES = Counter(
+    "portask_kafka_group_rebalances_total",
+    "Rebalances of a consumer group that formed a new generation with members.",
+    ["group"],
+)
+
+
+class _GroupGauges:
+    """Consumer lag and group sizes, read from the live coordinator at scrape time.
+
+    Lag changes with every produce and commit; computing it when Prometheus asks costs
+    nothing on those paths, and groups or partitions that are gone simply stop appearing.
+    """
+
+    def __init__(self) -> None:
+        self.lag: Callable[[], Iterable[tuple[str, str, int, int]]] | None = None
+        self.members: Callable[[], Iterable[tuple[str, int]]] | None = None
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing is read at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "portask_kafka_consumer_group_lag",
+            "High watermark minus the group's committed offset, per partition.",
+            labels=["group", "topic", "partition"],
+        )
+        members = GaugeMetricFamily(
+            "portask_kafka_group_members", "Active members of a consumer group.", labels=["group"]
+        )
+        if self.lag is not None:
+            for group, topic, partition, value in self.lag():
+                lag.add_metric([group, topic, str(partition)], value)
+        if self.members is not None:
+            for group, count in self.members():
+                members.add_metric([group], count)
+        yield lag
+        yield members
+
+
+_GROUP_GAUGES = _GroupGauges()
+REGISTRY.register(_GROUP_GAUGES)  # type: ignore[arg-type]
+
+
+def bind_group_gauges(
+    lag: Callable[[], Iterable[tuple[str, str, int, int]]],
+    members: Callable[[], Iterable[tuple[str, int]]],
+) -> None:
+    """Let the group gauges read the running broker's coordinator at scrape time."""
+    _GROUP_GAUGES.lag = lag
+    _GROUP_GAUGES.members = members

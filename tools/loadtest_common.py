@@ -172,7 +172,7 @@ def listening_pid(port: int) -> int | None:
 class CpuMeter:
     """CPU% of one process (100 = one core) and of the whole machine over a window.
 
-    ``sample()`` every second or so also yields the busiest one-second-ish stretch, which
+    ``sample()`` a few times a second also yields the busiest one-second stretch, which
     shows saturation better than an average that includes start-up and drain.
     """
 
@@ -185,17 +185,23 @@ class CpuMeter:
         proc = process_cpu_seconds(self.pid) if self.pid else None
         self.samples.append((time.monotonic(), proc, busy, total))
 
-    def summary(self, prefix: str = "broker") -> dict[str, Any]:
-        if len(self.samples) < 2:
+    def summary(self, prefix: str = "broker", first: int = 0,
+                last: int | None = None) -> dict[str, Any]:
+        """Averages over samples[first..last] (e.g. only while messages were moving)."""
+        samples = self.samples[first : None if last is None else last + 1]
+        if len(samples) < 2:
             return {}
-        (t0, p0, b0, n0), (t1, p1, b1, n1) = self.samples[0], self.samples[-1]
+        (t0, p0, b0, n0), (t1, p1, b1, n1) = samples[0], samples[-1]
         cores = os.cpu_count() or 1
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"cpu_window_s": round(t1 - t0, 2)}
         if p0 is not None and p1 is not None and t1 > t0:
             out[f"{prefix}_cpu_pct"] = round(100 * (p1 - p0) / (t1 - t0), 1)
-            peaks = [100 * (b[1] - a[1]) / (b[0] - a[0])
-                     for a, b in zip(self.samples, self.samples[1:], strict=False)
-                     if a[1] is not None and b[1] is not None and b[0] - a[0] >= 0.4]
+            peaks = []
+            for i, (ta, pa, _, _) in enumerate(samples):
+                # The shortest stretch of at least a second starting at each sample.
+                later = next((s for s in samples[i + 1 :] if s[0] - ta >= 1.0), None)
+                if later is not None and pa is not None and later[1] is not None:
+                    peaks.append(100 * (later[1] - pa) / (later[0] - ta))
             if peaks:
                 out[f"{prefix}_cpu_peak_pct"] = round(max(peaks), 1)
             out[f"{prefix}_cpu_seconds"] = round(p1 - p0, 3)

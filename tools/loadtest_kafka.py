@@ -256,7 +256,9 @@ def consumer(args: argparse.Namespace, index: int, partitions: list[int], count:
                 break
         elif stop.is_set():
             break
-        msgs = consume(num_messages=10_000, timeout=0.1)
+        # consume(n, timeout) waits for n messages or the timeout, whichever is first:
+        # take what is there without waiting, and block only for the first message.
+        msgs = consume(10_000, 0) or consume(1, 0.1)
         if not msgs:
             if args.consume_only and stop.is_set():
                 break  # the parent gave up waiting (e.g. the backlog shrank)
@@ -330,6 +332,9 @@ def run(args: argparse.Namespace) -> Result:
     started = time.monotonic()
     collected: list[tuple[Any, ...]] = []
     state = {"last_count": -1, "last_change": started}
+    # CPU figures cover the samples from just before the first message moved to the
+    # last one where the counts still changed: not connection set-up or the drain wait.
+    active = {"first": 0, "last": 0, "moved": 0}
 
     def collect() -> None:
         try:
@@ -344,6 +349,11 @@ def run(args: argparse.Namespace) -> Result:
     def done() -> bool:
         collect()
         broker_cpu.sample()
+        moved = sum(read())
+        if moved != active["moved"]:
+            if not active["moved"]:
+                active["first"] = len(broker_cpu.samples) - 2
+            active["moved"], active["last"] = moved, len(broker_cpu.samples) - 1
         now = time.monotonic()
         pubs = [r for r in collected if r[0] == "pub"]
         delivered = sum(c.value for c in con_counts)
@@ -366,7 +376,7 @@ def run(args: argparse.Namespace) -> Result:
 
     if args.json:
         while not done():
-            time.sleep(0.5)
+            time.sleep(0.25)
     else:
         progress(float(args.duration), read, done)
     broker_cpu.sample()
@@ -376,12 +386,12 @@ def run(args: argparse.Namespace) -> Result:
         mock.terminate()
     pubs = [r for r in collected if r[0] == "pub"]
     cons = [r for r in collected if r[0] == "con"]
-    window = max(time.monotonic() - started, 1e-9)
     published = sum(r[1] for r in pubs)
     delivered = sum(r[1] for r in cons)
     client_cpu = sum(r[3] for r in pubs + cons)
-    resources = broker_cpu.summary("broker")
+    resources = broker_cpu.summary("broker", active["first"], active["last"] or None)
     resources["broker_pid"] = args.broker_pid
+    window = resources.get("cpu_window_s") or max(time.monotonic() - started, 1e-9)
     resources["client_cpu_pct"] = round(100 * client_cpu / window, 1)
     moved = max(published, delivered)
     if moved and "broker_cpu_seconds" in resources:

@@ -6,16 +6,27 @@ it and never touch storage directly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import logging
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from portask.broker.groups import Groups
 from portask.broker.metadata import CLUSTER, Definitions
 from portask.broker.producers import ProducerIds
 from portask.broker.topics import Topics
+from portask.broker.transactions import TransactionCoordinator
 from portask.config import Settings
 from portask.storage.directory import LogDirectory
 from portask.storage.log import LogConfig
+
+if TYPE_CHECKING:
+    from portask.broker.vhosts import VirtualHosts
+
+log = logging.getLogger("portask.broker")
 
 
 def log_config(settings: Settings) -> LogConfig:
@@ -48,12 +59,17 @@ class Broker:
 
         self.topics = Topics(settings, self.definitions, self.logs)
         self.cluster_id = ""
+        self._compaction: asyncio.Task[None] | None = None
+        # AMQP vhosts, exchanges and queues; set by the AMQP server, which restores them.
+        self.amqp: VirtualHosts | None = None
 
     def open(self) -> Broker:
         self.definitions.open()
         self.cluster_id = self._cluster_id()
         self.producer_ids = ProducerIds(self.definitions)
+        self.transactions = TransactionCoordinator(self.definitions, self.producer_ids)
         self.topics.load()
+        self.groups = Groups(self.settings, self.definitions, self.topics)
         return self
 
     def _cluster_id(self) -> str:
@@ -66,7 +82,24 @@ class Broker:
 
     def start(self) -> None:
         self.logs.start()
+        self._compaction = asyncio.create_task(self._compact_periodically())
+
+    async def _compact_periodically(self) -> None:
+        interval = int(self.settings.storage.retention_check_ms) / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.topics.compact_all()
+            except Exception:
+                # One bad partition must not stop compaction of the rest next time.
+                log.exception("compaction pass failed")
 
     async def close(self) -> None:
+        if self._compaction is not None:
+            self._compaction.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compaction
+        if self.amqp is not None:
+            self.amqp.close()
         await self.logs.close()
         self.definitions.close()

@@ -23,6 +23,10 @@ QUEUES = "queues"
 BINDINGS = "bindings"
 CONSUMER_OFFSETS = "consumer_offsets"
 PRODUCER_IDS = "producer_ids"
+TRANSACTIONS = "transactions"
+# Partitions that ever held a transactional batch: only these need their
+# transaction spans rebuilt from the log after a restart.
+TXN_PARTITIONS = "txn_partitions"
 
 
 class Definitions:

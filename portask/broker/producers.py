@@ -113,6 +113,10 @@ class ProducerIds:
         self._epochs[producer_id] = 0
         return producer_id, 0
 
+    def adopt(self, producer_id: int, epoch: int) -> None:
+        """Record an id and epoch handed out by the transaction coordinator."""
+        self._epochs[producer_id] = epoch
+
     def bump(self, producer_id: int, epoch: int) -> tuple[int, int] | None:
         """KIP-360 epoch bump for a producer we issued; None if we cannot vouch for it."""
         current = self._epochs.get(producer_id)

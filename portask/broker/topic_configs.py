@@ -63,10 +63,14 @@ KEYS: dict[str, ConfigKey] = {
         ConfigKey("segment.ms", _long(1), "Roll a segment at this age."),
         ConfigKey(
             "cleanup.policy",
-            _choice("delete", not_yet=("compact", "compact,delete", "delete,compact")),
-            "delete: retention removes old segments.",
+            _choice("delete", "compact", "compact,delete", "delete,compact"),
+            "delete: retention removes old segments; compact: keep the latest record per key.",
         ),
         ConfigKey("max.message.bytes", _long(0), "Largest record batch accepted."),
+        ConfigKey(
+            "delete.retention.ms", _long(0),
+            "How long compaction keeps a tombstone (a null value) before removing it.",
+        ),
         ConfigKey(
             "message.timestamp.type",
             _choice("CreateTime", "LogAppendTime"),
@@ -90,6 +94,7 @@ def defaults(settings: Settings) -> dict[str, str]:
         "segment.bytes": str(int(s.segment_bytes)),
         "segment.ms": str(2**63 - 1 if s.segment_ms is None else int(s.segment_ms)),
         "cleanup.policy": "delete",
+        "delete.retention.ms": "86400000",
         "max.message.bytes": str(int(settings.kafka.max_message_bytes)),
         "message.timestamp.type": "CreateTime",
         "compression.type": "producer",
@@ -116,6 +121,9 @@ def log_config(base: LogConfig, effective: Mapping[str, str]) -> LogConfig:
     """The storage settings a partition's log runs with under these topic configs."""
     retention_ms = int(effective["retention.ms"])
     retention_bytes = int(effective["retention.bytes"])
+    if "delete" not in effective["cleanup.policy"]:
+        # A compact-only topic keeps every key's latest record however old or large.
+        retention_ms = retention_bytes = -1
     segment_ms = int(effective["segment.ms"])
     return dataclasses.replace(
         base,

@@ -13,12 +13,13 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from portask.broker import topic_configs
 from portask.broker.metadata import TOPICS, Definitions
 from portask.broker.producers import PartitionProducers
+from portask.broker.transactions import PartitionTransactions
 from portask.config import Settings
 from portask.storage.directory import LogDirectory
 from portask.storage.log import Log, LogRecord
@@ -50,13 +51,14 @@ class InvalidPartitionCount(TopicError):
 
 
 class Partition:
-    __slots__ = ("_waiters", "index", "log", "producers", "topic")
+    __slots__ = ("_waiters", "index", "log", "producers", "topic", "transactions")
 
     def __init__(self, topic: Topic, index: int, log: Log) -> None:
         self.topic = topic
         self.index = index
         self.log = log
         self.producers = PartitionProducers()
+        self.transactions = PartitionTransactions()
         self._waiters: set[asyncio.Future[None]] = set()
 
     @property
@@ -115,6 +117,8 @@ class Topics:
         self.logs = logs
         self._by_name: dict[str, Topic] = {}
         self._by_id: dict[uuid.UUID, Topic] = {}
+        # Set by the protocol that owns the record format (Kafka): compacts one partition.
+        self.compactor: Callable[[Partition, int], int] | None = None
 
     def load(self) -> None:
         """Open every topic's partitions from the durable definitions."""
@@ -209,6 +213,18 @@ class Topics:
         log_config = topic_configs.log_config(self.logs.config, self.effective_configs(topic))
         for partition in topic.partitions:
             partition.log.config = log_config
+
+    def compact_all(self, now_ms: int | None = None) -> int:
+        """Run compaction over every partition of topics with cleanup.policy compact."""
+        if self.compactor is None:
+            return 0
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        reclaimed = 0
+        for topic in list(self._by_name.values()):
+            if "compact" in topic.effective["cleanup.policy"]:
+                for partition in list(topic.partitions):
+                    reclaimed += self.compactor(partition, now_ms)
+        return reclaimed
 
     def _register(self, topic: Topic) -> None:
         topic.effective = {**topic_configs.defaults(self.settings), **topic.configs}

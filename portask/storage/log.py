@@ -56,6 +56,8 @@ logger = logging.getLogger("portask.storage")
 
 CHECKPOINT_NAME = "checkpoint"
 _CHECKPOINT_TMP = "checkpoint.tmp"
+# Where rewritten (compacted) segments are built before they replace the originals.
+_REWRITE_DIR = ".rewrite"
 _CHECKPOINT = struct.Struct("<4sHQQQQ")
 _CHECKPOINT_CRC = struct.Struct("<I")
 _CHECKPOINT_MAGIC = b"PTKC"
@@ -715,6 +717,54 @@ class Log:
         self._write_checkpoint(durable=True)
         self._release_retired()
 
+    def rewrite_closed(
+        self, transform: Callable[[LogRecord], bytes | bytearray | None]
+    ) -> int:
+        """Pass every entry of the closed segments through ``transform`` (compaction).
+
+        ``transform`` returns a new payload for an entry, or None to keep it as it is;
+        offsets, counts and timestamps never change, so readers see the same offsets.
+        A changed segment is written beside the log, synced, and renamed over the old
+        file, so a crash leaves either the old segment or the new one. Returns the
+        bytes reclaimed.
+        """
+        cfg = self.config
+        reclaimed = 0
+        scratch = self.directory / _REWRITE_DIR
+        for i, old in enumerate(list(self._segments[:-1])):
+            entries: list[LogRecord] = []
+            old.read(old.base_offset, old.size, True, entries)
+            replaced = [transform(entry) for entry in entries]
+            if all(p is None for p in replaced):
+                continue
+            scratch.mkdir(exist_ok=True)
+            fresh = Segment.create(scratch, old.base_offset, old.size, cfg.index_max_bytes,
+                                   cfg.index_interval_bytes, preallocate=False)
+            try:
+                for entry, payload in zip(entries, replaced, strict=True):
+                    data = entry.payload if payload is None else payload
+                    fresh.append(data, len(data), entry.offset, entry.count, entry.timestamp)
+                fresh.seal(sync=True)
+            finally:
+                fresh.close()
+            del entries
+            index_path = old.log_path.with_suffix(INDEX_SUFFIX)
+            # The log file first: a crash between the renames leaves an index that
+            # recovery finds inconsistent and rebuilds.
+            os.replace(fresh.log_path, old.log_path)
+            os.replace(fresh.log_path.with_suffix(INDEX_SUFFIX), index_path)
+            _fsync_directory(self.directory)
+            seg = Segment.open(old.log_path, old.base_offset, cfg.index_interval_bytes,
+                               cfg.index_max_bytes)
+            seg.recover(seg.file_size)
+            seg.seal(sync=False)
+            self._segments[i] = seg
+            reclaimed += old.size - seg.size
+            # The old inode lives on for readers still holding slices of its map.
+            if not old.close():
+                self._retired.append(old)
+        return reclaimed
+
     def delete_before(self, offset: int) -> None:
         """Advance the log start to ``offset`` (persisted) and delete segments below it."""
         self._active_segment()
@@ -824,3 +874,11 @@ class Log:
         return (f"Log({str(self.directory)!r}, start={self._start_offset}, "
                 f"end={self._active.next_offset if self._active else None}, "
                 f"segments={len(self._segments)})")
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

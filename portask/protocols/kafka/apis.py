@@ -5,9 +5,12 @@ from portask.protocols.kafka import (  # noqa: F401
     api_versions,
     configs,
     fetch,
+    groups,
     metadata,
     offsets,
+    offsets_commit,
     produce,
     producers,
     sasl,
+    txn,
 )

@@ -192,16 +192,23 @@ def _alter(
 
 @api(ALTER_CONFIGS, "alter_configs", (0, 2))
 def alter_configs(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(ALTER_CONFIGS, ctx.api_version)
+    # AlterConfigs replaces a resource's overrides with the set given.
+    return _alter_all(
+        ctx,
+        request,
+        ALTER_CONFIGS,
+        "AlterConfigsResponse",
+        lambda res: lambda _current: {c.name: c.value for c in res.configs},
+    )
+
+
+def _alter_all(ctx: RequestContext, request: Any, key: int, response: str, change_of: Any) -> Any:
+    """Both alter APIs: one answer per resource, ``change_of(resource)`` says what to do."""
+    types = registry.response_types(key, ctx.api_version)
     responses = []
     for res in request.resources:
-        wanted = {c.name: c.value for c in res.configs}
         error, message = _alter(
-            ctx,
-            res.resource_type,
-            res.resource_name,
-            request.validate_only,
-            lambda _current, w=wanted: w,
+            ctx, res.resource_type, res.resource_name, request.validate_only, change_of(res)
         )
         responses.append(
             registry.make(
@@ -213,7 +220,7 @@ def alter_configs(ctx: RequestContext, request: Any) -> Any:
             )
         )
     return registry.make(
-        types.AlterConfigsResponse, throttle_time=_NO_THROTTLE, responses=tuple(responses)
+        getattr(types, response), throttle_time=_NO_THROTTLE, responses=tuple(responses)
     )
 
 
@@ -245,27 +252,10 @@ def _incremental(ops: Any) -> Any:
 
 @api(INCREMENTAL_ALTER_CONFIGS, "incremental_alter_configs", (0, 1))
 def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(INCREMENTAL_ALTER_CONFIGS, ctx.api_version)
-    responses = []
-    for res in request.resources:
-        error, message = _alter(
-            ctx,
-            res.resource_type,
-            res.resource_name,
-            request.validate_only,
-            _incremental(res.configs),
-        )
-        responses.append(
-            registry.make(
-                types.AlterConfigsResourceResponse,
-                error_code=error,
-                error_message=message,
-                resource_type=res.resource_type,
-                resource_name=res.resource_name,
-            )
-        )
-    return registry.make(
-        types.IncrementalAlterConfigsResponse,
-        throttle_time=_NO_THROTTLE,
-        responses=tuple(responses),
+    return _alter_all(
+        ctx,
+        request,
+        INCREMENTAL_ALTER_CONFIGS,
+        "IncrementalAlterConfigsResponse",
+        lambda res: _incremental(res.configs),
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 from portask import metrics
 from portask.broker.topics import Partition
+from portask.protocols.kafka import txn
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext
@@ -44,7 +45,8 @@ _NULL_ARRAY = INT32.pack(-1)
 class _Wanted:
     """One requested partition and, once read, what goes back."""
 
-    __slots__ = ("error", "fetch_offset", "index", "max_bytes", "partition", "records", "size")
+    __slots__ = ("aborted", "error", "fetch_offset", "index", "lso", "max_bytes", "partition",
+                 "records", "size")
 
     def __init__(
         self, index: int, fetch_offset: int, max_bytes: int, partition: Partition | None, error: int
@@ -56,6 +58,8 @@ class _Wanted:
         self.error = error
         self.records: list[Any] = []
         self.size = 0
+        self.lso = -1
+        self.aborted: list[tuple[int, int]] = []
 
 
 @api(KEY, "fetch", (4, 16))
@@ -64,7 +68,8 @@ def handle(ctx: RequestContext, request: Any) -> list[Any] | Awaitable[list[Any]
     if request.session_id != 0:
         return _encode(version, request, [], ErrorCode.fetch_session_id_not_found)
     topics = _resolve(ctx, request)
-    total = _read_all(topics, request.max_bytes)
+    committed = request.isolation_level == READ_COMMITTED
+    total = _read_all(ctx, topics, request.max_bytes, committed)
     max_wait_ms = request.max_wait.total_seconds() * 1000
     if total >= request.min_bytes or max_wait_ms <= 0 or _has_error(topics):
         return _respond(ctx, request, topics)
@@ -97,12 +102,22 @@ def _resolve(
     return out
 
 
-def _read_all(topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]], max_bytes: int) -> int:
+def _read_all(
+    ctx: RequestContext, topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]],
+    max_bytes: int, committed: bool,
+) -> int:
     total = 0
     for _, _, wanted in topics:
         for w in wanted:
             if w.partition is None:
                 continue
+            if w.partition.log.closed:  # the topic was deleted while this fetch waited
+                w.partition, w.error = None, ErrorCode.unknown_topic_or_partition
+                w.records, w.size = [], 0
+                continue
+            txn.ensure_rebuilt(ctx.server, w.partition)
+            spans = w.partition.transactions
+            w.lso = spans.last_stable_offset(w.partition.high_watermark)
             budget = min(w.max_bytes, max_bytes - total)
             # KIP-74: the first batch of the answer is sent whole even past the limits,
             # so a consumer never stalls behind a batch bigger than its fetch size.
@@ -115,6 +130,13 @@ def _read_all(topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]], max_byt
                 w.error = ErrorCode.offset_out_of_range
                 w.records, w.size = [], 0
                 continue
+            if committed:
+                # read_committed sees nothing at or past the last stable offset, and is
+                # told which aborted transactions the answer overlaps.
+                entries = [e for e in entries if e.offset < w.lso]
+                if entries and spans.aborted:
+                    end = entries[-1].offset + entries[-1].count
+                    w.aborted = spans.aborted_between(w.fetch_offset, end)
             w.records = [e.payload for e in entries]
             w.size = sum(len(p) for p in w.records)
             total += w.size
@@ -132,6 +154,7 @@ async def _long_poll(
     max_wait_ms: float,
 ) -> list[Any]:
     loop = asyncio.get_running_loop()
+    committed = request.isolation_level == READ_COMMITTED
     deadline = loop.time() + max_wait_ms / 1000
     partitions = [w.partition for _, _, wanted in topics for w in wanted if w.partition]
     while True:
@@ -148,10 +171,10 @@ async def _long_poll(
         finally:
             for p in partitions:
                 p.unwatch(waiter)
-        total = _read_all(topics, request.max_bytes)
+        total = _read_all(ctx, topics, request.max_bytes, committed)
         if total >= request.min_bytes or _has_error(topics):
             break
-    _read_all(topics, request.max_bytes)
+    _read_all(ctx, topics, request.max_bytes, committed)
     return _respond(ctx, request, topics)
 
 
@@ -189,13 +212,18 @@ def _encode(
             high = p.high_watermark if p is not None and not w.error else -1
             start = p.log_start_offset if p is not None and not w.error else -1
             head.append(INT32.pack(w.index) + INT16.pack(w.error) + INT64.pack(high))
-            head.append(INT64.pack(high))  # last stable offset: no open transactions
+            head.append(INT64.pack(w.lso if p is not None and not w.error else -1))
             if version >= 5:
                 head.append(INT64.pack(start))
-            # aborted_transactions: null unless read_committed asked, then empty.
-            head.append(
-                array_length(0, flexible) if committed else (b"\x00" if flexible else _NULL_ARRAY)
-            )
+            # aborted_transactions: null unless read_committed asked.
+            if committed:
+                head.append(array_length(len(w.aborted), flexible))
+                for producer_id, first_offset in w.aborted:
+                    head.append(INT64.pack(producer_id) + INT64.pack(first_offset))
+                    if flexible:
+                        head.append(EMPTY_TAGS)
+            else:
+                head.append(b"\x00" if flexible else _NULL_ARRAY)
             if version >= 11:
                 head.append(INT32.pack(-1))  # preferred read replica: none
             head.append(bytes_length(w.size, flexible))

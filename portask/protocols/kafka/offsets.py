@@ -14,7 +14,7 @@ import datetime
 from typing import Any
 
 from portask.broker.topics import Partition
-from portask.protocols.kafka import records, registry
+from portask.protocols.kafka import records, registry, txn
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext
@@ -47,6 +47,9 @@ def list_offsets(ctx: RequestContext, request: Any) -> Any:
                 )
                 continue
             offset, timestamp = _lookup(partition, p.timestamp)
+            if p.timestamp == LATEST and getattr(request, "isolation_level", 0) == 1:
+                txn.ensure_rebuilt(ctx.server, partition)
+                offset = partition.transactions.last_stable_offset(offset)
             partitions.append(
                 registry.make(
                     types.ListOffsetsPartitionResponse,

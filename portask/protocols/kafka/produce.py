@@ -18,7 +18,7 @@ from typing import Any
 from portask import metrics
 from portask.broker.producers import Verdict
 from portask.broker.topics import Partition
-from portask.protocols.kafka import compression, producers, records
+from portask.protocols.kafka import compression, producers, records, txn
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext
@@ -79,7 +79,7 @@ def handle(ctx: RequestContext, request: Any) -> list[bytes] | None:
             if partition is None:
                 results.append(_Result(part.index, ErrorCode.unknown_topic_or_partition))
                 continue
-            result, count = _append(ctx, partition, part.records)
+            result, count = _append(ctx, partition, part.records, request.transactional_id)
             results.append(result)
             if result.error == 0:
                 produced += count
@@ -96,7 +96,9 @@ def handle(ctx: RequestContext, request: Any) -> list[bytes] | None:
     return [_encode(ctx.api_version, answers)]
 
 
-def _append(ctx: RequestContext, partition: Partition, data: bytes | None) -> tuple[_Result, int]:
+def _append(
+    ctx: RequestContext, partition: Partition, data: bytes | None, transactional_id: str | None
+) -> tuple[_Result, int]:
     result = _Result(partition.index, ErrorCode.none)
     if not data:
         result.error, result.message = ErrorCode.invalid_record, "no record batch in the request"
@@ -113,6 +115,15 @@ def _append(ctx: RequestContext, partition: Partition, data: bytes | None) -> tu
             result.error = ErrorCode.message_too_large
             result.message = f"record batch of {info.size} bytes exceeds max.message.bytes {limit}"
             return result, 0
+    if "compact" in configs["cleanup.policy"]:
+        for info in batches:
+            if info.is_control:
+                continue
+            batch_view = memoryview(data)[info.start : info.start + info.size]
+            if any(key is None for _, key, _, _ in records.record_keys(batch_view)):
+                result.error = ErrorCode.invalid_record
+                result.message = "compacted topic cannot accept a record without a key"
+                return result, 0
     log_append_time = configs["message.timestamp.type"] == "LogAppendTime"
     wanted = configs["compression.type"]
     codec = None if wanted == "producer" else compression.NAMES[wanted]
@@ -131,10 +142,17 @@ def _append(ctx: RequestContext, partition: Partition, data: bytes | None) -> tu
     now_ms = int(time.time() * 1000)
     count = 0
     for info, batch in prepared:
+        if info.is_transactional and not info.is_control:
+            refusal = _transaction_refusal(ctx, partition, info, transactional_id)
+            if refusal is not None:
+                result.error, result.message = refusal
+                return result, count
         if info.producer_id >= 0:
             producers.ensure_rebuilt(partition)
             verdict, offset = partition.producers.check(
-                info.producer_id, info.producer_epoch, info.base_sequence,
+                info.producer_id,
+                info.producer_epoch,
+                info.base_sequence,
                 producers.sequenced(info, -1).last_sequence,
             )
             if verdict is Verdict.DUPLICATE:
@@ -160,6 +178,8 @@ def _append(ctx: RequestContext, partition: Partition, data: bytes | None) -> tu
         appended = partition.append(batch, info.offset_count, timestamp)
         if info.producer_id >= 0:
             partition.producers.record(producers.sequenced(info, appended))
+        if info.is_transactional and not info.is_control:
+            txn.note_transactional_append(ctx.server, partition, info.producer_id, appended)
         if result.base_offset < 0:
             result.base_offset = appended
         count += info.records_count
@@ -167,6 +187,31 @@ def _append(ctx: RequestContext, partition: Partition, data: bytes | None) -> tu
         result.log_append_time = now_ms
     result.log_start_offset = partition.log_start_offset
     return result, count
+
+
+def _transaction_refusal(
+    ctx: RequestContext,
+    partition: Partition,
+    info: records.BatchInfo,
+    transactional_id: str | None,
+) -> tuple[ErrorCode, str] | None:
+    """Why a transactional batch may not be appended, or None if it may."""
+    coordinator = ctx.broker.transactions
+    if transactional_id is None:
+        return ErrorCode.invalid_request, "transactional batch without a transactional id"
+    error = coordinator.check(transactional_id, info.producer_id, info.producer_epoch)
+    if error is not None:
+        return (
+            ErrorCode.invalid_producer_epoch,
+            f"transactional id {transactional_id!r}: {error.value}",
+        )
+    if not coordinator.contains(transactional_id, (partition.topic.name, partition.index)):
+        return (
+            ErrorCode.invalid_txn_state,
+            f"partition {partition.index} was not added to transaction {transactional_id!r}",
+        )
+    txn.ensure_rebuilt(ctx.server, partition)
+    return None
 
 
 def _encode(version: int, answers: list[tuple[str, list[_Result]]]) -> bytes:

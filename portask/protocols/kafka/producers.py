@@ -1,10 +1,10 @@
 """InitProducerId (key 22) and the idempotence checks Produce applies.
 
 InitProducerId v0-v4: v1 same as v0; v2 flexible; v3 carries the current producer id
-and epoch so a producer can bump its epoch after an error (KIP-360); v4 same. Only
-idempotent producers are served: a transactional id is refused with
-INVALID_REQUEST, since transactions are not implemented (FindCoordinator for
-transactions is not advertised either, so clients fail before they get here).
+and epoch so a producer can bump its epoch after an error (KIP-360); v4 same. A
+transactional id goes to the transaction coordinator (see txn.py), which fences any
+earlier producer using the same id by bumping the epoch and aborting its open
+transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext
 
 INIT_PRODUCER_ID = 22
+# Kafka's transaction.max.timeout.ms default.
+MAX_TRANSACTION_TIMEOUT_MS = 900_000
 
 
 @api(INIT_PRODUCER_ID, "init_producer_id", (0, 4))
@@ -34,7 +36,11 @@ def init_producer_id(ctx: RequestContext, request: Any) -> Any:
         )
 
     if request.transactional_id is not None:
-        return answer(ErrorCode.invalid_request)
+        timeout_ms = int(request.transaction_timeout.total_seconds() * 1000)
+        if not 0 < timeout_ms <= MAX_TRANSACTION_TIMEOUT_MS:
+            return answer(ErrorCode.invalid_transaction_timeout)
+        return answer(ErrorCode.none,
+                      *ctx.broker.transactions.init(request.transactional_id, timeout_ms))
     ids = ctx.broker.producer_ids
     current = getattr(request, "producer_id", -1)
     if current >= 0:

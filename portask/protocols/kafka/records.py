@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import crc32c
 
@@ -155,14 +156,10 @@ def set_log_append_time(batch: bytearray, now_ms: int) -> None:
     _UINT32.pack_into(batch, _CRC_AT, crc32c.crc32c(memoryview(batch)[_ATTRIBUTES_AT:]))
 
 
-def read_base_offset(batch: bytes | memoryview) -> int:
-    return int(_BASE_OFFSET.unpack_from(batch, 0)[0])
-
-
 def recompress(batch: bytes | memoryview, info: BatchInfo, codec: int) -> bytearray:
     """The same records under another codec (a topic's compression.type), CRC recomputed."""
     view = memoryview(batch)
-    raw = compression.decompress(info.compression, view[HEADER_SIZE: info.size])
+    raw = compression.decompress(info.compression, view[HEADER_SIZE : info.size])
     body = compression.compress(codec, raw)
     out = bytearray(view[:HEADER_SIZE])
     out += body
@@ -173,31 +170,47 @@ def recompress(batch: bytes | memoryview, info: BatchInfo, codec: int) -> bytear
     return out
 
 
-def record_timestamps(batch: bytes | memoryview) -> list[tuple[int, int]]:
-    """(offset delta, timestamp) of every record, decompressing if needed.
+class _Record(NamedTuple):
+    offset_delta: int
+    timestamp: int
+    key: bytes | None
+    is_tombstone: bool
+    raw: memoryview  # the whole record, length prefix included
 
-    Only ListOffsets-by-timestamp needs this, to answer with the exact record rather
-    than the batch that holds it.
-    """
+
+def _records(batch: bytes | memoryview) -> tuple[int, list[_Record]]:
+    """The batch's codec and its records, decompressed: for the few paths that look inside."""
     view = memoryview(batch)
     (_, _, _, _, _, attributes, _, base_ts, max_ts, _, _, _, count) = HEADER.unpack_from(view, 0)
     size = _INT32.unpack_from(view, 8)[0] + LENGTH_OVERHEAD
     stamped = bool(attributes & TIMESTAMP_TYPE_LOG_APPEND)
-    data = compression.decompress(attributes & COMPRESSION_MASK, view[HEADER_SIZE:size])
+    codec = attributes & COMPRESSION_MASK
+    data = memoryview(compression.decompress(codec, view[HEADER_SIZE:size]))
     out = []
     pos = 0
     for _ in range(count):
+        start = pos
         length, pos = _read_varint(data, pos)
         end = pos + length
         pos += 1  # record attributes
         ts_delta, pos = _read_varint(data, pos)
         offset_delta, pos = _read_varint(data, pos)
-        out.append((offset_delta, max_ts if stamped else base_ts + ts_delta))
+        key_length, pos = _read_varint(data, pos)
+        key = None if key_length < 0 else bytes(data[pos : pos + key_length])
+        pos += max(key_length, 0)
+        value_length, _ = _read_varint(data, pos)
+        timestamp = max_ts if stamped else base_ts + ts_delta
+        out.append(_Record(offset_delta, timestamp, key, value_length < 0, data[start:end]))
         pos = end
-    return out
+    return codec, out
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def record_timestamps(batch: bytes | memoryview) -> list[tuple[int, int]]:
+    """(offset delta, timestamp) of every record: ListOffsets by timestamp needs the exact one."""
+    return [(r.offset_delta, r.timestamp) for r in _records(batch)[1]]
+
+
+def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
     """Zigzag varint, as the record format encodes lengths, deltas and sizes."""
     result = shift = 0
     while True:
@@ -207,3 +220,88 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return (result >> 1) ^ -(result & 1), pos
         shift += 7
+
+
+CONTROL_ABORT, CONTROL_COMMIT = 0, 1
+
+
+def control_batch(producer_id: int, epoch: int, commit: bool, timestamp_ms: int) -> bytearray:
+    """A transaction marker: one control record whose key says commit or abort."""
+    key = struct.pack(">hh", 0, CONTROL_COMMIT if commit else CONTROL_ABORT)
+    value = struct.pack(">hi", 0, 0)  # version, coordinator epoch
+    body = (
+        b"\x00"
+        + _varint(0)
+        + _varint(0)
+        + _varint(len(key))
+        + key
+        + _varint(len(value))
+        + value
+        + _varint(0)
+    )
+    records = _varint(len(body)) + body
+    batch = bytearray(
+        HEADER.pack(
+            0,
+            HEADER_SIZE - LENGTH_OVERHEAD + len(records),
+            0,
+            2,
+            0,
+            TRANSACTIONAL | CONTROL,
+            0,
+            timestamp_ms,
+            timestamp_ms,
+            producer_id,
+            epoch,
+            -1,
+            1,
+        )
+    )
+    batch += records
+    _UINT32.pack_into(batch, _CRC_AT, crc32c.crc32c(memoryview(batch)[_ATTRIBUTES_AT:]))
+    return batch
+
+
+def control_type(batch: bytes | memoryview) -> int:
+    """CONTROL_COMMIT or CONTROL_ABORT of a control batch (markers are never compressed)."""
+    view = memoryview(batch)
+    pos = HEADER_SIZE
+    _, pos = _read_varint(view, pos)  # record length
+    pos += 1  # attributes
+    _, pos = _read_varint(view, pos)  # timestamp delta
+    _, pos = _read_varint(view, pos)  # offset delta
+    _, pos = _read_varint(view, pos)  # key length
+    return int(struct.unpack_from(">h", view, pos + 2)[0])
+
+
+def _varint(value: int) -> bytes:
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def record_keys(batch: bytes | memoryview) -> list[tuple[int, bytes | None, bool, int]]:
+    """(offset delta, key, is tombstone, timestamp) of every record: what compaction needs."""
+    return [(r.offset_delta, r.key, r.is_tombstone, r.timestamp) for r in _records(batch)[1]]
+
+
+def keep_records(batch: bytes | memoryview, keep: set[int]) -> bytearray:
+    """The batch with only the records whose offset delta is in ``keep``.
+
+    Base offset, last offset delta, timestamps and producer fields stay as they were,
+    so offsets and producer state remain intact even when no record is left (Kafka
+    keeps such empty batches too). The records are re-compressed with the same codec.
+    """
+    codec, found = _records(batch)
+    kept = [r.raw for r in found if r.offset_delta in keep]
+    body = compression.compress(codec, b"".join(kept)) if kept else b""
+    out = bytearray(memoryview(batch)[:HEADER_SIZE])
+    out += body
+    _INT32.pack_into(out, 8, len(out) - LENGTH_OVERHEAD)
+    _INT32.pack_into(out, 57, len(kept))
+    _UINT32.pack_into(out, _CRC_AT, crc32c.crc32c(memoryview(out)[_ATTRIBUTES_AT:]))
+    return out

@@ -55,6 +55,10 @@ class KafkaServer:
         self.users = Users(settings.auth.users)
         self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
         self.sasl_required = settings.kafka.sasl_required
+        from portask.protocols.kafka import compaction, txn
+
+        txn.attach(self)
+        broker.topics.compactor = compaction.compact
 
     def protocol_factory(self) -> KafkaConnection:
         return KafkaConnection(self)
@@ -70,6 +74,7 @@ class KafkaServer:
         return host, k.advertised_port or self.listener.port
 
     def close_all(self) -> None:
+        self.broker.transactions.stop()
         for conn in list(self.connections):
             conn.close()
 

@@ -103,8 +103,21 @@ def test_api_versions_lists_implemented_ranges(kafka_broker: BrokerProcess) -> N
     assert ranges[FETCH] == (4, 16)
     assert ranges[METADATA] == (0, 12)
     assert ranges[API_VERSIONS] == (0, 3)
-    # Nothing is advertised that is not implemented: no group or transaction APIs yet.
-    assert 10 not in ranges and 11 not in ranges  # no group APIs yet
+    # Group coordination and committed offsets, as Kafka 3.7 serves them (kio has no
+    # OffsetCommit v0-v1 or OffsetFetch v0).
+    assert {k: ranges[k] for k in (8, 9, 10, 11, 12, 13, 14, 15, 16, 42, 47)} == {
+        8: (2, 9),
+        9: (1, 9),
+        10: (0, 4),
+        11: (0, 9),
+        12: (0, 4),
+        13: (0, 5),
+        14: (0, 5),
+        15: (0, 5),
+        16: (0, 4),
+        42: (0, 2),
+        47: (0, 0),
+    }
     assert ranges[22] == (0, 4)  # InitProducerId: idempotent producers
 
 
@@ -240,3 +253,48 @@ def test_truncated_frame_then_disconnect_harms_nothing(
     got = consume_confluent(kafka_broker.kafka_port, topic, 1, 1, timeout=5)
     assert [m.value for m in got] == [b"kept"]
     assert got[0].offset == 0
+
+
+def test_metadata_advertises_the_configured_or_the_dialled_address(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import AdminClient
+
+    from tests.broker_process import start_broker
+
+    configured = start_broker(tmp_path / "a", env={"PORTASK_KAFKA_ADVERTISED_HOST": "localhost"})
+    try:
+        md = AdminClient({"bootstrap.servers": f"127.0.0.1:{configured.kafka_port}"}).list_topics(
+            timeout=10
+        )
+        assert [(b.host, b.port) for b in md.brokers.values()] == [
+            ("localhost", configured.kafka_port)
+        ]
+    finally:
+        configured.stop()
+    wildcard = start_broker(tmp_path / "b", "--host", "0.0.0.0")
+    try:
+        md = AdminClient({"bootstrap.servers": f"127.0.0.1:{wildcard.kafka_port}"}).list_topics(
+            timeout=10
+        )
+        # Listening on every address: each client is told the address it connected to.
+        assert [(b.host, b.port) for b in md.brokers.values()] == [
+            ("127.0.0.1", wildcard.kafka_port)
+        ]
+    finally:
+        wildcard.stop()
+
+
+def test_fetch_waiting_on_a_deleted_topic_gets_an_error_not_a_closed_connection(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    client = WireClient(kafka_broker.kafka_port)
+    client.send(encode_request(fetch_request(topic, 0, max_wait_ms=3000), 1))
+    time.sleep(0.2)
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{kafka_broker.kafka_port}"})
+    admin.delete_topics([topic])[topic].result(10)
+    _, fetched = client.read_response(FETCH, 12)
+    assert fetched.responses[0].partitions[0].error_code == 3
+    client.close()

@@ -588,3 +588,41 @@ def test_rolled_segment_is_really_fdatasynced(open_log: OpenLog, log_dir: Path,
     log.flush()
     assert str(log_dir / "00000000000000000000.log") in synced
     assert str(log_dir / "00000000000000000000.index") in synced
+
+
+def test_rewrite_closed_keeps_offsets_and_survives_reopen(tmp_path: Path) -> None:
+    from portask.storage import Log, LogConfig
+
+    config = LogConfig(segment_bytes=4096, index_interval_bytes=256)
+    log = Log.open(tmp_path / "rw", config)
+    for i in range(60):
+        log.append(b"entry-%03d-" % i + b"x" * 100, count=2, timestamp=1000 + i)
+    assert log.segment_count > 2
+    held = log.read(0, 200)[0].payload  # a live slice of the first segment's old map
+
+    def shrink(entry):  # type: ignore[no-untyped-def]
+        return bytes(entry.payload[:10]) if (entry.offset // 2) % 3 else None
+
+    before = log.size_bytes
+    reclaimed = log.rewrite_closed(shrink)
+    assert reclaimed > 0 and log.size_bytes == before - reclaimed
+    assert bytes(held[:10]) == b"entry-000-"  # the old map is still readable
+
+    def check(opened: Log) -> None:
+        got = opened.read(0, 1 << 20)
+        assert [(e.offset, e.count, e.timestamp) for e in got] == [
+            (2 * i, 2, 1000 + i) for i in range(60)
+        ]
+        active_base = opened.segment_base_offsets[-1]
+        for e in got:
+            i = e.offset // 2
+            full = b"entry-%03d-" % i + b"x" * 100
+            changed = e.offset < active_base and i % 3
+            assert bytes(e.payload) == (full[:10] if changed else full)
+
+    check(log)
+    del held
+    log.close()
+    reopened = Log.open(tmp_path / "rw", config)
+    check(reopened)
+    reopened.close()

@@ -1,0 +1,63 @@
+"""Log compaction for ``cleanup.policy=compact`` topics: keep the latest record per key.
+
+The broker core schedules it (Topics.compact_all); this module supplies what needs the
+record format: reading keys out of stored batches and rewriting a batch with only the
+records to keep. Only closed segments are rewritten; the active one is left alone, as
+in Kafka. A tombstone (null value) is kept while younger than ``delete.retention.ms``
+so that consumers catching up still see the delete, then it goes too. Offsets never
+change: a batch whose records are all gone stays as an empty batch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from portask.broker.topics import Partition
+from portask.protocols.kafka import records
+from portask.storage import LogRecord
+
+log = logging.getLogger("portask.kafka")
+
+
+def _is_control(payload: memoryview) -> bool:
+    return bool(records.HEADER.unpack_from(payload, 0)[5] & records.CONTROL)
+
+
+def compact(partition: Partition, now_ms: int) -> int:
+    """Compact one partition's closed segments; returns the bytes reclaimed."""
+    plog = partition.log
+    if plog.segment_count < 2:
+        return 0
+    delete_retention_ms = int(partition.topic.effective["delete.retention.ms"])
+    latest: dict[bytes, int] = {}
+    offset = plog.start_offset
+    while offset < plog.end_offset:
+        entries = plog.read(offset, 4 << 20)
+        if not entries:
+            break
+        for entry in entries:
+            if not _is_control(entry.payload):
+                for delta, key, _, _ in records.record_keys(entry.payload):
+                    if key is not None:
+                        latest[key] = entry.offset + delta
+            offset = entry.offset + entry.count
+
+    def transform(entry: LogRecord) -> bytearray | None:
+        if _is_control(entry.payload):
+            return None
+        found = records.record_keys(entry.payload)
+        keep = {
+            delta for delta, key, tombstone, ts in found
+            if key is not None and latest.get(key) == entry.offset + delta
+            and not (tombstone and now_ms - ts > delete_retention_ms)
+        }
+        if len(keep) == len(found):
+            return None
+        return records.keep_records(entry.payload, keep)
+
+    reclaimed = plog.rewrite_closed(transform)
+    if reclaimed:
+        log.info("compacted", extra={"fields": {"topic": partition.topic.name,
+                                                "partition": partition.index,
+                                                "bytes_reclaimed": reclaimed}})
+    return reclaimed
