@@ -67,7 +67,7 @@ def test_log_append_time_topic_stamps_broker_time(
     producer = Producer({"bootstrap.servers": bootstrap(kafka_broker.kafka_port)})
     producer.produce(topic, b"v", timestamp=1000, partition=0)  # a client time far in the past
     assert producer.flush(10) == 0
-    # No offset commits: consumer groups are not served yet.
+    # Assigned partitions, no commits: this reads a timestamp, not a group position.
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap(kafka_broker.kafka_port),
