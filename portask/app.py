@@ -29,6 +29,7 @@ from portask.storage import StorageError
 from portask.storage.keyvalue import KeyValueStoreError
 
 if TYPE_CHECKING:
+    from portask.protocols.amqp.server import AmqpServer
     from portask.protocols.kafka.server import KafkaServer
 
 log = logging.getLogger("portask")
@@ -83,6 +84,7 @@ class App:
         self._http: HttpServer | None = None
         self._health: HealthState | None = None
         self.kafka: KafkaServer | None = None
+        self.amqp: AmqpServer | None = None
 
     def listener(self, name: str) -> Listener | None:
         return next((lst for lst in self.listeners if lst.name == name), None)
@@ -115,7 +117,8 @@ class App:
             if lst.name == "amqp":
                 from portask.protocols.amqp.server import AmqpServer
 
-                await lst.serve(AmqpServer(self.settings).connection)
+                self.amqp = AmqpServer(self.settings, self.broker)
+                await lst.serve(self.amqp.connection)
         for lst in self.listeners:
             print(f"portask: {lst.name} listening on {lst.address}", flush=True)
         health.status = OK
@@ -134,6 +137,8 @@ class App:
     async def stop(self) -> None:
         if self._health is not None:
             self._health.status = STOPPING
+        if self.amqp is not None:
+            self.amqp.close_all()  # no publish may reach a queue log after it closes
         await self._close_listeners()
         if self.kafka is not None:
             self.kafka.close_all()

@@ -141,6 +141,12 @@ class AmqpSettings:
     max_message_bytes: ByteSize = _opt(
         ByteSize(128 << 20), "Largest message body a publish may carry.", min=1
     )
+    queue_segment_bytes: ByteSize = _opt(
+        ByteSize(16 << 20),
+        "Segment size of a durable queue's message log; a segment is deleted once every "
+        "message in it is settled, so smaller segments free disk sooner.",
+        min=65536,
+    )
 
 
 @dataclass(frozen=True)

@@ -1,114 +1,191 @@
-"""Queues: a message store plus the consumers it delivers to, round-robin.
+"""Queues: a message store plus the consumers it delivers to, and the queue arguments.
 
-A message is kept exactly as it arrived: exchange, routing key, the raw content-header
-property bytes and the body bytes. Nothing here decodes properties, so the store can
-later be the segment log (the property bytes and body are what a record will hold).
+A message is kept exactly as it arrived (exchange, routing key, raw property bytes,
+body); where it waits is the store's business (``message_store``): memory for
+non-durable queues, the queue's segment log for durable ones. Nothing here decodes
+properties; the one path that must (dead-lettering adds x-death headers) goes through
+the vhost's dead-letter function and the protocol's property codec.
 
 Delivery is pushed: when a message arrives or a consumer gains capacity, the queue
-hands messages to the next consumer that says it is ready. What "ready" means (prefetch
-windows, flow, a full socket) is the consumer's business.
+hands messages to the next consumer that says it is ready (round-robin within the
+highest consumer priority, or only the single active consumer). Expiry (x-message-ttl,
+per-message expiration) happens at the head, as in RabbitMQ: on dispatch, on get and
+from a timer for the head's deadline. Length limits count ready messages only.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+import asyncio
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from portask.broker.message_store import MemoryStore, Message, MessageStore, StoreFailed
+from portask.broker.queue_args import QUORUM, QueueArgs
 
-class Message:
-    __slots__ = ("body", "exchange", "properties", "redelivered", "routing_key")
+__all__ = ["Consumer", "Message", "PriorityStore", "Queue"]
 
-    def __init__(
-        self,
-        exchange: str,
-        routing_key: str,
-        properties: bytes,
-        body: bytes,
-        redelivered: bool = False,
-    ) -> None:
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.properties = properties
-        self.body = body
-        self.redelivered = redelivered
+# (queue, [(message, reason)]) -> None: route dead letters; the vhost provides it.
+DeadLetterer = Callable[["Queue", list[tuple[Message, str]]], None]
+# (properties, header name, int value) -> new properties (x-delivery-count on redelivery).
+HeaderSetter = Callable[[bytes | memoryview, str, int], bytes]
 
-    def redelivery(self) -> Message:
-        """The same message flagged as redelivered; the original may sit in other queues."""
-        if self.redelivered:
-            return self
-        return Message(self.exchange, self.routing_key, self.properties, self.body, True)
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class Consumer(Protocol):
     tag: str
     no_ack: bool
     exclusive: bool
+    priority: int
 
     def ready(self) -> bool:
         """Whether one more delivery may be sent now."""
 
-    def deliver(self, queue: Queue, message: Message) -> None:
-        """Send one message; the consumer tracks it until it is settled."""
+    def deliver(self, queue: Queue, ref: Any, message: Message, redelivered: bool) -> None:
+        """Send one message; unless no_ack, the consumer keeps ``ref`` until it settles."""
 
     def queue_deleted(self, queue: Queue) -> None:
         """The queue went away under the consumer (server-side cancel)."""
 
 
-class MemoryMessageStore:
-    """Ready messages in arrival order; requeued messages go back to the front."""
+class PriorityStore:
+    """x-max-priority: one store (lane) per priority level in use, highest served first.
 
-    __slots__ = ("_bytes", "_messages")
+    Refs are (level, lane ref). Levels above the queue's maximum share the top lane,
+    which keeps FIFO order within a level, as RabbitMQ does.
+    """
 
-    def __init__(self) -> None:
-        self._messages: deque[Message] = deque()
-        self._bytes = 0
+    def __init__(self, max_priority: int, lane: Callable[[int], MessageStore],
+                 existing: Iterable[int] = ()) -> None:
+        self.max_priority = max_priority
+        self._make_lane = lane
+        self._lanes: dict[int, MessageStore] = {}
+        self._order: list[int] = []
+        self._track_bytes = False
+        for level in existing:
+            self._lane(level)
+
+    def _lane(self, level: int) -> MessageStore:
+        lane = self._lanes.get(level)
+        if lane is None:
+            lane = self._make_lane(level)
+            lane.track_bytes = self._track_bytes
+            self._lanes[level] = lane
+            self._order = sorted(self._lanes, reverse=True)
+        return lane
+
+    @property
+    def track_bytes(self) -> bool:
+        return self._track_bytes
+
+    @track_bytes.setter
+    def track_bytes(self, value: bool) -> None:
+        self._track_bytes = value
+        for lane in self._lanes.values():
+            lane.track_bytes = value
+
+    @property
+    def failed(self) -> bool:
+        return any(lane.failed for lane in self._lanes.values())
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return sum(len(lane) for lane in self._lanes.values())
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        return sum(lane.bytes for lane in self._lanes.values())
 
-    def push(self, message: Message) -> None:
-        self._messages.append(message)
-        self._bytes += len(message.body)
+    def _level(self, message: Message) -> int:
+        return min(message.priority, self.max_priority)
 
-    def pop(self) -> Message:
-        message = self._messages.popleft()
-        self._bytes -= len(message.body)
-        return message
+    def push(self, message: Message, deadline: int, persistent: bool) -> None:
+        self._lane(self._level(message)).push(message, deadline, persistent)
 
-    def push_front(self, messages: list[Message]) -> None:
-        """Put messages back in front, keeping their relative order."""
-        for message in reversed(messages):
-            self._messages.appendleft(message)
-            self._bytes += len(message.body)
+    def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Any:
+        level = self._level(message)
+        return level, self._lane(level).push_delivered(message, deadline, persistent)
 
-    def clear(self) -> int:
-        count = len(self._messages)
-        self._messages.clear()
-        self._bytes = 0
-        return count
+    def pop(self) -> tuple[Any, Message, bool, int] | None:
+        for level in self._order:
+            lane = self._lanes[level]
+            if len(lane):
+                item = lane.pop()
+                if item is not None:
+                    ref, message, redelivered, deadline = item
+                    return (level, ref), message, redelivered, deadline
+        return None
+
+    def peek_deadline(self) -> int:
+        for level in self._order:
+            lane = self._lanes[level]
+            if len(lane):
+                return lane.peek_deadline()
+        return 0
+
+    def _by_level(self, refs: Iterable[Any]) -> dict[int, list[Any]]:
+        grouped: dict[int, list[Any]] = {}
+        for level, ref in refs:
+            grouped.setdefault(level, []).append(ref)
+        return grouped
+
+    def requeue(self, refs: list[Any]) -> None:
+        for level, lane_refs in self._by_level(refs).items():
+            self._lanes[level].requeue(lane_refs)
+
+    def ack(self, refs: Iterable[Any]) -> None:
+        for level, lane_refs in self._by_level(refs).items():
+            self._lanes[level].ack(lane_refs)
+
+    def fetch(self, ref: Any) -> Message:
+        level, lane_ref = ref
+        return self._lanes[level].fetch(lane_ref)
+
+    def purge(self) -> int:
+        return sum(lane.purge() for lane in self._lanes.values())
+
+    def delete(self) -> None:
+        for lane in self._lanes.values():
+            lane.delete()
 
 
 class Queue:
+    is_stream = False
+    # Whether its messages live in the broker's storage (a durable, non-exclusive queue).
+    on_disk = False
+
     def __init__(
         self,
         name: str,
         *,
+        vhost: str = "/",
         durable: bool = False,
         exclusive_owner: object | None = None,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
+        args: QueueArgs | None = None,
+        store: MessageStore | None = None,
+        dead_letter: DeadLetterer | None = None,
+        set_header: HeaderSetter | None = None,
+        on_idle_expired: Callable[[Queue], None] | None = None,
     ) -> None:
         self.name = name
+        self.vhost = vhost
         self.durable = durable
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments: dict[str, Any] = dict(arguments or {})
-        self.store = MemoryMessageStore()
+        self.args = args or QueueArgs()
+        self.store: MessageStore = store if store is not None else MemoryStore()
         self.consumers: list[Consumer] = []
         self._next = 0
         self.had_consumers = False
@@ -122,6 +199,24 @@ class Queue:
         self.redelivered = 0
         self.metric_messages: Any = None
         self.metric_bytes: Any = None
+        self._dead_letter_fn = dead_letter
+        self._set_header = set_header
+        self._on_idle_expired = on_idle_expired
+        args = self.args
+        # Quorum queues keep every message on disk, whatever its delivery mode.
+        self._all_persistent = args.kind == QUORUM
+        self._limited = args.max_length is not None or args.max_length_bytes is not None
+        if args.max_length_bytes is not None:
+            self.store.track_bytes = True
+        self._reject_publish = args.overflow != "drop-head"
+        self._ttl = args.message_ttl
+        self._expiring = args.message_ttl is not None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._expiry_due = 0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        # Returns per message for x-delivery-limit / x-delivery-count (quorum queues).
+        self._returns: dict[Any, int] = {}
+        self._uniform_priority = True
 
     @property
     def exclusive(self) -> bool:
@@ -138,52 +233,316 @@ class Queue:
     def has_exclusive_consumer(self) -> bool:
         return any(c.exclusive for c in self.consumers)
 
-    def publish(self, message: Message) -> None:
+    # -- publish -------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> bool:
+        """Enqueue or deliver; False when refused (overflow reject-publish, a failed store)."""
+        if self.deleted:
+            return True
         store = self.store
-        if self.consumers and not store:
-            consumer = self._ready_consumer()
-            if consumer is not None:
-                consumer.deliver(self, message)
+        deadline = 0
+        ttl = self._ttl
+        expiration = message.expiration
+        if expiration is not None:
+            ttl = expiration if ttl is None else min(ttl, expiration)
+            self._expiring = True
+        if ttl is not None:
+            deadline = now_ms() + ttl
+        limited = self._limited
+        if limited and self._reject_publish and self._would_overflow(message):
+            if self.args.overflow == "reject-publish-dlx":
+                self._dead_letter([message], "maxlen")
+            return False
+        persistent = message.persistent or self._all_persistent
+        try:
+            # The common case first: a consumer is waiting and nothing is queued ahead.
+            if self.consumers and not len(store):
+                consumer = self._ready_consumer()
+                if consumer is not None:
+                    ref = store.push_delivered(message, deadline, persistent)
+                    self._deliver(consumer, ref, message, False)
+                    return True
+            store.push(message, deadline, persistent)
+        except StoreFailed:
+            return False
+        if limited and not self._reject_publish:
+            self._drop_over_limit()
+        if deadline:
+            if ttl == 0:
+                self._expire_head()
+            else:
+                self._schedule_expiry(deadline)
+        return True
+
+    def _would_overflow(self, message: Message) -> bool:
+        args = self.args
+        if args.max_length is not None and len(self.store) >= args.max_length:
+            return True
+        return (args.max_length_bytes is not None
+                and self.store.bytes + len(message.body) > args.max_length_bytes)
+
+    def _over_limit(self) -> bool:
+        args = self.args
+        store = self.store
+        if args.max_length is not None and len(store) > args.max_length:
+            return True
+        return args.max_length_bytes is not None and store.bytes > args.max_length_bytes
+
+    def _drop_over_limit(self) -> None:
+        """x-overflow drop-head: the oldest ready messages go (dead-lettered as maxlen)."""
+        store = self.store
+        while len(store) and self._over_limit():
+            item = store.pop()
+            if item is None:
                 return
-        store.push(message)
+            ref, message, _redelivered, _deadline = item
+            self._dead_letter([message], "maxlen")
+            store.ack([ref])
+
+    # -- delivery ------------------------------------------------------------------------
 
     def dispatch(self) -> None:
         """Hand ready messages to consumers until one side runs out."""
+        if not self.consumers or self.deleted:
+            return
         store = self.store
-        while store:
+        now = 0
+        while len(store):
             consumer = self._ready_consumer()
             if consumer is None:
                 return
-            consumer.deliver(self, store.pop())
+            item = store.pop()
+            if item is None:
+                return
+            ref, message, redelivered, deadline = item
+            if deadline:
+                if not now:
+                    now = now_ms()
+                if deadline <= now:
+                    self._expired(ref, message)
+                    continue
+            self._deliver(consumer, ref, message, redelivered)
+
+    def _deliver(self, consumer: Consumer, ref: Any, message: Message,
+                 redelivered: bool) -> None:
+        if redelivered and self._returns and self._set_header is not None:
+            count = self._returns.get(ref)
+            if count:
+                message = Message(message.exchange, message.routing_key,
+                                  self._set_header(message.properties, "x-delivery-count",
+                                                   count),
+                                  message.body, persistent=message.persistent,
+                                  priority=message.priority)
+        consumer.deliver(self, ref, message, redelivered)
+        if consumer.no_ack:
+            self._forget(ref)
+        else:
+            self.unacked += 1
 
     def _ready_consumer(self) -> Consumer | None:
         consumers = self.consumers
         count = len(consumers)
-        start = self._next
-        for i in range(count):
-            index = (start + i) % count
-            consumer = consumers[index]
-            if consumer.ready():
-                self._next = index + 1
-                return consumer
+        if not count:
+            return None
+        if self.args.single_active_consumer:
+            active = consumers[0]
+            return active if active.ready() else None
+        if self._uniform_priority:
+            start = self._next
+            for i in range(count):
+                index = (start + i) % count
+                consumer = consumers[index]
+                if consumer.ready():
+                    self._next = index + 1
+                    return consumer
+            return None
+        # Consumer priorities: the highest group with a ready consumer, round-robin in it.
+        i = 0
+        while i < count:
+            level = consumers[i].priority
+            j = i
+            while j < count and consumers[j].priority == level:
+                j += 1
+            size = j - i
+            start = self._next
+            for k in range(size):
+                consumer = consumers[i + (start + k) % size]
+                if consumer.ready():
+                    self._next = (start + k) % size + 1
+                    return consumer
+            i = j
         return None
 
-    def get(self) -> Message | None:
-        return self.store.pop() if self.store else None
+    def get(self, no_ack: bool) -> tuple[Any, Message, bool] | None:
+        """Basic.Get: the head message (expired ones are dropped on the way)."""
+        self.touch()
+        store = self.store
+        now = 0
+        while len(store):
+            item = store.pop()
+            if item is None:
+                return None
+            ref, message, redelivered, deadline = item
+            if deadline:
+                if not now:
+                    now = now_ms()
+                if deadline <= now:
+                    self._expired(ref, message)
+                    continue
+            if redelivered and self._returns and self._set_header is not None:
+                count = self._returns.get(ref)
+                if count:
+                    message = Message(message.exchange, message.routing_key,
+                                      self._set_header(message.properties,
+                                                       "x-delivery-count", count),
+                                      message.body, persistent=message.persistent,
+                                      priority=message.priority)
+            if no_ack:
+                self._forget(ref)
+            else:
+                self.unacked += 1
+            return ref, message, redelivered
+        return None
 
-    def requeue(self, messages: list[Message]) -> None:
-        """Return unsettled messages, flagged redelivered, ahead of the ready ones."""
-        if self.deleted or not messages:
+    # -- settlement ----------------------------------------------------------------------
+
+    def _forget(self, ref: Any) -> None:
+        if self._returns:
+            self._returns.pop(ref, None)
+        self.store.ack((ref,))
+
+    def ack(self, refs: list[Any]) -> None:
+        self.unacked -= len(refs)
+        if self.deleted:
             return
-        self.store.push_front([m.redelivery() for m in messages])
+        if self._returns:
+            for ref in refs:
+                self._returns.pop(ref, None)
+        self.store.ack(refs)
+
+    def reject(self, refs: list[Any]) -> None:
+        """Nack/reject without requeue: dead-letter (reason rejected) or drop."""
+        self.unacked -= len(refs)
+        if self.deleted:
+            return
+        if self.args.dead_letter_exchange is not None:
+            self._dead_letter([(self.store.fetch(ref)) for ref in refs], "rejected")
+        self.ack_quietly(refs)
+
+    def ack_quietly(self, refs: list[Any]) -> None:
+        if self._returns:
+            for ref in refs:
+                self._returns.pop(ref, None)
+        self.store.ack(refs)
+
+    def requeue(self, refs: list[Any]) -> None:
+        """Return unsettled messages, flagged redelivered, ahead of the ready ones."""
+        self.unacked -= len(refs)
+        if self.deleted or not refs:
+            return
+        limit = self.args.delivery_limit
+        if self.args.kind == QUORUM:
+            returns = self._returns
+            back: list[Any] = []
+            for ref in refs:
+                count = returns.get(ref, 0) + 1
+                if limit is not None and count > limit:
+                    returns.pop(ref, None)
+                    self._dead_letter([self.store.fetch(ref)], "delivery_limit")
+                    self.store.ack((ref,))
+                else:
+                    returns[ref] = count
+                    back.append(ref)
+            refs = back
+        if refs:
+            self.store.requeue(refs)
+            if self._expiring:
+                self._schedule_expiry(self.store.peek_deadline())
         self.dispatch()
 
+    def fetch(self, ref: Any) -> Message:
+        """The message behind an unacked ref (basic.recover with requeue=false)."""
+        return self.store.fetch(ref)
+
     def purge(self) -> int:
-        return self.store.clear()
+        return self.store.purge()
+
+    # -- expiry --------------------------------------------------------------------------
+
+    def _expired(self, ref: Any, message: Message) -> None:
+        self._dead_letter([message], "expired")
+        self.ack_quietly([ref])
+
+    def _dead_letter(self, messages: list[Message], reason: str) -> None:
+        if self.args.dead_letter_exchange is not None and self._dead_letter_fn is not None:
+            self._dead_letter_fn(self, [(m, reason) for m in messages])
+
+    def _schedule_expiry(self, deadline: int) -> None:
+        if not deadline or self.deleted:
+            return
+        if self._expiry_timer is not None and self._expiry_due <= deadline:
+            return
+        loop = _running_loop()
+        if loop is None:
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_due = deadline
+        delay = max(0.0, (deadline - now_ms()) / 1000)
+        self._expiry_timer = loop.call_later(delay, self._expiry_fired)
+
+    def _expiry_fired(self) -> None:
+        self._expiry_timer = None
+        self._expiry_due = 0
+        self._expire_head()
+
+    def _expire_head(self) -> None:
+        """Drop (or dead-letter) expired messages at the head; schedule the next check."""
+        if self.deleted:
+            return
+        store = self.store
+        now = now_ms()
+        while len(store):
+            deadline = store.peek_deadline()
+            if not deadline or deadline > now:
+                self._schedule_expiry(deadline)
+                return
+            item = store.pop()
+            if item is None:
+                return
+            self._expired(item[0], item[1])
+
+    # -- consumers and lifetime ------------------------------------------------------------
+
+    def touch(self) -> None:
+        """x-expires: the queue was used; restart its idle clock if it has no consumers."""
+        expires = self.args.expires
+        if expires is None or self.deleted:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.consumers:
+            return
+        loop = _running_loop()
+        if loop is not None:
+            self._idle_timer = loop.call_later(expires / 1000, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if not self.consumers and not self.deleted and self._on_idle_expired is not None:
+            self._on_idle_expired(self)
 
     def add_consumer(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
+        consumers = self.consumers
+        # Sorted by priority, highest first; equal priorities keep their arrival order.
+        index = len(consumers)
+        while index and consumers[index - 1].priority < consumer.priority:
+            index -= 1
+        consumers.insert(index, consumer)
+        self._uniform_priority = len({c.priority for c in consumers}) == 1
         self.had_consumers = True
+        self.touch()
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> bool:
@@ -192,10 +551,28 @@ class Queue:
             self.consumers.remove(consumer)
         except ValueError:
             return False
+        self._uniform_priority = len({c.priority for c in self.consumers}) <= 1
+        if not self.consumers:
+            self.touch()
+        elif self.args.single_active_consumer:
+            self.dispatch()  # the next consumer becomes the active one
         return self.auto_delete and self.had_consumers and not self.consumers
 
     def delete(self) -> tuple[int, Iterable[Consumer]]:
         """Mark deleted, drop messages; returns the count dropped and the orphaned consumers."""
         self.deleted = True
+        for timer in (self._expiry_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry_timer = self._idle_timer = None
         consumers, self.consumers = self.consumers, []
-        return self.store.clear(), consumers
+        count = len(self.store)
+        self.store.delete()
+        return count, consumers
+
+    def close(self) -> None:
+        """Broker shutdown: stop timers; the store's logs are closed by their directory."""
+        for timer in (self._expiry_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry_timer = self._idle_timer = None

@@ -2,17 +2,25 @@
 
 Every declare/bind/delete rule that RabbitMQ enforces lives here, expressed as
 ``amqp_errors`` exceptions; the protocol layer turns them into reply codes.
+
+Durability: durable exchanges, durable non-exclusive queues and bindings whose both
+ends are durable are written to the broker's ``Definitions`` when declared and removed
+when deleted; ``VirtualHosts.open`` replays them (and recovers each durable queue's
+message log) at start-up. Durable queues keep their messages in ``QueueStorage``.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+import logging
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeAlias
 
 from portask import metrics
+from portask.broker.amqp_definitions import table_from_plain, table_to_plain
 from portask.broker.amqp_errors import (
     AccessRefused,
     CommandInvalid,
@@ -21,9 +29,25 @@ from portask.broker.amqp_errors import (
     PreconditionFailed,
     ResourceLocked,
 )
+from portask.broker.dead_letter import PropertyCodec, is_cycle
 from portask.broker.exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, HeadersSource
+from portask.broker.exchanges.base import arguments_key
 from portask.broker.exchanges.headers import match_mode
-from portask.broker.queues import Message, Queue
+from portask.broker.message_store import MemoryStore, MessageStore, QueueStorage
+from portask.broker.metadata import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
+from portask.broker.queue_args import (
+    KNOWN_ARGS,
+    STREAM,
+    QueueArgs,
+    amqp_type,
+    parse_queue_arguments,
+)
+from portask.broker.queues import Message, PriorityStore, Queue
+from portask.broker.stream_queue import StreamQueue
+
+log = logging.getLogger("portask.amqp")
+
+AnyQueue: TypeAlias = "Queue | StreamQueue"
 
 # The predeclared exchanges every RabbitMQ vhost has.
 _PREDECLARED = (
@@ -33,14 +57,6 @@ _PREDECLARED = (
     ("amq.headers", "headers"),
     ("amq.match", "headers"),
 )
-# Queue arguments RabbitMQ gives meaning to that this build does not implement yet:
-# refusing them is honest, silently ignoring a TTL or a length limit is not.
-_UNIMPLEMENTED_QUEUE_ARGS = frozenset({
-    "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
-    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-max-priority",
-    "x-single-active-consumer", "x-queue-mode", "x-queue-master-locator",
-    "x-stream-max-segment-size-bytes", "x-max-age", "x-delivery-limit",
-})
 
 
 def _flag(value: bool) -> str:
@@ -48,9 +64,14 @@ def _flag(value: bool) -> str:
 
 
 class VirtualHost:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, definitions: Definitions | None = None,
+                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None
+                 ) -> None:
         self.name = name
-        self.queues: dict[str, Queue] = {}
+        self.definitions = definitions
+        self.storage = storage
+        self.codec = codec
+        self.queues: dict[str, AnyQueue] = {}
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
         self._bind_exchange_metrics(self.default_exchange)
@@ -110,6 +131,11 @@ class VirtualHost:
                        arguments=arguments)
         self.exchanges[name] = exchange
         self._bind_exchange_metrics(exchange)
+        if durable and self.definitions is not None:
+            self.definitions.put(EXCHANGES, (self.name, name), {
+                "type": kind, "auto_delete": auto_delete, "internal": internal,
+                "arguments": table_to_plain(arguments),
+            })
         return exchange
 
     def _check_exchange_equivalent(
@@ -150,10 +176,16 @@ class VirtualHost:
             exchange.metric_bytes.inc(exchange.published_bytes)
         exchange.deleted = True
         self.exchanges.pop(exchange.name, None)
+        for binding in exchange.bindings.values():
+            self._forget_binding(exchange, binding.destination, binding.routing_key,
+                                 binding.arguments)
+        if exchange.durable and self.definitions is not None:
+            self.definitions.delete(EXCHANGES, (self.name, exchange.name))
         for dest in list(exchange.destinations()):
             dest.bound_from.discard(exchange)
         exchange.bindings.clear()
         for source in list(exchange.bound_from):
+            self._forget_bindings_to(source, exchange)
             source.unbind_destination(exchange)
             self._auto_delete_exchange(source)
         exchange.bound_from.clear()
@@ -170,6 +202,7 @@ class VirtualHost:
         self._check_binding_arguments(src, arguments)
         if src.bind(dest, routing_key, arguments):
             dest.bound_from.add(src)
+            self._save_binding(src, dest, routing_key, arguments)
 
     def unbind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
@@ -177,6 +210,7 @@ class VirtualHost:
         dest = self._bindable(destination, "destination")
         src = self._bindable(source, "source")
         if src.unbind(dest, routing_key, arguments):
+            self._forget_binding(src, dest, routing_key, arguments)
             if not src.has_binding_to(dest):
                 dest.bound_from.discard(src)
             self._auto_delete_exchange(src)
@@ -193,16 +227,47 @@ class VirtualHost:
                 "any, all-with-x or any-with-x"
             )
 
+    # -- durable bindings ---------------------------------------------------------------
+
+    @staticmethod
+    def _durable(end: Any) -> bool:
+        if isinstance(end, Exchange):
+            return end.durable
+        return bool(end.durable) and end.exclusive_owner is None
+
+    def _binding_key(self, source: Exchange, dest: Any, routing_key: str,
+                     arguments: dict[str, Any]) -> tuple[str, ...]:
+        kind = "e" if isinstance(dest, Exchange) else "q"
+        return (self.name, source.name, kind, dest.name, routing_key, arguments_key(arguments))
+
+    def _save_binding(self, source: Exchange, dest: Any, routing_key: str,
+                      arguments: dict[str, Any]) -> None:
+        if self.definitions is not None and self._durable(source) and self._durable(dest):
+            self.definitions.put(BINDINGS, self._binding_key(source, dest, routing_key,
+                                                             arguments),
+                                 table_to_plain(arguments))
+
+    def _forget_binding(self, source: Exchange, dest: Any, routing_key: str,
+                        arguments: dict[str, Any]) -> None:
+        if self.definitions is not None and self._durable(source) and self._durable(dest):
+            self.definitions.delete(BINDINGS, self._binding_key(source, dest, routing_key,
+                                                                arguments))
+
+    def _forget_bindings_to(self, source: Exchange, dest: Any) -> None:
+        for binding in list(source.bindings.values()):
+            if binding.destination is dest:
+                self._forget_binding(source, dest, binding.routing_key, binding.arguments)
+
     # -- queues ----------------------------------------------------------------------
 
-    def queue(self, name: str, owner: object) -> Queue:
+    def queue(self, name: str, owner: object) -> AnyQueue:
         queue = self.queues.get(name)
         if queue is None:
             raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
         self._check_owner(queue, owner)
         return queue
 
-    def _check_owner(self, queue: Queue, owner: object) -> None:
+    def _check_owner(self, queue: AnyQueue, owner: object) -> None:
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
             raise ResourceLocked(
                 f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
@@ -220,12 +285,14 @@ class VirtualHost:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
-    ) -> Queue:
+    ) -> AnyQueue:
         arguments = dict(arguments or {})
         if passive:
             if not name:
                 raise NotFound(f"no queue '' in vhost '{self.name}'")
-            return self.queue(name, owner)
+            queue = self.queue(name, owner)
+            queue.touch()
+            return queue
         if not name:
             name = self._generated_name()
         elif name.startswith("amq."):
@@ -236,13 +303,65 @@ class VirtualHost:
         if existing is not None:
             self._check_owner(existing, owner)
             self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
+            existing.touch()
             return existing
-        self._check_queue_arguments(arguments)
-        queue = Queue(name, durable=durable, exclusive_owner=owner if exclusive else None,
-                      auto_delete=auto_delete, arguments=arguments)
+        args = parse_queue_arguments(arguments, queue=name, vhost=self.name, durable=durable,
+                                     exclusive=exclusive, auto_delete=auto_delete)
+        queue = self._new_queue(name, durable=durable,
+                                exclusive_owner=owner if exclusive else None,
+                                auto_delete=auto_delete, arguments=arguments, args=args)
+        if queue.durable and queue.exclusive_owner is None and self.definitions is not None:
+            self.definitions.put(QUEUES, (self.name, name), {
+                "auto_delete": auto_delete, "arguments": table_to_plain(arguments),
+            })
+        return queue
+
+    def _new_queue(self, name: str, *, durable: bool, exclusive_owner: object | None,
+                   auto_delete: bool, arguments: dict[str, Any], args: QueueArgs) -> AnyQueue:
+        storage = self.storage
+        on_disk = durable and exclusive_owner is None and storage is not None
+        queue: AnyQueue
+        if args.kind == STREAM:
+            if storage is None:
+                raise NotImplementedFeature("stream queues need the broker's storage")
+            stream_log = storage.open_stream(
+                self.name, name, segment_bytes=args.stream_segment_bytes,
+                max_age_ms=args.max_age_ms, max_bytes=args.max_length_bytes)
+            queue = StreamQueue(name, vhost=self.name, arguments=arguments, args=args,
+                                log=stream_log, storage=storage)
+        else:
+            store: MessageStore
+            if on_disk:
+                assert storage is not None
+                vhost = self.name
+                if args.max_priority:
+                    store = PriorityStore(args.max_priority,
+                                          lambda level: storage.open_lane(vhost, name, level),
+                                          storage.lanes(vhost, name))
+                else:
+                    store = storage.open_lane(vhost, name, 0)
+            elif args.max_priority:
+                store = PriorityStore(args.max_priority, lambda _level: MemoryStore())
+            else:
+                store = MemoryStore()
+            codec = self.codec
+            queue = Queue(name, vhost=self.name, durable=durable,
+                          exclusive_owner=exclusive_owner, auto_delete=auto_delete,
+                          arguments=arguments, args=args, store=store,
+                          dead_letter=self._dead_letter,
+                          set_header=codec.set_int_header if codec is not None else None,
+                          on_idle_expired=self._idle_expired)
+        if on_disk:
+            queue.on_disk = True
         self.queues[name] = queue
         self._bind_queue_metrics(queue)
+        queue.touch()
         return queue
+
+    def _idle_expired(self, queue: Queue) -> None:
+        log.info("queue expired (x-expires)", extra={"fields": {
+            "vhost": self.name, "queue": queue.name}})
+        self.remove_queue(queue)
 
     def _generated_name(self) -> str:
         while True:
@@ -250,16 +369,8 @@ class VirtualHost:
             if name not in self.queues:
                 return name
 
-    def _check_queue_arguments(self, arguments: dict[str, Any]) -> None:
-        for key in arguments:
-            if key in _UNIMPLEMENTED_QUEUE_ARGS:
-                raise NotImplementedFeature(f"queue argument '{key}' is not implemented yet")
-        kind = arguments.get("x-queue-type", "classic")
-        if kind != "classic":
-            raise NotImplementedFeature(f"x-queue-type '{kind}' is not implemented yet")
-
     def _check_queue_equivalent(
-        self, queue: Queue, durable: bool, exclusive: bool, auto_delete: bool,
+        self, queue: AnyQueue, durable: bool, exclusive: bool, auto_delete: bool,
         arguments: dict[str, Any],
     ) -> None:
         for arg, got, have in (
@@ -272,12 +383,14 @@ class VirtualHost:
                     f"inequivalent arg '{arg}' for queue '{queue.name}' in vhost "
                     f"'{self.name}': received '{_show(got)}' but current is '{_show(have)}'"
                 )
-        for key in set(arguments) | set(queue.arguments):
-            if key.startswith("x-") and arguments.get(key) != queue.arguments.get(key):
+        # Like RabbitMQ, only arguments it knows are compared (x-foo may differ).
+        for key in sorted(KNOWN_ARGS & (set(arguments) | set(queue.arguments))):
+            got, have = arguments.get(key), queue.arguments.get(key)
+            if got != have or type(got) is not type(have):
                 raise PreconditionFailed(
                     f"inequivalent arg '{key}' for queue '{queue.name}' in vhost "
-                    f"'{self.name}': received {_show(arguments.get(key))} but current is "
-                    f"{_show(queue.arguments.get(key))}"
+                    f"'{self.name}': received {_arg_value(got)} but current is "
+                    f"{_arg_value(have)}"
                 )
 
     def bind_queue(
@@ -289,6 +402,7 @@ class VirtualHost:
         self._check_binding_arguments(exchange, arguments)
         if exchange.bind(queue, routing_key, arguments):
             queue.bound_from.add(exchange)
+            self._save_binding(exchange, queue, routing_key, arguments)
 
     def unbind_queue(
         self, queue_name: str, exchange_name: str, routing_key: str, arguments: dict[str, Any],
@@ -297,12 +411,17 @@ class VirtualHost:
         queue = self.queue(queue_name, owner)
         exchange = self._bindable(exchange_name, "source")
         if exchange.unbind(queue, routing_key, arguments):
+            self._forget_binding(exchange, queue, routing_key, arguments)
             if not exchange.has_binding_to(queue):
                 queue.bound_from.discard(exchange)
             self._auto_delete_exchange(exchange)
 
     def purge_queue(self, name: str, owner: object) -> int:
-        return self.queue(name, owner).purge()
+        queue = self.queue(name, owner)
+        if queue.is_stream:
+            raise NotImplementedFeature(f"queue.purge not supported by stream queues queue "
+                                        f"'{name}' in vhost '{self.name}'")
+        return queue.purge()
 
     def delete_queue(
         self, name: str, *, owner: object, if_unused: bool = False, if_empty: bool = False
@@ -317,19 +436,24 @@ class VirtualHost:
             raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' is not empty")
         return self.remove_queue(queue)
 
-    def remove_queue(self, queue: Queue) -> int:
+    def remove_queue(self, queue: AnyQueue) -> int:
         """Delete a queue, cancel its consumers and drop its bindings; returns messages lost."""
         if queue.deleted:
             return 0
         self.flush_queue_metrics(queue)
         self.queues.pop(queue.name, None)
         count, consumers = queue.delete()
+        if self.definitions is not None and self._durable(queue):
+            self.definitions.delete(QUEUES, (self.name, queue.name))
         for consumer in consumers:
-            consumer.queue_deleted(queue)
+            consumer.queue_deleted(queue)  # type: ignore[arg-type]
         for exchange in list(queue.bound_from):
+            self._forget_bindings_to(exchange, queue)
             exchange.unbind_destination(queue)
             self._auto_delete_exchange(exchange)
         queue.bound_from.clear()
+        if queue.on_disk and self.storage is not None:
+            self.storage.remove_queue(self.name, queue.name)
         for gauge in (metrics.AMQP_QUEUE_MESSAGES_READY, metrics.AMQP_QUEUE_MESSAGES_UNACKED,
                       metrics.AMQP_QUEUE_CONSUMERS):
             with contextlib.suppress(KeyError):
@@ -343,23 +467,24 @@ class VirtualHost:
 
     # -- routing ---------------------------------------------------------------------
 
-    def route(self, exchange: Exchange, routing_key: str, headers: HeadersSource) -> list[Queue]:
+    def route(self, exchange: Exchange, routing_key: str, headers: HeadersSource
+              ) -> list[AnyQueue]:
         """The queues a message reaches, following exchange bindings and alternate exchanges."""
-        found: dict[int, Queue] = {}
+        found: dict[int, AnyQueue] = {}
         seen: set[int] = set()
         self._route_into(exchange, routing_key, headers, found, seen)
         return list(found.values())
 
     def _route_into(
         self, exchange: Exchange, routing_key: str, headers: HeadersSource,
-        found: dict[int, Queue], seen: set[int],
+        found: dict[int, AnyQueue], seen: set[int],
     ) -> None:
         seen.add(id(exchange))
         before = len(found)
         matched = False
         for dest in exchange.route(routing_key, headers):
             matched = True
-            if isinstance(dest, Queue):
+            if not isinstance(dest, Exchange):
                 found[id(dest)] = dest
             elif id(dest) not in seen:
                 self._route_into(dest, routing_key, headers, found, seen)
@@ -368,24 +493,61 @@ class VirtualHost:
             if alternate is not None and id(alternate) not in seen:
                 self._route_into(alternate, routing_key, headers, found, seen)
 
-    def publish(self, exchange: Exchange, message: Message, headers: HeadersSource) -> int:
-        """Route and enqueue; returns how many queues took the message."""
+    def publish(self, exchange: Exchange, message: Message, headers: HeadersSource
+                ) -> tuple[int, bool]:
+        """Route and enqueue: (queues reached, whether every queue accepted it).
+
+        A queue refuses with x-overflow reject-publish(-dlx) when full, or when its log
+        cannot be written; a confirming publisher then gets a nack.
+        """
         exchange.published += 1
         exchange.published_bytes += len(message.body)
         destinations = exchange.route(message.routing_key, headers)
+        accepted = True
         # Fast path: one hop straight to queues, which is nearly every publish.
         if not exchange.exchange_bindings and not exchange.alternate_exchange:
             for queue in destinations:
-                queue.publish(message)  # type: ignore[union-attr]
+                if not queue.publish(message):  # type: ignore[union-attr]
+                    accepted = False
             count = len(destinations)  # type: ignore[arg-type]
         else:
             queues = self.route(exchange, message.routing_key, headers)
             for queue in queues:
-                queue.publish(message)
+                if not queue.publish(message):
+                    accepted = False
             count = len(queues)
         if not count:
             metrics.AMQP_MESSAGES_UNROUTABLE.labels(self.name, exchange.name).inc()
-        return count
+        return count, accepted
+
+    # -- dead-lettering ----------------------------------------------------------------
+
+    def _dead_letter(self, queue: Queue, items: list[tuple[Message, str]]) -> None:
+        """Republish to the queue's x-dead-letter-exchange with an x-death entry added."""
+        codec = self.codec
+        dlx_name = queue.args.dead_letter_exchange
+        if codec is None or dlx_name is None:
+            return
+        exchange = self.exchanges.get(dlx_name)
+        if exchange is None:
+            return  # RabbitMQ drops dead letters whose exchange does not exist
+        now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        routing_key_override = queue.args.dead_letter_routing_key
+        for message, reason in items:
+            properties, deaths = codec.dead_lettered(
+                message.properties, queue=queue.name, reason=reason,
+                exchange=message.exchange, routing_keys=[message.routing_key], time=now)
+            routing_key = routing_key_override or message.routing_key
+            letter = Message(dlx_name, routing_key, properties, bytes(message.body),
+                             persistent=message.persistent, priority=message.priority)
+            targets = self.route(exchange, routing_key,
+                                 lambda p=properties: codec.headers(p))  # type: ignore[misc]
+            for target in targets:
+                if reason != "rejected" and is_cycle(target.name, deaths):
+                    log.warning("dead-letter cycle dropped a message", extra={"fields": {
+                        "vhost": self.name, "queue": target.name, "reason": reason}})
+                    continue
+                target.publish(letter)
 
     def flush_metrics(self) -> None:
         """Copy the per-object counters into Prometheus (called about once a second)."""
@@ -397,7 +559,7 @@ class VirtualHost:
         for queue in self.queues.values():
             self.flush_queue_metrics(queue)
 
-    def flush_queue_metrics(self, queue: Queue) -> None:
+    def flush_queue_metrics(self, queue: AnyQueue) -> None:
         if queue.delivered:
             queue.metric_messages.inc(queue.delivered)
             queue.metric_bytes.inc(queue.delivered_bytes)
@@ -412,7 +574,7 @@ class VirtualHost:
         exchange.metric_messages = metrics.MESSAGES_PRODUCED.labels("amqp", "", exchange.name)
         exchange.metric_bytes = metrics.BYTES_PRODUCED.labels("amqp", "", exchange.name)
 
-    def _bind_queue_metrics(self, queue: Queue) -> None:
+    def _bind_queue_metrics(self, queue: AnyQueue) -> None:
         queue.metric_messages = metrics.MESSAGES_CONSUMED.labels("amqp", "", queue.name)
         queue.metric_bytes = metrics.BYTES_CONSUMED.labels("amqp", "", queue.name)
         metrics.AMQP_QUEUE_MESSAGES_READY.labels(self.name, queue.name).set_function(
@@ -426,20 +588,128 @@ class VirtualHost:
         )
 
 
+    # -- restart -----------------------------------------------------------------------
+
+    def restore_exchange(self, name: str, definition: dict[str, Any]) -> None:
+        kind = definition.get("type", "direct")
+        cls = EXCHANGE_TYPES.get(kind)
+        if cls is None or name in self.exchanges:
+            return
+        exchange = cls(name, durable=True, auto_delete=bool(definition.get("auto_delete")),
+                       internal=bool(definition.get("internal")),
+                       arguments=table_from_plain(definition.get("arguments")))
+        self.exchanges[name] = exchange
+        self._bind_exchange_metrics(exchange)
+
+    def restore_queue(self, name: str, definition: dict[str, Any]) -> None:
+        arguments = table_from_plain(definition.get("arguments"))
+        auto_delete = bool(definition.get("auto_delete"))
+        try:
+            args = parse_queue_arguments(arguments, queue=name, vhost=self.name, durable=True,
+                                         exclusive=False, auto_delete=auto_delete)
+        except PreconditionFailed as err:
+            log.error("cannot restore queue: %s", err.text)
+            return
+        self._new_queue(name, durable=True, exclusive_owner=None, auto_delete=auto_delete,
+                        arguments=arguments, args=args)
+
+    def restore_binding(self, source: str, kind: str, destination: str, routing_key: str,
+                        arguments: dict[str, Any]) -> None:
+        src = self.exchanges.get(source)
+        dest: Any = (self.exchanges.get(destination) if kind == "e"
+                     else self.queues.get(destination))
+        if src is None or dest is None or not src.name:
+            return
+        if src.bind(dest, routing_key, arguments):
+            dest.bound_from.add(src)
+
+    def close(self) -> None:
+        for queue in self.queues.values():
+            queue.close()
+
+
 def _show(value: object) -> str:
     if isinstance(value, bool):
         return _flag(value)
     return "none" if value is None else str(value)
 
 
-class VirtualHosts:
-    """The vhosts that exist; created from configuration at start-up."""
+def _arg_value(value: object) -> str:
+    """How RabbitMQ shows an argument in an inequivalence message."""
+    if value is None:
+        return "none"
+    return f"the value '{_show(value)}' of type '{amqp_type(value)}'"
 
-    def __init__(self, names: Iterable[str]) -> None:
-        self._vhosts = {name: VirtualHost(name) for name in names}
+
+class VirtualHosts:
+    """The vhosts that exist: from configuration, plus those recorded in definitions."""
+
+    def __init__(self, names: Iterable[str], *, definitions: Definitions | None = None,
+                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None
+                 ) -> None:
+        self.definitions = definitions
+        self.storage = storage
+        self.codec = codec
+        self._vhosts: dict[str, VirtualHost] = {}
+        for name in names:
+            self._add(name)
+
+    def _add(self, name: str) -> VirtualHost:
+        vhost = self._vhosts.get(name)
+        if vhost is None:
+            vhost = VirtualHost(name, definitions=self.definitions, storage=self.storage,
+                                codec=self.codec)
+            self._vhosts[name] = vhost
+        return vhost
+
+    def open(self) -> VirtualHosts:
+        """Record the configured vhosts; restore every durable definition and queue log."""
+        defs = self.definitions
+        if defs is None:
+            return self
+        for name in self._vhosts:
+            if defs.get(VHOSTS, name) is None:
+                defs.put(VHOSTS, name, {})
+        for name, _value in defs.items(VHOSTS):
+            self._add(str(name))
+        for (vhost, name), value in _keyed(defs.items(EXCHANGES)):
+            self._add(vhost).restore_exchange(name, value)
+        for (vhost, name), value in _keyed(defs.items(QUEUES)):
+            self._add(vhost).restore_queue(name, value)
+        for key, value in defs.items(BINDINGS):
+            vhost, source, kind, destination, routing_key, _args_key = key  # type: ignore[misc]
+            self._add(vhost).restore_binding(source, kind, destination, routing_key,
+                                             table_from_plain(value))
+        if self.storage is not None:
+            keep = {(v.name, q.name) for v in self._vhosts.values()
+                    for q in v.queues.values() if q.on_disk}
+            removed = self.storage.collect_garbage(keep)
+            if removed:
+                log.info("removed logs of deleted queues", extra={"fields": {
+                    "count": removed}})
+        return self
+
+    def commit(self) -> bool:
+        """The commit point: pending appends written (and fsynced with fsync: always)."""
+        storage = self.storage
+        if storage is None:
+            return True
+        return storage.commit()
+
+    def close(self) -> None:
+        """Broker shutdown: write what is pending; the log directory closes the logs."""
+        self.commit()
+        for vhost in self._vhosts.values():
+            vhost.close()
 
     def get(self, name: str) -> VirtualHost | None:
         return self._vhosts.get(name)
 
-    def __iter__(self) -> Iterable[VirtualHost]:  # type: ignore[override]
-        return iter(self._vhosts.values())
+    def __iter__(self) -> Iterator[VirtualHost]:
+        return iter(list(self._vhosts.values()))
+
+
+def _keyed(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[tuple[str, str], Any]]:
+    for key, value in items:
+        if isinstance(key, tuple | list) and len(key) == 2:
+            yield (str(key[0]), str(key[1])), value

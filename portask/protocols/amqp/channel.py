@@ -24,8 +24,9 @@ from portask.broker.amqp_errors import (
     PreconditionFailed,
 )
 from portask.broker.exchanges import Exchange
-from portask.broker.queues import Message, Queue
-from portask.broker.vhosts import VirtualHost
+from portask.broker.queue_args import amqp_type, parse_expiration
+from portask.broker.queues import Message
+from portask.broker.vhosts import AnyQueue, VirtualHost
 from portask.protocols.amqp import frames
 from portask.protocols.amqp.constants import (
     CLASS_BASIC,
@@ -33,6 +34,7 @@ from portask.protocols.amqp.constants import (
     NO_ROUTE,
     NOT_ALLOWED,
     NOT_IMPLEMENTED,
+    SYNTAX_ERROR,
     UNEXPECTED_FRAME,
 )
 from portask.protocols.amqp.errors import ConnectionClose
@@ -41,7 +43,9 @@ if TYPE_CHECKING:
     from portask.protocols.amqp.connection import AmqpConnection
 
 Basic = commands.Basic
-Unacked = tuple[Queue, Message, "ChannelConsumer | None"]
+# delivery tag -> (queue, the queue's ref for the message, consumer or None for get)
+Unacked = tuple[AnyQueue, Any, "ChannelConsumer | None"]
+ACK, REQUEUE, REJECT = 0, 1, 2
 
 
 def _random_tag(prefix: str) -> str:
@@ -51,11 +55,11 @@ def _random_tag(prefix: str) -> str:
 class ChannelConsumer:
     """A Basic.Consume subscription; the queue asks it whether it may take more."""
 
-    __slots__ = ("channel", "exclusive", "no_ack", "prefetch", "queue", "tag", "tag_bytes",
-                 "unacked")
+    __slots__ = ("channel", "exclusive", "no_ack", "prefetch", "priority", "queue", "tag",
+                 "tag_bytes", "unacked")
 
-    def __init__(self, channel: Channel, queue: Queue, tag: str, no_ack: bool,
-                 exclusive: bool, prefetch: int) -> None:
+    def __init__(self, channel: Channel, queue: AnyQueue, tag: str, no_ack: bool,
+                 exclusive: bool, prefetch: int, priority: int = 0) -> None:
         self.channel = channel
         self.queue = queue
         self.tag = tag
@@ -63,6 +67,7 @@ class ChannelConsumer:
         self.no_ack = no_ack
         self.exclusive = exclusive
         self.prefetch = prefetch
+        self.priority = priority
         self.unacked = 0
 
     def ready(self) -> bool:
@@ -75,10 +80,10 @@ class ChannelConsumer:
             return False
         return not channel.prefetch_global or channel.unacked_count < channel.prefetch_global
 
-    def deliver(self, queue: Queue, message: Message) -> None:
-        self.channel.deliver(self, queue, message)
+    def deliver(self, queue: AnyQueue, ref: Any, message: Message, redelivered: bool) -> None:
+        self.channel.deliver(self, queue, ref, message, redelivered)
 
-    def queue_deleted(self, queue: Queue) -> None:
+    def queue_deleted(self, queue: AnyQueue) -> None:
         self.channel.consumer_cancelled_by_server(self)
 
 
@@ -100,11 +105,14 @@ class Channel:
         self._publish: tuple[Exchange, str, bool] | None = None
         self._body_size = 0
         self._properties = b""
+        self._fields: tuple[int, int, str | None] = (0, 0, None)
         self._body_parts: list[bytes] = []
         self._body_received = 0
         self.confirm = False
         self.publish_seq = 0
         self.confirmed_seq = 0
+        # Publishes a queue refused (x-overflow reject-publish, a failed store): nacked.
+        self._nacks: list[int] = []
         self.tx = False
         self._tx_publishes: list[tuple[Exchange, Message, bool]] = []
         self._tx_settles: list[tuple[str, int, bool, bool]] = []
@@ -136,6 +144,11 @@ class Channel:
                 f"message size {size} is larger than configured max size "
                 f"{self.conn.max_message_bytes}"
             )
+        try:
+            self._fields = frames.basic_fields(properties)
+        except frames.FrameSyntaxError as err:
+            self._publish = None
+            raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, 40) from None
         self._body_size = size
         self._properties = properties
         self._body_parts = []
@@ -161,18 +174,24 @@ class Channel:
         exchange, routing_key, mandatory = self._publish  # type: ignore[misc]
         self._publish = None
         self._body_parts = []
-        message = Message(exchange.name, routing_key, self._properties, body)
+        delivery_mode, priority, expiration = self._fields
+        message = Message(  # positional: this runs once per publish
+            exchange.name, routing_key, self._properties, body, delivery_mode == 2, priority,
+            parse_expiration(expiration) if expiration is not None else None,
+        )
         if self.tx:
             self._tx_publishes.append((exchange, message, mandatory))
             return
-        self._route(exchange, message, mandatory)
+        accepted = self._route(exchange, message, mandatory)
         if self.confirm:
             self.publish_seq += 1
+            if not accepted:
+                self._nacks.append(self.publish_seq)
             self.conn.confirms_pending(self)
 
-    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
+    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> bool:
         properties = message.properties
-        routed = self.vhost.publish(
+        routed, accepted = self.vhost.publish(
             exchange, message, lambda: frames.headers_from_properties(properties)
         )
         if not routed and mandatory and not exchange.deleted:
@@ -182,34 +201,59 @@ class Channel:
                                       message.routing_key),
                 message.properties, message.body, self.conn.frame_max,
             ))
+        return accepted
 
-    def emit_confirms(self) -> None:
-        """One Basic.Ack for everything published since the last one (multiple when > 1)."""
+    def emit_confirms(self, stored: bool = True) -> None:
+        """Confirm everything published since the last call: one Basic.Ack (multiple when
+        > 1), with a Basic.Nack for each publish a queue refused. ``stored`` False means
+        the commit point failed to write: every unconfirmed publish is nacked."""
         seq = self.publish_seq
-        if seq > self.confirmed_seq:
+        if seq <= self.confirmed_seq:
+            return
+        send = self.conn.send
+        if not stored:
+            self._nacks.clear()
             multiple = seq - self.confirmed_seq > 1
             self.confirmed_seq = seq
-            self.conn.send(frames.confirm_frame(self.number, seq, multiple))
+            send(frames.confirm_frame(self.number, seq, multiple, ack=False))
+            return
+        if self._nacks:
+            nacks, self._nacks = self._nacks, []
+            for nacked in nacks:
+                if nacked - 1 > self.confirmed_seq:
+                    send(frames.confirm_frame(self.number, nacked - 1,
+                                              nacked - 1 - self.confirmed_seq > 1))
+                send(frames.confirm_frame(self.number, nacked, False, ack=False))
+                self.confirmed_seq = nacked
+            if seq <= self.confirmed_seq:
+                return
+        multiple = seq - self.confirmed_seq > 1
+        self.confirmed_seq = seq
+        send(frames.confirm_frame(self.number, seq, multiple))
 
     # -- deliveries ---------------------------------------------------------------------
 
-    def deliver(self, consumer: ChannelConsumer, queue: Queue, message: Message) -> None:
+    def deliver(self, consumer: ChannelConsumer, queue: AnyQueue, ref: Any, message: Message,
+                redelivered: bool) -> None:
         self.next_delivery_tag = tag = self.next_delivery_tag + 1
         if not consumer.no_ack:
-            self.unacked[tag] = (queue, message, consumer)
+            self.unacked[tag] = (queue, ref, consumer)
             consumer.unacked += 1
             self.unacked_count += 1
-            queue.unacked += 1
         body = message.body
+        properties = message.properties
+        if queue.is_stream:
+            # RabbitMQ tells stream consumers each message's offset in a header.
+            properties = frames.add_long_header(properties, "x-stream-offset", ref)
         self.conn.send_many(frames.content_frames(
             self.number,
-            frames.deliver_payload(consumer.tag_bytes, tag, message.redelivered,
+            frames.deliver_payload(consumer.tag_bytes, tag, redelivered,
                                    message.exchange, message.routing_key),
-            message.properties, body, self.conn.frame_max,
+            properties, body, self.conn.frame_max,
         ))
         queue.delivered += 1
         queue.delivered_bytes += len(body)
-        if message.redelivered:
+        if redelivered:
             queue.redelivered += 1
 
     def on_ack(self, payload: bytes) -> None:
@@ -218,7 +262,7 @@ class Channel:
             self._check_tag(tag, multiple)
             self._tx_settles.append(("ack", tag, multiple, False))
             return
-        self._settle(self._take(tag, multiple), requeue=False)
+        self._settle(self._take(tag, multiple), ACK)
 
     def _check_tag(self, tag: int, multiple: bool) -> None:
         if not (multiple and tag == 0) and tag not in self.unacked:
@@ -243,23 +287,30 @@ class Channel:
             raise PreconditionFailed(f"unknown delivery tag {tag}")
         return [entry]
 
-    def _settle(self, entries: list[Unacked], requeue: bool) -> None:
-        touched: dict[int, Queue] = {}
-        returned: dict[int, list[Message]] = {}
-        for queue, message, consumer in entries:
-            queue.unacked -= 1
+    def _settle(self, entries: list[Unacked], how: int) -> None:
+        """Ack, requeue or reject (dead-letter or drop) deliveries, grouped per queue."""
+        touched: dict[int, AnyQueue] = {}
+        refs: dict[int, list[Any]] = {}
+        for queue, ref, consumer in entries:
             if consumer is not None:
                 consumer.unacked -= 1
                 self.unacked_count -= 1
-            touched[id(queue)] = queue
-            if requeue:
-                returned.setdefault(id(queue), []).append(message)
-        for key, queue in touched.items():
-            if requeue:
-                queue.requeue(returned[key])
+            key = id(queue)
+            if key not in touched:
+                touched[key] = queue
+                refs[key] = [ref]
             else:
+                refs[key].append(ref)
+        for key, queue in touched.items():
+            if how == REQUEUE:
+                queue.requeue(refs[key])
+            else:
+                if how == ACK:
+                    queue.ack(refs[key])
+                else:
+                    queue.reject(refs[key])
                 queue.dispatch()
-        if not touched or not requeue:
+        if not touched or how != REQUEUE:
             # A freed prefetch slot may let other queues this channel consumes from move.
             for consumer in list(self.consumers.values()):
                 if id(consumer.queue) not in touched:
@@ -371,13 +422,30 @@ class Channel:
             raise AccessRefused(
                 f"queue '{queue.name}' in vhost '{self.vhost.name}' in exclusive use"
             )
+        arguments = dict(m.arguments or {})
+        where = f"queue '{queue.name}' in vhost '{self.vhost.name}'"
+        priority = arguments.get("x-priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise PreconditionFailed(f"invalid arg 'x-priority' for {where}: "
+                                     f"\"expected integer, got {amqp_type(priority)}\"")
+        start = None
+        if queue.is_stream:
+            if m.no_ack:
+                raise NotImplementedFeature(
+                    f"automatic acknowledgement not supported by stream queues {where}")
+            if not self.prefetch_consumer:
+                raise PreconditionFailed(f"consumer prefetch count is not set for '{where}'")
+            start = queue.start_offset(arguments.get("x-stream-offset"))  # type: ignore[union-attr]
         consumer = ChannelConsumer(self, queue, tag, bool(m.no_ack), bool(m.exclusive),
-                                   self.prefetch_consumer)
+                                   self.prefetch_consumer, priority)
         self.consumers[tag] = consumer
         if not m.nowait:
             self.reply(Basic.ConsumeOk(consumer_tag=tag))
         # After ConsumeOk is queued, so the client knows the tag before the first delivery.
-        queue.add_consumer(consumer)
+        if queue.is_stream:
+            queue.add_consumer(consumer, start)  # type: ignore[call-arg]
+        else:
+            queue.add_consumer(consumer)
 
     def _on_cancel(self, m: Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag, None)
@@ -399,23 +467,26 @@ class Channel:
 
     def _on_get(self, m: Basic.Get) -> None:
         queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
-        message = queue.get()
-        if message is None:
+        if queue.is_stream:
+            raise NotImplementedFeature(f"basic.get not supported by stream queues queue "
+                                        f"'{queue.name}' in vhost '{self.vhost.name}'")
+        got = queue.get(bool(m.no_ack))  # type: ignore[union-attr]
+        if got is None:
             self.reply(Basic.GetEmpty())
             return
+        ref, message, redelivered = got
         self.next_delivery_tag = tag = self.next_delivery_tag + 1
         if not m.no_ack:
-            self.unacked[tag] = (queue, message, None)
-            queue.unacked += 1
+            self.unacked[tag] = (queue, ref, None)
         self.conn.send_many(frames.content_frames(
             self.number,
-            frames.get_ok_payload(tag, message.redelivered, message.exchange,
+            frames.get_ok_payload(tag, redelivered, message.exchange,
                                   message.routing_key, queue.message_count),
             message.properties, message.body, self.conn.frame_max,
         ))
         queue.delivered += 1
         queue.delivered_bytes += len(message.body)
-        if message.redelivered:
+        if redelivered:
             queue.redelivered += 1
 
     def _on_reject(self, m: Basic.Reject) -> None:
@@ -429,7 +500,7 @@ class Channel:
             self._check_tag(tag, multiple)
             self._tx_settles.append((kind, tag, multiple, requeue))
             return
-        self._settle(self._take(tag, multiple), requeue=requeue)
+        self._settle(self._take(tag, multiple), REQUEUE if requeue else REJECT)
 
     def _on_recover(self, m: Basic.Recover) -> None:
         self._recover(bool(m.requeue))
@@ -442,18 +513,19 @@ class Channel:
         entries = list(self.unacked.values())
         self.unacked.clear()
         if requeue:
-            self._settle(entries, requeue=True)
+            self._settle(entries, REQUEUE)
             return
-        # requeue=false: the same consumer gets its messages again, with new tags.
-        for queue, message, consumer in entries:
-            queue.unacked -= 1
+        # requeue=false: the same consumer gets its messages again, with new tags; the
+        # queue still counts them unacked under the same refs.
+        for queue, ref, consumer in entries:
             if consumer is not None:
                 consumer.unacked -= 1
                 self.unacked_count -= 1
-            if consumer is not None and consumer.tag in self.consumers:
-                self.deliver(consumer, queue, message.redelivery())
+            if (consumer is not None and consumer.tag in self.consumers
+                    and not queue.is_stream):
+                self.deliver(consumer, queue, ref, queue.fetch(ref), True)  # type: ignore[union-attr]
             else:
-                queue.requeue([message])
+                self._settle([(queue, ref, None)], REQUEUE)
 
     def _on_confirm_select(self, m: commands.Confirm.Select) -> None:
         if self.tx:
@@ -476,7 +548,8 @@ class Channel:
         for exchange, message, mandatory in publishes:
             self._route(exchange, message, mandatory)
         for kind, tag, multiple, requeue in settles:
-            self._settle(self._take(tag, multiple), requeue=kind != "ack" and requeue)
+            how = ACK if kind == "ack" else REQUEUE if requeue else REJECT
+            self._settle(self._take(tag, multiple), how)
         self.reply(commands.Tx.CommitOk())
 
     def _on_tx_rollback(self, m: commands.Tx.Rollback) -> None:
@@ -532,7 +605,7 @@ class Channel:
             self._detach(consumer)
         entries = list(self.unacked.values())
         self.unacked.clear()
-        self._settle(entries, requeue=True)
+        self._settle(entries, REQUEUE)
 
     def released(self) -> None:
         metrics.AMQP_CHANNELS_ACTIVE.dec()

@@ -126,6 +126,7 @@ class AmqpConnection(asyncio.Protocol):
         self.peer = str(transport.get_extra_info("peername"))
         metrics.CONNECTIONS_TOTAL.labels("amqp").inc()
         metrics.CONNECTIONS_ACTIVE.labels("amqp").inc()
+        self.server.connections.add(self)
         self._last_recv = self._last_send = self._loop.time()
         self._timers.append(self._loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_timeout))
 
@@ -133,6 +134,7 @@ class AmqpConnection(asyncio.Protocol):
         if self._state == CLOSED:
             return
         self._state = CLOSED
+        self.server.connections.discard(self)
         metrics.CONNECTIONS_ACTIVE.labels("amqp").dec()
         for timer in self._timers:
             timer.cancel()
@@ -480,10 +482,13 @@ class AmqpConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        # The commit point: messages published so far reach their queue logs (and with
+        # fsync: always, the disk) before any confirm or delivery of them is written.
+        stored = self.server.vhosts.commit()
         if self._confirming:
             confirming, self._confirming = self._confirming, []
             for channel in confirming:
-                channel.emit_confirms()
+                channel.emit_confirms(stored)
         out = self._out
         if out:
             self._out = []
@@ -544,10 +549,14 @@ class AmqpConnection(asyncio.Protocol):
         self._timers.append(self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick))
 
     def close_gracefully(self) -> None:
-        """Broker shutdown: tell the client why before the socket goes."""
+        """Broker shutdown: tell the client why, then close the socket.
+
+        Once closing, frames still arriving are ignored, so nothing is published after
+        this; the flush runs the commit point and confirms what was already taken.
+        """
         if self._state == OPEN:
             self._close_connection(ConnectionClose(CONNECTION_FORCED, "broker shutdown"))
-            self._flush()
+        self._finish()
 
 
 def _ids(payload: bytes) -> tuple[int, int]:

@@ -108,7 +108,77 @@ def parse_content_header(payload: bytes) -> tuple[int, int, bytes]:
     return class_id, body_size, payload[12:]
 
 
-def headers_from_properties(properties: bytes) -> dict[str, Any] | None:
+# Basic property flag bits, in wire order.
+_P_CONTENT_TYPE = 0x8000
+_P_CONTENT_ENCODING = 0x4000
+_P_HEADERS = 0x2000
+_P_DELIVERY_MODE = 0x1000
+_P_PRIORITY = 0x0800
+_P_CORRELATION_ID = 0x0400
+_P_REPLY_TO = 0x0200
+_P_EXPIRATION = 0x0100
+_U32 = struct.Struct(">I")
+_LONG_FIELD = struct.Struct(">cq")
+
+
+def basic_fields(properties: bytes | memoryview) -> tuple[int, int, str | None]:
+    """(delivery_mode, priority, expiration) from raw basic properties, without decoding
+    the rest: queues act on these three, and this runs once per publish."""
+    if len(properties) < 2:
+        return 0, 0, None
+    flags = (properties[0] << 8) | properties[1]
+    if not flags & (_P_DELIVERY_MODE | _P_PRIORITY | _P_EXPIRATION):
+        return 0, 0, None
+    try:
+        pos = 2
+        if flags & _P_CONTENT_TYPE:
+            pos += 1 + properties[pos]
+        if flags & _P_CONTENT_ENCODING:
+            pos += 1 + properties[pos]
+        if flags & _P_HEADERS:
+            pos += 4 + _U32.unpack_from(properties, pos)[0]
+        delivery_mode = priority = 0
+        if flags & _P_DELIVERY_MODE:
+            delivery_mode = properties[pos]
+            pos += 1
+        if flags & _P_PRIORITY:
+            priority = properties[pos]
+            pos += 1
+        expiration = None
+        if flags & _P_EXPIRATION:
+            if flags & _P_CORRELATION_ID:
+                pos += 1 + properties[pos]
+            if flags & _P_REPLY_TO:
+                pos += 1 + properties[pos]
+            size = properties[pos]
+            if pos + 1 + size > len(properties):
+                raise IndexError("expiration runs past the properties")
+            expiration = bytes(properties[pos + 1:pos + 1 + size]).decode()
+    except (IndexError, struct.error, UnicodeDecodeError) as e:
+        raise FrameSyntaxError(f"malformed basic properties: {e}") from None
+    return delivery_mode, priority, expiration
+
+
+def add_long_header(properties: bytes | memoryview, name: str, value: int) -> bytes:
+    """Raw properties with one long-int header appended (x-stream-offset on stream
+    deliveries): the headers table is extended in place, nothing else is re-encoded."""
+    entry = shortstr(name) + _LONG_FIELD.pack(b"l", value)
+    flags = (properties[0] << 8) | properties[1]
+    pos = 2
+    if flags & _P_CONTENT_TYPE:
+        pos += 1 + properties[pos]
+    if flags & _P_CONTENT_ENCODING:
+        pos += 1 + properties[pos]
+    if flags & _P_HEADERS:
+        size = _U32.unpack_from(properties, pos)[0]
+        end = pos + 4 + size
+        return b"".join((properties[:pos], _U32.pack(size + len(entry)),
+                         properties[pos + 4:end], entry, properties[end:]))
+    return b"".join((struct.pack(">H", flags | _P_HEADERS), properties[2:pos],
+                     _U32.pack(len(entry)), entry, properties[pos:]))
+
+
+def headers_from_properties(properties: bytes | memoryview) -> dict[str, Any] | None:
     """The `headers` table of raw basic properties, decoded only for headers routing."""
     if len(properties) < 2:
         return None
@@ -123,20 +193,21 @@ def headers_from_properties(properties: bytes) -> dict[str, Any] | None:
         for present in (0x8000, 0x4000):  # content-type, content-encoding shortstrs
             if flags & present:
                 pos += 1 + properties[pos]
-        _used, table = decode.field_table(properties[pos:])
+        _used, table = decode.field_table(bytes(properties[pos:]))
     except (IndexError, ValueError, struct.error, UnicodeDecodeError):
         return None
     return dict(table)
 
 
 def content_frames(
-    channel: int, method_payload: bytes, properties: bytes, body: bytes, frame_max: int
-) -> list[bytes]:
+    channel: int, method_payload: bytes, properties: bytes | memoryview,
+    body: bytes | memoryview, frame_max: int,
+) -> list[bytes | memoryview]:
     """Method frame + content header + body frames split at frame_max, as write pieces."""
     head = FRAME_HEAD.pack(FRAME_METHOD, channel, len(method_payload))
     header_payload_len = 12 + len(properties)
     size = len(body)
-    parts = [
+    parts: list[bytes | memoryview] = [
         head, method_payload, _END,
         FRAME_HEAD.pack(2, channel, header_payload_len),
         _CONTENT_HEADER.pack(CLASS_BASIC, 0, size), properties, _END,

@@ -115,13 +115,6 @@ def test_unknown_exchange_type_closes_connection_503(amqp_broker: BrokerProcess)
     assert info.value.reply_code == 503
 
 
-def test_unimplemented_queue_argument_is_540(amqp_broker: BrokerProcess) -> None:
-    conn = connect(amqp_broker)
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
-        conn.channel().queue_declare("", arguments={"x-message-ttl": 1000})
-    assert info.value.reply_code == 540
-
-
 def _close_code(client: RawClient) -> int:
     close = client.expect(commands.Connection.Close)
     return close.reply_code  # type: ignore[attr-defined]

@@ -64,3 +64,33 @@ def test_confirm_frames_decode_as_basic_ack_and_nack() -> None:
     assert (ack.delivery_tag, ack.multiple) == (77, True)
     _used, _channel, nack = frame.unmarshal(frames.confirm_frame(2, 5, False, ack=False))
     assert isinstance(nack, commands.Basic.Nack) and nack.delivery_tag == 5
+
+
+def test_basic_fields_reads_delivery_mode_priority_and_expiration() -> None:
+    from pamqp import commands
+
+    from portask.protocols.amqp import frames
+
+    props = commands.Basic.Properties(content_type="text/plain", headers={"a": 1},
+                                      delivery_mode=2, priority=7, correlation_id="c",
+                                      reply_to="r", expiration="1500")
+    assert frames.basic_fields(props.marshal()) == (2, 7, "1500")
+    assert frames.basic_fields(commands.Basic.Properties().marshal()) == (0, 0, None)
+
+
+def test_add_long_header_keeps_other_properties() -> None:
+    from pamqp import commands
+
+    from portask.protocols.amqp import frames
+    from portask.protocols.amqp.properties import _decode
+
+    for original in (commands.Basic.Properties(content_type="a/b", delivery_mode=2),
+                     commands.Basic.Properties(headers={"k": "v"}, message_id="m")):
+        raw = frames.add_long_header(original.marshal(), "x-stream-offset", 42)
+        decoded = _decode(raw)
+        assert decoded.headers["x-stream-offset"] == 42
+        assert decoded.content_type == original.content_type
+        assert decoded.message_id == original.message_id
+        assert decoded.delivery_mode == original.delivery_mode
+        if original.headers:
+            assert decoded.headers["k"] == "v"

@@ -1,0 +1,884 @@
+"""Where a queue's ready messages wait: in memory, or in the queue's own segment log.
+
+Both stores answer the same questions (push, pop, requeue, ack, fetch, purge) and hand
+out an opaque *ref* per message that the channel keeps while the message is unacked.
+
+``MemoryStore`` is a deque of small entries; non-durable queues use it.
+
+``LogStore`` is one FIFO lane of a durable queue:
+
+- Messages are records in a segment log (``Log``), stored as received: a 16-byte
+  header (persistent flag, priority, the TTL deadline), exchange, routing key, the raw
+  content-header property bytes and the body. The ref is the record's offset.
+- Python state per message is one bit: a settled-bitmap over the offsets from the
+  low-water mark (every offset below it is settled) to the end. Ready messages are
+  "never dispatched offsets from ``cursor`` on, minus settled ones" plus a small heap of
+  requeued offsets, so a backlog of a million messages costs ~125 KB, not a million
+  objects; consumers read records back from the segments in batches.
+- Settlements (ack, drop, dead-letter, purge) are recorded durably in a small side
+  log ("acks") as offset ranges, together with the transient messages' offsets (they
+  do not survive a restart) and a "delivered up to" mark, so that after a crash
+  unacked messages come back with redelivered=true. The mark is exact: it is written
+  at the commit point, and no delivery leaves the broker before a commit point.
+- Once the low-water mark passes a segment boundary the segments below it are
+  deleted (``Log.delete_before``), and ack-log segments that only talk about settled
+  offsets go with them.
+
+Appends are grouped: a publish assigns the next offset at once and the record is
+appended (one ``append_many`` per lane) at the *commit point*, which the AMQP
+connection reaches before it writes replies and publisher confirms. With
+``storage.fsync: always`` the commit point also fsyncs every log it appended to, once
+per read batch. So a confirm always follows the append, and with ``always`` the fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import heapq
+import logging
+import shutil
+import struct
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+from portask.storage.log import Log, LogConfig, LogRecord, StorageError
+
+if TYPE_CHECKING:
+    from portask.storage.directory import LogDirectory
+
+log = logging.getLogger("portask.amqp")
+
+# flags, priority, exchange length, routing key length, properties length, deadline ms.
+_RECORD = struct.Struct(">BBBBIq")
+RECORD_HEADER = _RECORD.size
+FLAG_PERSISTENT = 1
+
+# Ack-log record sections: type byte, count u32, then count little-endian i64 values.
+_SECTION = struct.Struct("<cI")
+_SETTLED = b"A"  # (first offset, length) pairs of settled offsets
+_VOLATILE = b"V"  # (first offset, length) pairs of transient messages: gone after restart
+_MARK = b"M"  # one value: every offset below it may have been delivered
+_RESET = b"R"  # forget every earlier record (written after recovery found stale acks)
+
+READ_AHEAD_BYTES = 256 * 1024
+# Drop the settled prefix of the bitmap once it is this many bytes long.
+_BITS_TRIM_BYTES = 64 * 1024
+_LANE_MESSAGES = "m"
+_LANE_ACKS = "a"
+
+
+class Message:
+    """A published message as received: nothing here decodes the property bytes.
+
+    ``persistent``, ``priority`` and ``expiration`` (ms) are read from the properties
+    by the protocol layer once, at publish, because queues act on them.
+    """
+
+    __slots__ = ("body", "exchange", "expiration", "persistent", "priority", "properties",
+                 "routing_key")
+
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        properties: bytes | memoryview,
+        body: bytes | memoryview,
+        persistent: bool = False,
+        priority: int = 0,
+        expiration: int | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.properties = properties
+        self.body = body
+        self.persistent = persistent
+        self.priority = priority
+        self.expiration = expiration
+
+
+class StoreFailed(Exception):
+    """The store cannot take more messages (a write failed); publishes are refused."""
+
+
+class MessageStore(Protocol):
+    """What a queue needs from the place its ready messages wait."""
+
+    track_bytes: bool
+    failed: bool
+
+    def __len__(self) -> int: ...
+
+    @property
+    def bytes(self) -> int: ...
+
+    def push(self, message: Message, deadline: int, persistent: bool) -> None: ...
+
+    def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Any: ...
+
+    def pop(self) -> tuple[Any, Message, bool, int] | None: ...
+
+    def peek_deadline(self) -> int: ...
+
+    def requeue(self, refs: list[Any]) -> None: ...
+
+    def ack(self, refs: Iterable[Any]) -> None: ...
+
+    def fetch(self, ref: Any) -> Message: ...
+
+    def purge(self) -> int: ...
+
+    def delete(self) -> None: ...
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+def encode_record(message: Message, deadline: int, persistent: bool) -> bytes:
+    exchange = message.exchange.encode()
+    routing_key = message.routing_key.encode()
+    properties = message.properties
+    return b"".join((
+        _RECORD.pack(FLAG_PERSISTENT if persistent else 0, message.priority, len(exchange),
+                     len(routing_key), len(properties), deadline),
+        exchange, routing_key, properties, message.body,
+    ))
+
+
+def decode_record(payload: memoryview) -> tuple[Message, int]:
+    """(message whose properties and body are slices of ``payload``, deadline ms)."""
+    flags, priority, ex_len, rk_len, props_len, deadline = _RECORD.unpack_from(payload)
+    pos = RECORD_HEADER
+    exchange = str(payload[pos:pos + ex_len], "utf-8")
+    pos += ex_len
+    routing_key = str(payload[pos:pos + rk_len], "utf-8")
+    pos += rk_len
+    properties = payload[pos:pos + props_len]
+    body = payload[pos + props_len:]
+    message = Message(exchange, routing_key, properties, body,
+                      persistent=bool(flags & FLAG_PERSISTENT), priority=priority)
+    return message, deadline
+
+
+def record_body_size(payload: memoryview) -> int:
+    _f, _p, ex_len, rk_len, props_len, _d = _RECORD.unpack_from(payload)
+    return len(payload) - RECORD_HEADER - ex_len - rk_len - props_len
+
+
+# -- memory ----------------------------------------------------------------------------
+
+
+class _Entry:
+    """A message with per-queue state: a TTL deadline or the redelivered flag.
+
+    Most messages have neither and are stored bare: with a backlog, every extra object
+    per message is more for the cyclic garbage collector to walk on each pass.
+    """
+
+    __slots__ = ("deadline", "message", "redelivered")
+
+    def __init__(self, message: Message, deadline: int, redelivered: bool = False) -> None:
+        self.message = message
+        self.deadline = deadline
+        self.redelivered = redelivered
+
+
+class MemoryStore:
+    """Ready messages in arrival order; requeued messages go back to the front.
+
+    Refs are the stored items themselves (a ``Message``, or an ``_Entry`` wrapping one).
+    A requeued bare message comes back wrapped, so its ref changes; nothing here keys
+    state by ref across a requeue (quorum delivery counts live in ``LogStore`` queues).
+    """
+
+    __slots__ = ("_bytes", "_entries", "failed", "track_bytes")
+
+    def __init__(self) -> None:
+        self._entries: deque[Message | _Entry] = deque()
+        self._bytes = 0
+        self.track_bytes = True
+        self.failed = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def push(self, message: Message, deadline: int, persistent: bool) -> None:
+        self._entries.append(_Entry(message, deadline) if deadline else message)
+        self._bytes += len(message.body)
+
+    def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Message:
+        return message
+
+    def pop(self) -> tuple[Message | _Entry, Message, bool, int] | None:
+        if not self._entries:
+            return None
+        item = self._entries.popleft()
+        if type(item) is Message:
+            self._bytes -= len(item.body)
+            return item, item, False, 0
+        message = item.message  # type: ignore[union-attr]
+        self._bytes -= len(message.body)
+        return item, message, item.redelivered, item.deadline  # type: ignore[union-attr]
+
+    def peek_deadline(self) -> int:
+        if not self._entries:
+            return 0
+        head = self._entries[0]
+        return 0 if type(head) is Message else head.deadline  # type: ignore[union-attr]
+
+    def requeue(self, refs: list[Message | _Entry]) -> None:
+        """Put entries back in front, keeping their relative order, flagged redelivered."""
+        entries = self._entries
+        for ref in reversed(refs):
+            if type(ref) is Message:
+                entry = _Entry(ref, 0, True)
+            else:
+                entry = ref  # type: ignore[assignment]
+                entry.redelivered = True
+            entries.appendleft(entry)
+            self._bytes += len(entry.message.body)
+
+    def ack(self, refs: Iterable[Message | _Entry]) -> None:
+        """Nothing to record: a settled message is simply no longer referenced."""
+
+    def fetch(self, ref: Message | _Entry) -> Message:
+        return ref if type(ref) is Message else ref.message  # type: ignore[union-attr,return-value]
+
+    def purge(self) -> int:
+        count = len(self._entries)
+        self._entries.clear()
+        self._bytes = 0
+        return count
+
+    def delete(self) -> None:
+        self.purge()
+
+
+# -- log -------------------------------------------------------------------------------
+
+
+def _ranges(offsets: list[int]) -> list[int]:
+    """Sorted offsets as flat (first, length) pairs: acks are mostly contiguous runs."""
+    offsets.sort()
+    out: list[int] = []
+    first = prev = offsets[0]
+    for offset in offsets[1:]:
+        if offset == prev + 1:
+            prev = offset
+            continue
+        if offset == prev:
+            continue
+        out += (first, prev - first + 1)
+        first = prev = offset
+    out += (first, prev - first + 1)
+    return out
+
+
+def _section(kind: bytes, values: list[int]) -> bytes:
+    return _SECTION.pack(kind, len(values)) + struct.pack(f"<{len(values)}q", *values)
+
+
+def _sections(payload: memoryview) -> Iterator[tuple[bytes, tuple[int, ...]]]:
+    pos = 0
+    size = len(payload)
+    while pos + _SECTION.size <= size:
+        kind, count = _SECTION.unpack_from(payload, pos)
+        pos += _SECTION.size
+        values = struct.unpack_from(f"<{count}q", payload, pos)
+        pos += 8 * count
+        yield kind, values
+
+
+class LogStore:
+    """One FIFO lane of a durable queue, kept in a segment log (see the module doc)."""
+
+    def __init__(self, storage: QueueStorage, messages: Log, acks: Log, name: str) -> None:
+        self._storage = storage
+        self._log = messages
+        self._acks = acks
+        self.name = name
+        self.track_bytes = False
+        self.failed = False
+        self._pending: list[bytes] = []
+        self._settled_pending: list[int] = []
+        self._settled_ranges: list[int] = []
+        self._volatile_pending: list[int] = []
+        self._registered = False
+        self._requeued: list[int] = []
+        self._readahead: deque[LogRecord] = deque()
+        # (ack-log offset after a record, largest queue offset named up to that record):
+        # ack-log segments before an entry whose value is below the low-water mark are
+        # about settled messages only and can be deleted.
+        self._ack_marks: deque[tuple[int, int]] = deque()
+        self._ack_max = -1
+        self._ack_segments = 0
+        self._bytes = 0
+        self._bytes_known = True
+        self._recover()
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        messages = self._log
+        start = messages.start_offset
+        end = messages.end_offset
+        self._next = end
+        self._bits_base = start
+        self._bits = bytearray((end - start) // 8 + 1)
+        mark = 0
+        stale = False
+        offset = self._acks.start_offset
+        bases = self._acks.segment_base_offsets
+        segment = -1
+        while offset < self._acks.end_offset:
+            records = self._acks.read(offset, 1 << 20)
+            for record in records:
+                offset = record.offset + 1
+                for kind, values in _sections(record.payload):
+                    if kind == _RESET:
+                        self._bits = bytearray(len(self._bits))
+                        mark = 0
+                        stale = False
+                        self._ack_marks.clear()
+                        self._ack_max = -1
+                    elif kind == _MARK:
+                        mark = max(mark, values[0])
+                        self._ack_max = max(self._ack_max, values[0])
+                    else:
+                        for i in range(0, len(values), 2):
+                            first, length = values[i], values[i + 1]
+                            last = first + length
+                            self._ack_max = max(self._ack_max, last - 1)
+                            if last > end:
+                                stale = True
+                            self._set_range(max(first, start), min(last, end))
+                # One entry per ack-log segment, as at run time (see _note_ack_record).
+                in_segment = bisect.bisect_right(bases, record.offset)
+                if in_segment == segment and self._ack_marks:
+                    self._ack_marks[-1] = (offset, self._ack_max)
+                else:
+                    self._ack_marks.append((offset, self._ack_max))
+                segment = in_segment
+        self._ack_segments = -1  # the next record starts a fresh entry
+        settled = int.from_bytes(self._bits, "little").bit_count()
+        self._ready = end - start - settled
+        self._low = start
+        self._cursor = start
+        self._advance_low()
+        self._cursor = self._low
+        self._mark = mark
+        self._redelivered_below = min(mark, end)
+        self._bytes_known = self._ready == 0
+        if stale:
+            # The message log lost a tail (a machine crash before a flush) that the ack
+            # log still names; those offsets will be reused, so restate the truth and
+            # make every earlier ack record void.
+            self._write_reset()
+
+    def _write_reset(self) -> None:
+        sections = [_section(_RESET, [])]
+        settled: list[int] = []
+        for offset in range(self._low, self._next):
+            if self._is_settled(offset):
+                settled.append(offset)
+        if settled:
+            sections.append(_section(_SETTLED, _ranges(settled)))
+        if self._mark:
+            sections.append(_section(_MARK, [self._mark]))
+        self._acks.append(b"".join(sections))
+        self._acks.flush()
+        self._ack_marks.clear()
+        self._ack_max = max([self._mark, *settled]) if settled or self._mark else -1
+        self._ack_marks.append((self._acks.end_offset, self._ack_max))
+
+    # -- bitmap ------------------------------------------------------------------------
+
+    def _set_range(self, first: int, last: int) -> None:
+        """Mark [first, last) settled (recovery and purge: possibly long runs)."""
+        bits = self._bits
+        base = self._bits_base
+        i, j = first - base, last - base
+        if j <= i:
+            return
+        need = (j >> 3) + 1
+        if need > len(bits):
+            bits.extend(bytes(need - len(bits)))
+        while i < j and i & 7:
+            bits[i >> 3] |= 1 << (i & 7)
+            i += 1
+        full_end = j & ~7
+        if i < full_end:
+            bits[i >> 3:full_end >> 3] = b"\xff" * ((full_end - i) >> 3)
+            i = full_end
+        while i < j:
+            bits[i >> 3] |= 1 << (i & 7)
+            i += 1
+
+    def _is_settled(self, offset: int) -> bool:
+        i = offset - self._bits_base
+        if i < 0:
+            return True
+        byte = i >> 3
+        bits = self._bits
+        return byte < len(bits) and bool(bits[byte] >> (i & 7) & 1)
+
+    def _advance_low(self) -> None:
+        bits = self._bits
+        base = self._bits_base
+        low = self._low
+        end = self._next
+        size = len(bits) << 3
+        while low < end:
+            i = low - base
+            if i >= size:
+                break
+            if not i & 7 and bits[i >> 3] == 0xFF:
+                low += 8
+                continue
+            if not bits[i >> 3] >> (i & 7) & 1:
+                break
+            low += 1
+        self._low = min(low, end)
+
+    # -- queue operations ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._ready
+
+    @property
+    def bytes(self) -> int:
+        """Body bytes of ready messages (counted only for queues with a byte limit)."""
+        if not self._bytes_known:
+            self._bytes = self._scan_ready_bytes()
+            self._bytes_known = True
+        return self._bytes
+
+    def _scan_ready_bytes(self) -> int:
+        self._append_pending()
+        total = 0
+        for offset in self._requeued:
+            total += record_body_size(self._read_one(offset).payload)
+        offset = self._cursor
+        while offset < self._next:
+            records = self._log.read(offset, 1 << 20)
+            for record in records:
+                if not self._is_settled(record.offset):
+                    total += record_body_size(record.payload)
+            offset = records[-1].offset + 1
+        return total
+
+    def push(self, message: Message, deadline: int, persistent: bool) -> None:
+        self._assign(message, deadline, persistent)
+        self._ready += 1
+        if self.track_bytes:
+            self._bytes += len(message.body)
+
+    def push_delivered(self, message: Message, deadline: int, persistent: bool) -> int:
+        """Append a message that goes straight to a consumer (the queue had none ready)."""
+        offset = self._assign(message, deadline, persistent)
+        self._cursor = offset + 1
+        self._readahead.clear()
+        return offset
+
+    def _assign(self, message: Message, deadline: int, persistent: bool) -> int:
+        if self.failed:
+            raise StoreFailed(self.name)
+        offset = self._next
+        self._next = offset + 1
+        self._pending.append(encode_record(message, deadline, persistent))
+        if not persistent:
+            self._volatile_pending.append(offset)
+        byte = (offset - self._bits_base) >> 3
+        bits = self._bits
+        if byte >= len(bits):
+            bits.extend(bytes(max(4096, byte + 1 - len(bits))))
+        if not self._registered:
+            self._register()
+        return offset
+
+    def _register(self) -> None:
+        self._registered = True
+        self._storage.dirty(self)
+
+    def pop(self) -> tuple[int, Message, bool, int] | None:
+        if self._requeued:
+            offset = heapq.heappop(self._requeued)
+            record = self._read_one(offset)
+            redelivered = True
+        else:
+            record = self._next_ready()
+            if record is None:
+                return None
+            offset = record.offset
+            redelivered = offset < self._redelivered_below
+        message, deadline = decode_record(record.payload)
+        self._ready -= 1
+        if self.track_bytes:
+            self._bytes -= len(message.body)
+        return offset, message, redelivered, deadline
+
+    def _next_ready(self) -> LogRecord | None:
+        readahead = self._readahead
+        while True:
+            if not readahead:
+                if self._cursor >= self._next or self.failed:
+                    return None
+                if self._cursor >= self._log.end_offset:
+                    try:
+                        self._append_pending()
+                    except StoreFailed:
+                        return None
+                readahead.extend(self._log.read(self._cursor, READ_AHEAD_BYTES))
+            record = readahead.popleft()
+            offset = record.offset
+            if offset < self._cursor:
+                continue
+            self._cursor = offset + 1
+            if not self._registered:
+                self._register()  # the commit point records the new delivered-mark
+            if not self._is_settled(offset):
+                return record
+
+    def _read_one(self, offset: int) -> LogRecord:
+        if offset >= self._log.end_offset:
+            self._append_pending()
+        return self._log.read(offset, 1)[0]
+
+    def peek_deadline(self) -> int:
+        if self.failed:
+            return 0
+        if self._requeued:
+            return decode_deadline(self._read_one(self._requeued[0]).payload)
+        readahead = self._readahead
+        while True:
+            if not readahead:
+                if self._cursor >= self._next:
+                    return 0
+                if self._cursor >= self._log.end_offset:
+                    self._append_pending()
+                readahead.extend(self._log.read(self._cursor, READ_AHEAD_BYTES))
+            record = readahead[0]
+            if record.offset >= self._cursor and not self._is_settled(record.offset):
+                return decode_deadline(record.payload)
+            readahead.popleft()
+
+    def requeue(self, refs: list[int]) -> None:
+        for offset in refs:
+            heapq.heappush(self._requeued, offset)
+        self._ready += len(refs)
+        if self.track_bytes:
+            for offset in refs:
+                self._bytes += record_body_size(self._read_one(offset).payload)
+
+    def ack(self, refs: Iterable[int]) -> None:
+        bits = self._bits
+        base = self._bits_base
+        settled = self._settled_pending
+        low = self._low
+        advance = False
+        for offset in refs:
+            i = offset - base
+            bits[i >> 3] |= 1 << (i & 7)
+            settled.append(offset)
+            if offset == low:
+                advance = True
+        if advance:
+            self._advance_low()
+        if not self._registered:
+            self._register()
+
+    def fetch(self, ref: int) -> Message:
+        return decode_record(self._read_one(ref).payload)[0]
+
+    def purge(self) -> int:
+        """Settle every ready message (unacked ones stay with their consumers)."""
+        count = self._ready
+        if not count:
+            return 0
+        requeued, self._requeued = self._requeued, []
+        if requeued:
+            self.ack(requeued)
+        first = self._cursor
+        if first < self._next:
+            # Recording already-settled offsets again is harmless and keeps this O(1)
+            # in Python objects for a purge of a million messages.
+            self._set_range(first, self._next)
+            self._settled_ranges += (first, self._next - first)
+            self._cursor = self._next
+            self._readahead.clear()
+            self._advance_low()
+            if not self._registered:
+                self._register()
+        self._ready = 0
+        self._bytes = 0
+        self._bytes_known = True
+        return count
+
+    def delete(self) -> None:
+        self._pending.clear()
+        self._readahead.clear()
+        self._requeued.clear()
+        self.failed = True
+
+    # -- commit point --------------------------------------------------------------------
+
+    def _append_pending(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        try:
+            first = self._log.append_many(pending)
+        except (OSError, StorageError, ValueError) as exc:
+            self._fail(exc)
+            raise StoreFailed(self.name) from exc
+        if first + len(pending) != self._next:
+            self._fail(StorageError(f"offsets went out of step at {first}"))
+            raise StoreFailed(self.name)
+        self._storage.appended(self._log)
+
+    def commit(self) -> None:
+        """Append pending records and write the ack record; then trim settled segments."""
+        self._registered = False
+        if self.failed:
+            return
+        self._append_pending()
+        sections = []
+        named = -1
+        if self._settled_pending or self._settled_ranges:
+            values = _ranges(self._settled_pending) if self._settled_pending else []
+            values += self._settled_ranges
+            self._settled_pending = []
+            self._settled_ranges = []
+            sections.append(_section(_SETTLED, values))
+            named = max(named, max(values[i] + values[i + 1] - 1
+                                   for i in range(0, len(values), 2)))
+        if self._volatile_pending:
+            values = _ranges(self._volatile_pending)
+            self._volatile_pending = []
+            sections.append(_section(_VOLATILE, values))
+            named = max(named, values[-2] + values[-1] - 1)
+        if self._cursor > self._mark:
+            # Everything below the cursor may be in a socket buffer once this commit
+            # point returns: after a crash it comes back flagged redelivered.
+            self._mark = self._cursor
+            sections.append(_section(_MARK, [self._mark]))
+            named = max(named, self._mark)
+        if sections:
+            try:
+                self._acks.append(b"".join(sections))
+            except (OSError, StorageError) as exc:
+                # Losing an ack record costs a redelivery after a crash, not a message.
+                log.error("cannot write the ack log of %s: %s", self.name, exc)
+                return
+            self._ack_max = max(self._ack_max, named)
+            self._note_ack_record()
+        self._trim()
+
+    def _note_ack_record(self) -> None:
+        # Deletion happens a whole ack-log segment at a time, so one entry per segment
+        # is enough: folding records into the segment's last entry only makes the cut
+        # wait for the largest offset that segment names, and keeps this bounded.
+        marks = self._ack_marks
+        segments = self._acks.segment_count
+        entry = (self._acks.end_offset, self._ack_max)
+        if marks and self._ack_segments == segments:
+            marks[-1] = entry
+        else:
+            marks.append(entry)
+        self._ack_segments = segments
+
+    def _trim(self) -> None:
+        low = self._low
+        messages = self._log
+        if messages.segment_count > 1:
+            bases = messages.segment_base_offsets
+            if low >= bases[1] and low <= messages.end_offset:
+                messages.delete_before(low)
+        marks = self._ack_marks
+        cut = 0
+        while marks and marks[0][1] < low:
+            cut = marks.popleft()[0]
+        acks = self._acks
+        if cut and acks.segment_count > 1 and cut >= acks.segment_base_offsets[1]:
+            acks.delete_before(min(cut, acks.end_offset))
+        trim = (low - self._bits_base) >> 3
+        if trim >= _BITS_TRIM_BYTES:
+            del self._bits[:trim]
+            self._bits_base += trim << 3
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("queue lane %s cannot write its log and refuses publishes until restart: "
+                  "%s", self.name, exc)
+        self.failed = True
+
+
+def decode_deadline(payload: memoryview) -> int:
+    return _RECORD.unpack_from(payload)[5]
+
+
+# -- the directory of queue logs ---------------------------------------------------------
+
+
+def _path_part(name: str) -> str:
+    """A name as one safe directory name: quoted, dots too, hashed when very long."""
+    quoted = quote(name, safe="").replace(".", "%2E") or "%00"
+    if len(quoted) > 180:
+        digest = hashlib.sha1(name.encode()).hexdigest()
+        quoted = quoted[:120] + "~" + digest
+    return quoted
+
+
+class QueueStorage:
+    """Opens and removes queue logs, and runs the commit point for every lane."""
+
+    def __init__(self, logs: LogDirectory, *, fsync_always: bool, segment_bytes: int) -> None:
+        self.logs = logs
+        self.fsync_always = fsync_always
+        self.segment_bytes = segment_bytes
+        self._dirty: list[LogStore] = []
+        self._appended: dict[int, Log] = {}
+        self._scheduled = False
+        self.failures = 0
+
+    # -- names ---------------------------------------------------------------------------
+
+    @staticmethod
+    def queue_dir(vhost: str, queue: str) -> str:
+        return f"amqp/{_path_part(vhost)}/{_path_part(queue)}"
+
+    def _config(self, *, segment_bytes: int, retention_ms: int | None = None,
+                retention_bytes: int | None = None) -> LogConfig:
+        base = self.logs.config
+        return LogConfig(
+            segment_bytes=segment_bytes,
+            segment_ms=None,
+            index_interval_bytes=base.index_interval_bytes,
+            # 16 bytes per index entry, one entry per index_interval_bytes of data.
+            index_max_bytes=min(base.index_max_bytes,
+                                segment_bytes // base.index_interval_bytes * 16 + 4096),
+            retention_ms=retention_ms,
+            retention_bytes=retention_bytes,
+            flush_messages=base.flush_messages,
+            flush_ms=base.flush_ms,
+            # The commit point fsyncs once per batch; per-append fsync would be per message.
+            fsync_always=False,
+            preallocate=base.preallocate,
+        )
+
+    def lanes(self, vhost: str, queue: str) -> list[int]:
+        """Priority levels that have a lane on disk for this queue."""
+        directory = self.logs.root / self.queue_dir(vhost, queue)
+        if not directory.is_dir():
+            return []
+        found = []
+        for entry in directory.iterdir():
+            name = entry.name
+            if name.startswith(_LANE_MESSAGES) and name[1:].isdigit():
+                found.append(int(name[1:]))
+        return sorted(found)
+
+    def open_lane(self, vhost: str, queue: str, level: int) -> LogStore:
+        base = self.queue_dir(vhost, queue)
+        messages = self.logs.open_log(f"{base}/{_LANE_MESSAGES}{level}",
+                                      self._config(segment_bytes=self.segment_bytes))
+        acks = self.logs.open_log(f"{base}/{_LANE_ACKS}{level}",
+                                  self._config(segment_bytes=1 << 20))
+        return LogStore(self, messages, acks, f"{vhost}/{queue}/{level}")
+
+    def open_stream(self, vhost: str, queue: str, *, segment_bytes: int | None,
+                    max_age_ms: int | None, max_bytes: int | None) -> Log:
+        return self.logs.open_log(
+            f"{self.queue_dir(vhost, queue)}/stream",
+            self._config(segment_bytes=segment_bytes or self.segment_bytes,
+                         retention_ms=max_age_ms, retention_bytes=max_bytes),
+        )
+
+    def remove_queue(self, vhost: str, queue: str) -> None:
+        """Close a deleted queue's logs and remove its directory."""
+        base = self.queue_dir(vhost, queue)
+        for name in [n for n in self.logs.logs if n.startswith(base + "/")]:
+            self.logs.close_log(name)
+        self._dirty = [s for s in self._dirty if not s.name.startswith(f"{vhost}/{queue}/")]
+        # No storage API deletes a log directory; the logs are closed, so remove the files.
+        shutil.rmtree(self.logs.root / base, ignore_errors=True)
+
+    def collect_garbage(self, keep: set[tuple[str, str]]) -> int:
+        """Remove queue directories no durable queue owns (a crash mid-delete)."""
+        root = self.logs.root / "amqp"
+        if not root.is_dir():
+            return 0
+        wanted = {self.queue_dir(v, q) for v, q in keep}
+        removed = 0
+        for vhost_dir in root.iterdir():
+            if not vhost_dir.is_dir():
+                continue
+            for queue_dir in vhost_dir.iterdir():
+                if f"amqp/{vhost_dir.name}/{queue_dir.name}" not in wanted:
+                    shutil.rmtree(queue_dir, ignore_errors=True)
+                    removed += 1
+        return removed
+
+    @property
+    def root(self) -> Path:
+        return self.logs.root
+
+    # -- commit point --------------------------------------------------------------------
+
+    def dirty(self, store: LogStore) -> None:
+        self._dirty.append(store)
+        if not self._scheduled:
+            # Work created outside a connection's read (timers, dead-lettering) still
+            # reaches the disk within this loop turn.
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._scheduled = True
+            loop.call_soon(self._scheduled_commit)
+
+    def appended(self, messages: Log) -> None:
+        self._appended[id(messages)] = messages
+
+    def _scheduled_commit(self) -> None:
+        self._scheduled = False
+        self.commit()
+
+    def commit(self) -> bool:
+        """Make everything published so far durable per the flush policy.
+
+        False when a write failed: the caller nacks the publishes it has not confirmed.
+        """
+        ok = True
+        dirty = self._dirty
+        if dirty:
+            self._dirty = []
+            for store in dirty:
+                try:
+                    store.commit()
+                except StoreFailed:
+                    ok = False
+        if self._appended:
+            appended, self._appended = self._appended, {}
+            if self.fsync_always:
+                for opened in appended.values():
+                    try:
+                        opened.flush()
+                    except (OSError, StorageError) as exc:
+                        log.error("fsync of %s failed: %s", opened.directory, exc)
+                        ok = False
+        if not ok:
+            self.failures += 1
+        return ok
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._dirty or self._appended)

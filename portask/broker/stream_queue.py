@@ -1,0 +1,193 @@
+"""x-queue-type stream: an append-only log read with basic.consume from x-stream-offset.
+
+Every consumer has its own position; nothing is removed by consuming. Acks only
+return prefetch credit (RabbitMQ requires a prefetch for stream consumers, and
+refuses no-ack consumers and basic.get). Retention is the log's own: x-max-age and
+x-max-length-bytes become the log's retention_ms / retention_bytes, applied by the
+log directory's periodic retention pass, whole segments at a time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections import deque
+from typing import Any
+
+from portask.broker.amqp_errors import PreconditionFailed
+from portask.broker.message_store import Message, QueueStorage, decode_record, encode_record
+from portask.broker.queue_args import QueueArgs, parse_max_age
+from portask.broker.queues import Consumer
+from portask.storage.log import Log, LogRecord, OffsetOutOfRange, StorageError
+
+_READ_AHEAD_BYTES = 64 * 1024
+
+
+class _Reader:
+    __slots__ = ("consumer", "offset", "readahead")
+
+    def __init__(self, consumer: Consumer, offset: int) -> None:
+        self.consumer = consumer
+        self.offset = offset
+        self.readahead: deque[LogRecord] = deque()
+
+
+class StreamQueue:
+    is_stream = True
+    on_disk = True
+    durable = True
+    exclusive_owner = None
+    exclusive = False
+    auto_delete = False
+
+    def __init__(self, name: str, *, vhost: str, arguments: dict[str, Any], args: QueueArgs,
+                 log: Log, storage: QueueStorage) -> None:
+        self.name = name
+        self.vhost = vhost
+        self.arguments = dict(arguments)
+        self.args = args
+        self._log = log
+        self._storage = storage
+        self._readers: list[_Reader] = []
+        self.deleted = False
+        self.had_consumers = False
+        self.bound_from: set[Any] = set()
+        self.unacked = 0
+        self.delivered = 0
+        self.delivered_bytes = 0
+        self.redelivered = 0
+        self.metric_messages: Any = None
+        self.metric_bytes: Any = None
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        return [reader.consumer for reader in self._readers]
+
+    @property
+    def message_count(self) -> int:
+        return self._log.end_offset - self._log.start_offset
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self._readers)
+
+    def has_exclusive_consumer(self) -> bool:
+        return any(r.consumer.exclusive for r in self._readers)
+
+    # -- publish -------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> bool:
+        if self.deleted:
+            return True
+        try:
+            self._log.append(encode_record(message, 0, True))
+        except (OSError, StorageError, ValueError):
+            return False
+        self._storage.appended(self._log)
+        self.dispatch()
+        return True
+
+    # -- consumers -----------------------------------------------------------------------
+
+    def start_offset(self, spec: object) -> int:
+        """Where a consumer starts, from its x-stream-offset argument (default: next)."""
+        log = self._log
+        start, end = log.start_offset, log.end_offset
+        if spec is None or spec == "next":
+            return end
+        if spec == "first":
+            return start
+        if spec == "last":
+            # RabbitMQ starts at the last chunk; a chunk here is one message.
+            return max(start, end - 1)
+        if isinstance(spec, bool):
+            raise self._bad_offset(spec)
+        if isinstance(spec, int):
+            return min(max(spec, start), end)
+        if isinstance(spec, datetime.datetime):
+            return self._at_time(int(spec.timestamp() * 1000))
+        if isinstance(spec, str):
+            try:
+                age = parse_max_age(spec)
+            except Exception:
+                raise self._bad_offset(spec) from None
+            return self._at_time(int(time.time() * 1000) - age)
+        raise self._bad_offset(spec)
+
+    def _at_time(self, timestamp_ms: int) -> int:
+        found = self._log.offset_for_timestamp(timestamp_ms)
+        return self._log.end_offset if found is None else found
+
+    def _bad_offset(self, spec: object) -> PreconditionFailed:
+        return PreconditionFailed(f"invalid x-stream-offset {spec!r} for queue '{self.name}' "
+                                  f"in vhost '{self.vhost}'; expected first, last, next, an "
+                                  "offset, a timestamp or an interval such as 1h")
+
+    def add_consumer(self, consumer: Consumer, offset: int | None = None) -> None:
+        self._readers.append(_Reader(consumer, self._log.end_offset if offset is None
+                                     else offset))
+        self.had_consumers = True
+        self.dispatch()
+
+    def remove_consumer(self, consumer: Consumer) -> bool:
+        self._readers = [r for r in self._readers if r.consumer is not consumer]
+        return False
+
+    def dispatch(self) -> None:
+        if self.deleted:
+            return
+        log = self._log
+        end = log.end_offset
+        for reader in self._readers:
+            consumer = reader.consumer
+            readahead = reader.readahead
+            while reader.offset < end and consumer.ready():
+                if not readahead:
+                    offset = max(reader.offset, log.start_offset)
+                    try:
+                        readahead.extend(log.read(offset, _READ_AHEAD_BYTES))
+                    except OffsetOutOfRange:
+                        reader.offset = log.start_offset
+                        continue
+                    if not readahead:
+                        break
+                record = readahead.popleft()
+                if record.offset < reader.offset:
+                    continue
+                reader.offset = record.offset + 1
+                message, _deadline = decode_record(record.payload)
+                consumer.deliver(self, record.offset, message, False)  # type: ignore[arg-type]
+                if not consumer.no_ack:
+                    self.unacked += 1
+
+    # -- settlement: acks only return credit -------------------------------------------------
+
+    def ack(self, refs: list[Any]) -> None:
+        self.unacked -= len(refs)
+
+    def reject(self, refs: list[Any]) -> None:
+        self.unacked -= len(refs)
+
+    def requeue(self, refs: list[Any]) -> None:
+        self.unacked -= len(refs)
+        self.dispatch()
+
+    def ack_quietly(self, refs: list[Any]) -> None:
+        """Nothing to settle in a stream."""
+
+    def touch(self) -> None:
+        """Streams do not expire."""
+
+    def purge(self) -> int:
+        return 0
+
+    def delete(self) -> tuple[int, list[Consumer]]:
+        self.deleted = True
+        consumers = self.consumers
+        count = self.message_count
+        self._readers = []
+        return count, consumers
+
+    def close(self) -> None:
+        for reader in self._readers:
+            reader.readahead.clear()

@@ -1,0 +1,69 @@
+"""Basic properties decoded and re-encoded with pamqp, for the few broker paths that
+must change them: dead-lettering (x-death), quorum redeliveries (x-delivery-count).
+
+The publish and deliver paths never come here; they carry the raw property bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from pamqp import commands
+
+_FIRST_DEATH = ("x-first-death-reason", "x-first-death-queue", "x-first-death-exchange")
+
+
+def _decode(properties: bytes | memoryview) -> commands.Basic.Properties:
+    props = commands.Basic.Properties()
+    if len(properties) >= 2:
+        flags = (properties[0] << 8) | properties[1]
+        props.unmarshal(flags & 0xFFFE, bytes(properties[2:]))
+    return props
+
+
+class AmqpPropertyCodec:
+    """The ``PropertyCodec`` the broker's dead-letter path calls (see broker/dead_letter)."""
+
+    def headers(self, properties: bytes | memoryview) -> dict[str, Any] | None:
+        headers = _decode(properties).headers
+        return dict(headers) if headers else None
+
+    def set_int_header(self, properties: bytes | memoryview, name: str, value: int) -> bytes:
+        props = _decode(properties)
+        headers = dict(props.headers or {})
+        headers[name] = value
+        props.headers = headers
+        return props.marshal()
+
+    def dead_lettered(
+        self, properties: bytes | memoryview, *, queue: str, reason: str, exchange: str,
+        routing_keys: list[str], time: datetime.datetime,
+    ) -> tuple[bytes, list[dict[str, Any]]]:
+        props = _decode(properties)
+        headers = dict(props.headers or {})
+        info: dict[str, Any] = {"reason": reason, "queue": queue, "time": time,
+                                "exchange": exchange, "routing-keys": list(routing_keys)}
+        # The expiration must not fire again in the dead-letter queue (RabbitMQ's rule).
+        if props.expiration is not None:
+            info["original-expiration"] = props.expiration
+            props.expiration = None
+        deaths = headers.get("x-death")
+        if isinstance(deaths, list) and deaths:
+            match = next((d for d in deaths if isinstance(d, dict)
+                          and d.get("queue") == queue and d.get("reason") == reason
+                          and d.get("exchange") == exchange), None)
+            if match is None:
+                entry = {"count": 1, **info}
+            else:
+                entry = dict(match)
+                entry["count"] = int(entry.get("count") or 0) + 1
+            # The entry for this death goes first, its fields sorted, as RabbitMQ does.
+            deaths = [dict(sorted(entry.items()))] + [d for d in deaths if d is not match]
+        else:
+            deaths = [{"count": 1, **info}]
+            for key, value in zip(_FIRST_DEATH, (reason, queue, exchange), strict=True):
+                headers[key] = value
+        headers["x-death"] = deaths
+        props.headers = headers
+        return props.marshal(), deaths
