@@ -73,8 +73,11 @@ class Partition:
     def log_start_offset(self) -> int:
         return self.log.start_offset
 
-    def append(self, payload: bytes | bytearray | memoryview, count: int, timestamp: int) -> int:
-        base = self.log.append(payload, count=count, timestamp=timestamp)
+    def append(
+        self, payload: bytes | bytearray | memoryview, count: int, timestamp: int,
+        prefix: bytes = b"",
+    ) -> int:
+        base = self.log.append(payload, count=count, timestamp=timestamp, prefix=prefix)
         if self._waiters:
             self._wake()
         return base

@@ -468,14 +468,19 @@ class Log:
     # -- appending ---------------------------------------------------------------
 
     def append(self, payload: bytes | memoryview, count: int = 1,
-               timestamp: int | None = None) -> int:
-        """Append one entry spanning ``count`` offsets; returns its base offset."""
+               timestamp: int | None = None, *, prefix: bytes = b"") -> int:
+        """Append one entry spanning ``count`` offsets; returns its base offset.
+
+        ``prefix`` is stored right before ``payload`` as one entry: a caller that must
+        change the first bytes of a large payload sends them apart instead of copying
+        the whole payload.
+        """
         if count < 1:
             raise ValueError("count must be >= 1")
-        size = payload.nbytes if type(payload) is memoryview else len(payload)
+        size = (payload.nbytes if type(payload) is memoryview else len(payload)) + len(prefix)
         if size > MAX_PAYLOAD_BYTES:
             raise ValueError(f"payload of {size} bytes is larger than {MAX_PAYLOAD_BYTES}")
-        offset = self._append_entry(payload, size, count, timestamp)
+        offset = self._append_entry(payload, size, count, timestamp, prefix)
         self._appended += 1
         cfg = self.config
         if cfg.fsync_always or (cfg.flush_messages is not None
@@ -527,7 +532,7 @@ class Log:
         return first
 
     def _append_entry(self, payload: bytes | memoryview, size: int, count: int,
-                      timestamp: int | None) -> int:
+                      timestamp: int | None, prefix: bytes = b"") -> int:
         seg = self._active_segment()
         cfg = self.config
         segment_ms = cfg.segment_ms
@@ -548,7 +553,7 @@ class Log:
             seg.grow(entry_size)
         if not seg.size:
             seg.created_ms = now_ms if now_ms else int(self._clock() * 1000)
-        seg.append(payload, size, offset, count, timestamp)
+        seg.append(payload, size, offset, count, timestamp, prefix)
         return offset
 
     def _roll(self, entry_size: int) -> Segment:

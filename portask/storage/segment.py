@@ -269,14 +269,19 @@ class Segment:
     # -- writing -----------------------------------------------------------------
 
     def append(self, payload: bytes | memoryview, size: int, offset: int, count: int,
-               timestamp: int) -> None:
+               timestamp: int, prefix: bytes = b"") -> None:
+        """Append one entry; ``size`` counts ``prefix`` + ``payload``, stored back to back."""
         pos = self.size
         end = pos + HEADER_SIZE + size
         if end > self.file_size:
             self._ensure_file_size(end)
         tail = _TAIL.pack(offset, count, timestamp)
-        head = _LENGTH_CRC.pack(LENGTH_OVERHEAD + size, crc32c(payload, crc32c(tail)))
-        _write_all(self._fd, (head, tail, payload), pos, end - pos)
+        crc = crc32c(tail)
+        if prefix:
+            crc = crc32c(prefix, crc)
+        head = _LENGTH_CRC.pack(LENGTH_OVERHEAD + size, crc32c(payload, crc))
+        parts = (head, tail, prefix, payload) if prefix else (head, tail, payload)
+        _write_all(self._fd, parts, pos, end - pos)
         if timestamp > self.max_timestamp:
             self.max_timestamp = timestamp
             self._max_timestamp_offset = offset

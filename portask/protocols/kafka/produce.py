@@ -132,7 +132,7 @@ def _append(
     for info in batches:
         source = memoryview(data)[info.start : info.start + info.size]
         if codec is None or codec == info.compression or info.is_control:
-            prepared.append((info, bytearray(source)))
+            prepared.append((info, source))
             continue
         try:
             prepared.append((info, records.recompress(source, info, codec)))
@@ -168,14 +168,19 @@ def _append(
                 )
                 return result, count
         base = partition.high_watermark
-        records.stamp(batch, base)
-        timestamp = info.max_timestamp
-        if log_append_time:
-            records.set_log_append_time(batch, now_ms)
-            timestamp = now_ms
-        elif timestamp < 0:
-            timestamp = now_ms
-        appended = partition.append(batch, info.offset_count, timestamp)
+        timestamp = now_ms if log_append_time or info.max_timestamp < 0 else info.max_timestamp
+        if log_append_time or isinstance(batch, bytearray):
+            batch = bytearray(batch) if log_append_time else batch
+            records.stamp(batch, base)
+            if log_append_time:
+                records.set_log_append_time(batch, now_ms)
+            appended = partition.append(batch, info.offset_count, timestamp)
+        else:
+            # The common case: the batch as sent, its first bytes restamped apart.
+            appended = partition.append(
+                batch[records.STAMP_SIZE :], info.offset_count, timestamp,
+                prefix=records.stamped_prefix(batch, base),
+            )
         if info.producer_id >= 0:
             partition.producers.record(producers.sequenced(info, appended))
         if info.is_transactional and not info.is_control:

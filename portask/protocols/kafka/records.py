@@ -27,6 +27,9 @@ HEADER_SIZE = HEADER.size  # 61
 # batchLength counts the bytes after the length field itself.
 LENGTH_OVERHEAD = 12
 _BASE_OFFSET = struct.Struct(">q")
+# baseOffset, batchLength, partitionLeaderEpoch: the head of a batch up to the magic byte.
+_STAMP = struct.Struct(">qii")
+STAMP_SIZE = _STAMP.size
 _LEADER_EPOCH_AT = 12
 _CRC_AT = 17
 _ATTRIBUTES_AT = 21
@@ -146,6 +149,12 @@ def stamp(batch: bytearray, base_offset: int, leader_epoch: int = 0) -> None:
     """Write the offset the log assigned; both fields sit outside the CRC."""
     _BASE_OFFSET.pack_into(batch, 0, base_offset)
     _INT32.pack_into(batch, _LEADER_EPOCH_AT, leader_epoch)
+
+
+def stamped_prefix(batch: bytes | memoryview, base_offset: int, leader_epoch: int = 0) -> bytes:
+    """The batch's first 16 bytes with the assigned offset: stored before ``batch[16:]``
+    so the (possibly megabytes long) batch is never copied just to change its offset."""
+    return _STAMP.pack(base_offset, _INT32.unpack_from(batch, 8)[0], leader_epoch)
 
 
 def set_log_append_time(batch: bytearray, now_ms: int) -> None:

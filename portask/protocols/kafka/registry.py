@@ -101,7 +101,7 @@ def schema(key: int, version: int) -> Schema:
     return found
 
 
-def decode(s: Schema, frame: bytes, offset: int) -> Any:
+def decode(s: Schema, frame: bytes | memoryview, offset: int) -> Any:
     try:
         request, size = s.read(frame, offset)
     except Exception as exc:  # kio raises several types for garbage; all mean the same here

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("portask.kafka")
 
 NODE_ID = 0
+_READ_BUFFER = 256 * 1024
+_MIN_READ = 64 * 1024
 # ApiVersions, SaslHandshake, SaslAuthenticate: all a client may send before logging in.
 _BEFORE_AUTHENTICATION = frozenset((18, 17, 36))
 
@@ -103,14 +105,18 @@ class _Slot:
         self.buffers: list[Any] = []
 
 
-class KafkaConnection(asyncio.Protocol):
+class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, server: KafkaServer) -> None:
         self.server = server
         self.max_request = int(server.settings.kafka.socket_request_max_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.local: tuple[str, int] | None = None
-        self._buffer = bytearray()
+        # The socket reads straight into this buffer; requests are parsed between
+        # _start and _end. See get_buffer for how it is reused and grown.
+        self._buf = bytearray(_READ_BUFFER)
+        self._start = 0
+        self._end = 0
         self._pending: collections.deque[_Slot] = collections.deque()
         self._out: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -156,11 +162,34 @@ class KafkaConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
 
-    def data_received(self, data: bytes) -> None:
-        buf = self._buffer
-        buf += data
-        pos = 0
-        end = len(buf)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        buf = self._buf
+        if len(buf) - self._end < _MIN_READ:
+            pending = self._end - self._start
+            need = pending + _MIN_READ
+            if pending >= 4:
+                need = max(need, 4 + INT32.unpack_from(buf, self._start)[0])
+            if need > len(buf):
+                # A request larger than the buffer: a bigger one, once (the size is
+                # bounded by socket_request_max_bytes, checked before we get here).
+                grown = bytearray(max(need, 2 * len(buf)))
+                grown[:pending] = buf[self._start : self._end]
+                self._buf = buf = grown
+            else:
+                # Equal-length slice assignment never resizes, so it is allowed even
+                # while the transport still holds the previous read's view.
+                buf[:pending] = buf[self._start : self._end]
+            self._start, self._end = 0, pending
+        return memoryview(buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Requests are handled as memoryview slices of the read buffer, with no copy.
+        # Handlers decode what they need before returning (kio copies out), so the
+        # buffer can be reused for the next read once this returns.
+        self._end += nbytes
+        buf = self._buf
+        view = memoryview(buf).toreadonly()  # kio reads only read-only buffers
+        pos, end = self._start, self._end
         while end - pos >= 4:
             size = INT32.unpack_from(buf, pos)[0]
             if size < 0 or size > self.max_request:
@@ -168,18 +197,22 @@ class KafkaConnection(asyncio.Protocol):
                 return
             if end - pos - 4 < size:
                 break
-            frame = bytes(buf[pos + 4 : pos + 4 + size])
+            self._handle(view[pos + 4 : pos + 4 + size])
             pos += 4 + size
-            self._handle(frame)
             if self._closed:
                 return
-        if pos:
-            del buf[:pos]
+        view.release()
+        if pos == end:
+            self._start = self._end = 0
+            if len(buf) > _READ_BUFFER * 16:
+                self._buf = bytearray(_READ_BUFFER)  # give back memory a large request took
+        else:
+            self._start = pos
         self._flush()
 
     # -- request handling ------------------------------------------------------------
 
-    def _handle(self, frame: bytes) -> None:
+    def _handle(self, frame: memoryview) -> None:
         if len(frame) < 8:
             self._protocol_error("request header truncated", size=len(frame))
             return
@@ -189,8 +222,11 @@ class KafkaConnection(asyncio.Protocol):
         if api is None:
             self._protocol_error("unknown API key", api_key=api_key, api_version=version)
             return
-        if (self.server.sasl_required and self.authenticated_user is None
-                and api_key not in _BEFORE_AUTHENTICATION):
+        if (
+            self.server.sasl_required
+            and self.authenticated_user is None
+            and api_key not in _BEFORE_AUTHENTICATION
+        ):
             self._protocol_error("request before SASL authentication", api=api.schema)
             return
         supported = api.min_version <= version <= api.max_version

@@ -76,7 +76,9 @@ def response_header(correlation_id: int, flexible: bool) -> bytes:
     return INT32.pack(correlation_id) + EMPTY_TAGS if flexible else INT32.pack(correlation_id)
 
 
-def parse_request_header(frame: bytes, flexible: bool) -> tuple[int, int, int, str | None, int]:
+def parse_request_header(
+    frame: bytes | memoryview, flexible: bool
+) -> tuple[int, int, int, str | None, int]:
     """(api_key, api_version, correlation_id, client_id, body offset) of a request frame."""
     if len(frame) < REQUEST_HEADER.size:
         raise MalformedRequest(f"request header truncated: {len(frame)} bytes")
@@ -86,7 +88,7 @@ def parse_request_header(frame: bytes, flexible: bool) -> tuple[int, int, int, s
     if client_len >= 0:
         if pos + client_len > len(frame):
             raise MalformedRequest("client id runs past the end of the request")
-        client_id = frame[pos : pos + client_len].decode("utf-8", "replace")
+        client_id = bytes(frame[pos : pos + client_len]).decode("utf-8", "replace")
         pos += client_len
     if flexible:
         pos = skip_tagged_fields(frame, pos)

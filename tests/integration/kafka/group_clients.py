@@ -92,6 +92,9 @@ class GroupMember:
         consumer = KafkaConsumer(
             self.topic,
             bootstrap_servers=bootstrap(self.port),
+            # kafka-python 3 keys its I/O thread by client id: two consumers in one test
+            # process with the default id interfere, as separate processes never would.
+            client_id=f"kafka-python-{id(self)}",
             group_id=self.group,
             auto_offset_reset="earliest",
             session_timeout_ms=SESSION_TIMEOUT_MS,
