@@ -16,8 +16,9 @@ Modes:
                    separate process) instead of --bootstrap: the load generator's own
                    ceiling on this machine
 
-Consumers use assign() with enable.auto.commit=false and producers keep idempotence
-off, so the run needs neither consumer groups nor InitProducerId on the broker. The
+Consumers use assign() with enable.auto.commit=false, so the run needs no consumer
+group; producers are idempotent only with --idempotent (acks=all, as librdkafka
+requires), to measure what sequence checking costs the broker. The
 broker's CPU (--broker-pid, found automatically for a local broker) and the load
 generator's own CPU are reported with each run: 100% is one core.
 """
@@ -73,7 +74,7 @@ def producer_conf(args: argparse.Namespace) -> dict[str, Any]:
         "acks": args.acks,
         "compression.type": args.compression,
         "linger.ms": args.linger_ms,
-        "enable.idempotence": False,  # InitProducerId is not served by Portask yet
+        "enable.idempotence": args.idempotent,
         # Only failures come back to Python: a callback per message would cost the
         # producer process more CPU than the produce() call itself.
         "delivery.report.only.error": True,
@@ -467,6 +468,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="messages to produce in total (overrides --duration)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to produce")
     p.add_argument("--acks", default="1", choices=("0", "1", "all", "-1"))
+    p.add_argument("--idempotent", action="store_true",
+                   help="idempotent producers (librdkafka then uses acks=all)")
     p.add_argument("--compression", default="none",
                    choices=("none", "gzip", "snappy", "lz4", "zstd"))
     p.add_argument("--linger-ms", type=float, default=5.0)
