@@ -147,6 +147,20 @@ class AmqpSettings:
         "message in it is settled, so smaller segments free disk sooner.",
         min=65536,
     )
+    memory_high_watermark_bytes: ByteSize = _opt(
+        ByteSize(1 << 30),
+        "Memory alarm: when the message content (properties + body) held in memory by "
+        "non-durable and exclusive queues, ready and unacked, exceeds this, connections "
+        "that publish are blocked (Connection.Blocked) until it falls back; messages in "
+        "durable queues' logs do not count (0 = no memory alarm).",
+        min=0,
+    )
+    disk_free_limit_bytes: ByteSize = _opt(
+        ByteSize(50_000_000),
+        "Disk alarm: when free space on the data directory's filesystem is below this "
+        "(checked every second), connections that publish are blocked (0 = no disk alarm).",
+        min=0,
+    )
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,13 @@ AMQP_MESSAGES_REDELIVERED = Counter(
     "Messages delivered again after a reject, nack, recover or a closed channel.",
     ["vhost", "queue"],
 )
+RESOURCE_ALARM = Gauge(
+    "portask_resource_alarm",
+    "1 while a resource alarm is set (memory: message content held in memory above "
+    "amqp.memory_high_watermark_bytes; disk: free space below amqp.disk_free_limit_bytes); "
+    "publishing AMQP connections are blocked meanwhile.",
+    ["resource"],
+)
 
 # Kafka groups
 KAFKA_GROUP_REBALANCES = Counter(

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from portask.broker.alarms import Alarms
 from portask.broker.groups import Groups
 from portask.broker.metadata import CLUSTER, Definitions
 from portask.broker.producers import ProducerIds
@@ -62,6 +63,12 @@ class Broker:
         self._compaction: asyncio.Task[None] | None = None
         # AMQP vhosts, exchanges and queues; set by the AMQP server, which restores them.
         self.amqp: VirtualHosts | None = None
+        # Memory and disk alarms; the AMQP server blocks publishers while one is set.
+        self.alarms = Alarms(
+            memory_watermark=int(settings.amqp.memory_high_watermark_bytes),
+            disk_free_limit=int(settings.amqp.disk_free_limit_bytes),
+            data_dir=data_dir,
+        )
 
     def open(self) -> Broker:
         self.definitions.open()
@@ -82,6 +89,7 @@ class Broker:
 
     def start(self) -> None:
         self.logs.start()
+        self.alarms.start()
         self._compaction = asyncio.create_task(self._compact_periodically())
 
     async def _compact_periodically(self) -> None:
@@ -95,6 +103,7 @@ class Broker:
                 log.exception("compaction pass failed")
 
     async def close(self) -> None:
+        self.alarms.close()
         if self._compaction is not None:
             self._compaction.cancel()
             with contextlib.suppress(asyncio.CancelledError):

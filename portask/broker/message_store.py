@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from portask.broker.alarms import UNMETERED, MemoryUse
 from portask.storage.log import Log, LogConfig, LogRecord, StorageError
 
 if TYPE_CHECKING:
@@ -76,11 +77,12 @@ class Message:
     """A published message as received: nothing here decodes the property bytes.
 
     ``persistent``, ``priority`` and ``expiration`` (ms) are read from the properties
-    by the protocol layer once, at publish, because queues act on them.
+    by the protocol layer once, at publish, because queues act on them. ``held`` counts
+    the memory stores holding the message, so that its bytes count once (``alarms``).
     """
 
-    __slots__ = ("body", "exchange", "expiration", "persistent", "priority", "properties",
-                 "routing_key")
+    __slots__ = ("body", "exchange", "expiration", "held", "persistent", "priority",
+                 "properties", "routing_key")
 
     def __init__(
         self,
@@ -99,6 +101,7 @@ class Message:
         self.persistent = persistent
         self.priority = priority
         self.expiration = expiration
+        self.held = 0
 
 
 class StoreFailed(Exception):
@@ -133,6 +136,9 @@ class MessageStore(Protocol):
     def purge(self) -> int: ...
 
     def delete(self) -> None: ...
+
+    def forget(self, refs: Iterable[Any]) -> None:
+        """Refs of a deleted queue settled by their consumers: let go of what they hold."""
 
 
 # -- records ---------------------------------------------------------------------------
@@ -193,15 +199,19 @@ class MemoryStore:
     Refs are the stored items themselves (a ``Message``, or an ``_Entry`` wrapping one).
     A requeued bare message comes back wrapped, so its ref changes; nothing here keys
     state by ref across a requeue (quorum delivery counts live in ``LogStore`` queues).
+
+    Every message from push until it is settled (acked, dropped, purged) counts in the
+    broker's ``MemoryUse``: ready and unacked messages are both held here in memory.
     """
 
-    __slots__ = ("_bytes", "_entries", "failed", "track_bytes")
+    __slots__ = ("_bytes", "_entries", "failed", "memory", "track_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, memory: MemoryUse | None = None) -> None:
         self._entries: deque[Message | _Entry] = deque()
         self._bytes = 0
         self.track_bytes = True
         self.failed = False
+        self.memory = memory if memory is not None else UNMETERED
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -212,9 +222,23 @@ class MemoryStore:
 
     def push(self, message: Message, deadline: int, persistent: bool) -> None:
         self._entries.append(_Entry(message, deadline) if deadline else message)
-        self._bytes += len(message.body)
+        size = len(message.body)
+        self._bytes += size
+        # Inlined, as in push_delivered and ack: this runs once per message.
+        if not message.held:
+            memory = self.memory
+            memory.bytes += size + len(message.properties)
+            if memory.bytes > memory.limit and not memory.alarmed:
+                memory.exceeded()
+        message.held += 1
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Message:
+        if not message.held:
+            memory = self.memory
+            memory.bytes += len(message.body) + len(message.properties)
+            if memory.bytes > memory.limit and not memory.alarmed:
+                memory.exceeded()
+        message.held += 1
         return message
 
     def pop(self) -> tuple[Message | _Entry, Message, bool, int] | None:
@@ -247,14 +271,30 @@ class MemoryStore:
             self._bytes += len(entry.message.body)
 
     def ack(self, refs: Iterable[Message | _Entry]) -> None:
-        """Nothing to record: a settled message is simply no longer referenced."""
+        """Nothing to record: a settled message is no longer referenced (or counted)."""
+        freed = 0
+        for ref in refs:
+            message: Message = ref if type(ref) is Message else ref.message  # type: ignore[assignment,union-attr]
+            held = message.held - 1
+            message.held = held
+            if not held:
+                freed += len(message.body) + len(message.properties)
+        if freed:
+            memory = self.memory
+            memory.bytes -= freed
+            if memory.alarmed and memory.bytes <= memory.limit:
+                memory.fell()
+
+    forget = ack
 
     def fetch(self, ref: Message | _Entry) -> Message:
         return ref if type(ref) is Message else ref.message  # type: ignore[union-attr,return-value]
 
     def purge(self) -> int:
-        count = len(self._entries)
-        self._entries.clear()
+        entries = self._entries
+        count = len(entries)
+        self.ack(entries)
+        entries.clear()
         self._bytes = 0
         return count
 
@@ -627,6 +667,9 @@ class LogStore:
         self._readahead.clear()
         self._requeued.clear()
         self.failed = True
+
+    def forget(self, refs: Iterable[int]) -> None:
+        """Nothing is held in memory for an offset."""
 
     # -- commit point --------------------------------------------------------------------
 

@@ -146,6 +146,10 @@ class PriorityStore:
         for level, lane_refs in self._by_level(refs).items():
             self._lanes[level].ack(lane_refs)
 
+    def forget(self, refs: Iterable[Any]) -> None:
+        for level, lane_refs in self._by_level(refs).items():
+            self._lanes[level].forget(lane_refs)
+
     def fetch(self, ref: Any) -> Message:
         level, lane_ref = ref
         return self._lanes[level].fetch(lane_ref)
@@ -414,6 +418,7 @@ class Queue:
     def ack(self, refs: list[Any]) -> None:
         self.unacked -= len(refs)
         if self.deleted:
+            self.store.forget(refs)
             return
         if self._returns:
             for ref in refs:
@@ -424,6 +429,7 @@ class Queue:
         """Nack/reject without requeue: dead-letter (reason rejected) or drop."""
         self.unacked -= len(refs)
         if self.deleted:
+            self.store.forget(refs)
             return
         if self.args.dead_letter_exchange is not None:
             self._dead_letter([(self.store.fetch(ref)) for ref in refs], "rejected")
@@ -438,7 +444,10 @@ class Queue:
     def requeue(self, refs: list[Any]) -> None:
         """Return unsettled messages, flagged redelivered, ahead of the ready ones."""
         self.unacked -= len(refs)
-        if self.deleted or not refs:
+        if self.deleted:
+            self.store.forget(refs)
+            return
+        if not refs:
             return
         limit = self.args.delivery_limit
         if self.args.kind == QUORUM:

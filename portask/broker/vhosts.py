@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TypeAlias
 
 from portask import metrics
+from portask.broker.alarms import MemoryUse
 from portask.broker.amqp_definitions import table_from_plain, table_to_plain
 from portask.broker.amqp_errors import (
     AccessRefused,
@@ -65,12 +66,14 @@ def _flag(value: bool) -> str:
 
 class VirtualHost:
     def __init__(self, name: str, *, definitions: Definitions | None = None,
-                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None
-                 ) -> None:
+                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None,
+                 memory: MemoryUse | None = None) -> None:
         self.name = name
         self.definitions = definitions
         self.storage = storage
         self.codec = codec
+        # What in-memory queue stores hold counts here (the memory alarm).
+        self.memory = memory
         self.queues: dict[str, AnyQueue] = {}
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
@@ -341,9 +344,10 @@ class VirtualHost:
                 else:
                     store = storage.open_lane(vhost, name, 0)
             elif args.max_priority:
-                store = PriorityStore(args.max_priority, lambda _level: MemoryStore())
+                memory = self.memory
+                store = PriorityStore(args.max_priority, lambda _level: MemoryStore(memory))
             else:
-                store = MemoryStore()
+                store = MemoryStore(self.memory)
             codec = self.codec
             queue = Queue(name, vhost=self.name, durable=durable,
                           exclusive_owner=exclusive_owner, auto_delete=auto_delete,
@@ -645,11 +649,12 @@ class VirtualHosts:
     """The vhosts that exist: from configuration, plus those recorded in definitions."""
 
     def __init__(self, names: Iterable[str], *, definitions: Definitions | None = None,
-                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None
-                 ) -> None:
+                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None,
+                 memory: MemoryUse | None = None) -> None:
         self.definitions = definitions
         self.storage = storage
         self.codec = codec
+        self.memory = memory
         self._vhosts: dict[str, VirtualHost] = {}
         for name in names:
             self._add(name)
@@ -658,7 +663,7 @@ class VirtualHosts:
         vhost = self._vhosts.get(name)
         if vhost is None:
             vhost = VirtualHost(name, definitions=self.definitions, storage=self.storage,
-                                codec=self.codec)
+                                codec=self.codec, memory=self.memory)
             self._vhosts[name] = vhost
         return vhost
 

@@ -9,6 +9,15 @@ folded into one multiple-ack per channel per batch.
 Back-pressure: when the transport's write buffer passes the high-water mark the
 connection stops reading (a client that does not read replies cannot keep publishing)
 and its consumers report "not ready", so undelivered messages stay in their queues.
+
+Resource alarms (``broker.alarms``), as RabbitMQ applies them: while a memory or disk
+alarm is set, a connection that sends publish content stops being read right after
+that frame (the rest of what it sent waits, unparsed, in its buffer and the socket),
+and gets Connection.Blocked if it advertised the ``connection.blocked`` capability.
+Connections that do not publish keep working, so consumers can drain queues. When
+every alarm has cleared, blocked connections get Connection.Unblocked (if they were
+sent Blocked) and are read again. Missed heartbeats are not held against a connection
+while it is not being read.
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ SERVER_CAPABILITIES = {
     "consumer_cancel_notify": True,
     "per_consumer_qos": True,
     "authentication_failure_close": True,
+    "connection.blocked": True,
 }
 
 
@@ -115,6 +125,11 @@ class AmqpConnection(asyncio.Protocol):
         self._timers: list[asyncio.TimerHandle] = []
         self._broken_framing = False
         self.peer = ""
+        # A resource alarm is set: the next publish content frame blocks this connection.
+        self.alarm = bool(server.alarms)
+        # Not read from because of an alarm; whether Connection.Blocked was sent.
+        self.blocked = False
+        self._blocked_sent = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -145,20 +160,31 @@ class AmqpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._update_reading()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.transport is not None and self._state < CLOSED:
-            self.transport.resume_reading()
+        self._update_reading()
         for channel in list(self.channels.values()):
             channel.dispatch_all()
+
+    def _update_reading(self) -> None:
+        """Read unless the client is not reading our replies or an alarm blocks it."""
+        transport = self.transport
+        if transport is None or self._state == CLOSED:
+            return
+        if self.writing_paused or self.blocked:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self._last_recv = self._loop.time()
         state = self._state
         if state == CLOSED or self._broken_framing:
+            return
+        if self.blocked:
+            self._buf += data  # arrived before pause_reading took effect: parsed on unblock
             return
         if state == AWAIT_HEADER:
             data = self._protocol_header(data)
@@ -228,6 +254,11 @@ class AmqpConnection(asyncio.Protocol):
                 self._frame(ftype, channel, payload)
                 if self._state == CLOSED or self._broken_framing:
                     pos = n
+                    break
+                # RabbitMQ's rule: publishing during an alarm blocks the connection once
+                # this content frame is taken; what follows stays unread.
+                if self.alarm and ftype in (FRAME_HEADER, FRAME_BODY) and self._state == OPEN:
+                    self.block()
                     break
         except ConnectionClose as err:
             if err.code == FRAME_ERROR:
@@ -396,6 +427,31 @@ class AmqpConnection(asyncio.Protocol):
         self._state = OPEN
         self.send(frames.method_frame(0, commands.Connection.OpenOk()))
 
+    # -- resource alarms -------------------------------------------------------------------
+
+    def block(self) -> None:
+        self.blocked = True
+        self._update_reading()
+        if self.client_capability("connection.blocked"):
+            self._blocked_sent = True
+            self.send(frames.method_frame(0, commands.Connection.Blocked(
+                reason=self.server.blocked_reason)))
+        log.info("AMQP connection blocked by a resource alarm", extra={"fields": {
+            "peer": self.peer, "reason": self.server.blocked_reason}})
+
+    def unblock(self) -> None:
+        """Every alarm cleared: say so (if we said Blocked), then parse what waited."""
+        if not self.blocked or self._state == CLOSED:
+            return
+        self.blocked = False
+        if self._blocked_sent:
+            self._blocked_sent = False
+            self.send(frames.method_frame(0, commands.Connection.Unblocked()))
+        self._update_reading()
+        # Parse what waited; this also restarts the missed-heartbeat clock, which was
+        # stopped while we did not read (as in RabbitMQ).
+        self.data_received(b"")
+
     def client_capability(self, name: str) -> bool:
         caps = self.client_properties.get("capabilities") or {}
         return bool(caps.get(name)) if isinstance(caps, dict) else False
@@ -537,7 +593,9 @@ class AmqpConnection(asyncio.Protocol):
         if self._state == CLOSED or self.transport is None:
             return
         now = self._loop.time()
-        if now - self._last_recv > 2 * self.heartbeat:
+        if self.blocked:
+            self._last_recv = now  # not reading is our doing, not a sign of a dead peer
+        elif now - self._last_recv > 2 * self.heartbeat:
             metrics.CONNECTION_ERRORS.labels("amqp", "missed_heartbeats").inc()
             log.info("missed heartbeats from client, closing", extra={"fields": {
                 "peer": self.peer, "timeout_s": 2 * self.heartbeat}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from portask.broker.alarms import DISK, MEMORY
 from portask.broker.core import Broker
 from portask.broker.message_store import QueueStorage
 from portask.broker.vhosts import VirtualHosts
@@ -28,11 +29,18 @@ class AmqpServer:
         self.vhosts = VirtualHosts(
             names, definitions=broker.definitions if broker is not None else None,
             storage=storage, codec=AmqpPropertyCodec(),
+            memory=broker.alarms.memory if broker is not None else None,
         ).open()
-        if broker is not None:
-            broker.amqp = self.vhosts
         self.connections: set[AmqpConnection] = set()
         self._metrics_timer: asyncio.TimerHandle | None = None
+        # Resource alarms (memory, disk) in effect; a connection that publishes while
+        # any is set stops being read (see AmqpConnection.block).
+        self.alarms: frozenset[str] = frozenset()
+        self._unblock_scheduled = False
+        if broker is not None:
+            broker.amqp = self.vhosts
+            self.alarms = frozenset(broker.alarms.active)
+            broker.alarms.subscribe(self._alarms_changed)
 
     def connection(self) -> AmqpConnection:
         """Protocol factory for ``Listener.serve``: one AmqpConnection per accepted socket."""
@@ -46,6 +54,35 @@ class AmqpServer:
             conn.close_gracefully()
         if self._metrics_timer is not None:
             self._metrics_timer.cancel()
+
+    @property
+    def blocked_reason(self) -> str:
+        """RabbitMQ's Connection.Blocked reason: "low on memory", "low on memory & disk"."""
+        return "low on " + " & ".join(r for r in (MEMORY, DISK) if r in self.alarms)
+
+    def _alarms_changed(self, active: frozenset[str]) -> None:
+        was = bool(self.alarms)
+        self.alarms = active
+        if bool(active) == was:
+            return
+        for conn in self.connections:
+            conn.alarm = bool(active)
+        if not active and not self._unblock_scheduled:
+            # Not from inside the call that cleared it (an ack on another connection):
+            # unblocked connections go on to parse what they buffered, which publishes.
+            self._unblock_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self._unblock)
+            except RuntimeError:  # no loop: nothing is connected either
+                self._unblock()
+
+    def _unblock(self) -> None:
+        self._unblock_scheduled = False
+        for conn in list(self.connections):
+            if self.alarms:
+                return  # set again by what an unblocked connection published
+            if conn.blocked:
+                conn.unblock()
 
     def _flush_metrics(self) -> None:
         for vhost in self.vhosts:
