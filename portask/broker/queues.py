@@ -420,10 +420,7 @@ class Queue:
         if self.deleted:
             self.store.forget(refs)
             return
-        if self._returns:
-            for ref in refs:
-                self._returns.pop(ref, None)
-        self.store.ack(refs)
+        self.ack_quietly(refs)
 
     def reject(self, refs: list[Any]) -> None:
         """Nack/reject without requeue: dead-letter (reason rejected) or drop."""

@@ -130,26 +130,25 @@ class TransactionCoordinator:
     def add_partitions(
         self, transactional_id: str, producer_id: int, epoch: int, keys: list[PartitionKey]
     ) -> TxnError | None:
-        error = self.check(transactional_id, producer_id, epoch)
-        if error is not None:
-            return error
-        txn = self.transactions[transactional_id]
-        self._begin(txn)
-        if not set(keys) <= txn.partitions:
-            txn.partitions.update(keys)
-            self._persist(txn)
-        return None
+        return self._add(transactional_id, producer_id, epoch, "partitions", set(keys))
 
     def add_group(
         self, transactional_id: str, producer_id: int, epoch: int, group: str
     ) -> TxnError | None:
+        return self._add(transactional_id, producer_id, epoch, "groups", {group})
+
+    def _add(
+        self, transactional_id: str, producer_id: int, epoch: int, what: str, items: set[Any]
+    ) -> TxnError | None:
+        """Add partitions or groups to the producer's transaction, opening one if needed."""
         error = self.check(transactional_id, producer_id, epoch)
         if error is not None:
             return error
         txn = self.transactions[transactional_id]
         self._begin(txn)
-        if group not in txn.groups:
-            txn.groups.add(group)
+        members: set[Any] = getattr(txn, what)
+        if not items <= members:
+            members.update(items)
             self._persist(txn)
         return None
 
