@@ -7,7 +7,6 @@ creates metrics.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -60,7 +59,10 @@ CONNECTION_ERRORS = Counter(
     "Connections closed because of a protocol or I/O error.",
     ["protocol", "reason"],
 )
-MEMORY_USAGE = Gauge("portask_memory_usage_bytes", "Resident memory of the broker process.")
+MEMORY_USAGE = Gauge(
+    "portask_memory_usage_bytes",
+    "Anonymous resident memory of the broker process (mapped segment pages excluded).",
+)
 
 STORAGE_SEGMENTS = Gauge("portask_storage_segments", "Segments across all logs.")
 STORAGE_BYTES = Gauge("portask_storage_bytes", "Bytes stored across all logs.")
@@ -74,17 +76,26 @@ STORAGE_RETENTION_DELETED_BYTES = Counter(
     "portask_storage_retention_deleted_bytes_total", "Bytes deleted by retention."
 )
 
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _resident_bytes() -> float:
-    try:
-        with open("/proc/self/statm", "rb") as fh:
-            return float(int(fh.read().split()[1]) * _PAGE_SIZE)
-    except (OSError, ValueError, IndexError):
-        import resource
+    """Anonymous resident memory: the broker's own heap and buffers.
 
-        return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    Mapped segment files also count towards RSS once read, but those pages are the
+    kernel's page cache, shared and reclaimable; counting them would make memory appear
+    to grow with every byte consumers read. ``process_resident_memory_bytes`` still
+    reports the total.
+    """
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"RssAnon:"):
+                    return float(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 MEMORY_USAGE.set_function(_resident_bytes)
