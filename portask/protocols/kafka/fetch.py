@@ -65,7 +65,8 @@ class _Wanted:
 @api(KEY, "fetch", (4, 16))
 def handle(ctx: RequestContext, request: Any) -> list[Any] | Awaitable[list[Any]]:
     version = ctx.api_version
-    if request.session_id != 0:
+    # Fetch sessions exist from v7 on; older requests have no session id to check.
+    if version >= 7 and request.session_id != 0:
         return _encode(version, request, [], ErrorCode.fetch_session_id_not_found)
     topics = _resolve(ctx, request)
     committed = request.isolation_level == READ_COMMITTED

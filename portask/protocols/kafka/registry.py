@@ -19,6 +19,7 @@ from kio.index import load_payload_module
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from portask.protocols.kafka.bounds import check_request
 from portask.protocols.kafka.wire import MalformedRequest
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ def schema(key: int, version: int) -> Schema:
 
 
 def decode(s: Schema, frame: bytes | memoryview, offset: int) -> Any:
+    # kio trusts the counts it reads; nothing reaches it before they are checked.
+    check_request(s.request_type, frame, offset)
     try:
         request, size = s.read(frame, offset)
     except Exception as exc:  # kio raises several types for garbage; all mean the same here

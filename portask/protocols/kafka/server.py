@@ -256,12 +256,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         started = time.perf_counter()
         try:
             result = api.handler(ctx, request)
-        except Exception:
-            log.exception(
-                "request handler failed; closing the connection",
-                extra={"fields": {"api": api.schema, "api_version": version}},
-            )
-            self.close()
+            if not inspect.isawaitable(result):
+                buffers = self._encode(ctx, schema, result)
+        except Exception as exc:
+            self._handler_failed(ctx, api.schema, exc)
             return
         if inspect.isawaitable(result):
             slot = _Slot()
@@ -272,7 +270,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 lambda t: self._finished(t, slot, ctx, schema, api.schema, started)
             )
             return
-        buffers = self._encode(ctx, schema, result)
         _observe(api.schema, started)
         if self._pending:
             slot = _Slot()
@@ -293,16 +290,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._tasks.discard(task)
         if self._closed or task.cancelled():
             return
-        exc = task.exception()
-        if exc is not None:
-            log.error(
-                "request handler failed; closing the connection",
-                exc_info=exc,
-                extra={"fields": {"api": label, "api_version": ctx.api_version}},
-            )
-            self.close()
+        try:
+            slot.buffers = self._encode(ctx, schema, task.result())
+        except Exception as exc:
+            self._handler_failed(ctx, label, exc)
             return
-        slot.buffers = self._encode(ctx, schema, task.result())
         slot.done = True
         _observe(label, started)
         self._flush()
@@ -337,6 +329,16 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._close_after_flush = True
 
     # -- errors and closing ----------------------------------------------------------
+
+    def _handler_failed(self, ctx: RequestContext, label: str, exc: Exception) -> None:
+        # A request that passed decoding but broke a handler is a Portask bug: the
+        # traceback is what a bug report needs. Only this connection is closed.
+        log.error(
+            "request handler failed; closing the connection",
+            exc_info=exc,
+            extra={"fields": {"api": label, "api_version": ctx.api_version}},
+        )
+        self.close()
 
     def _protocol_error(self, message: str, **fields: Any) -> None:
         # Kafka closes the connection on requests it cannot parse; so do we.

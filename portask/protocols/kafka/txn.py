@@ -29,6 +29,11 @@ from portask.protocols.kafka.server import KafkaServer, RequestContext
 ADD_PARTITIONS, ADD_OFFSETS, END_TXN, TXN_OFFSET_COMMIT = 24, 25, 26, 28
 DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS = 65, 66
 _NO_THROTTLE = datetime.timedelta(0)
+# Kafka answers -1 ms for a transaction that has not started; kio writes datetimes as
+# epoch milliseconds, so this is the instant that encodes as -1.
+_NOT_STARTED = datetime.datetime.fromtimestamp(-0.001, datetime.UTC)
+# An unknown transactional id gets the schema's default, 0, as Kafka answers it.
+_UNKNOWN = datetime.datetime.fromtimestamp(0, datetime.UTC)
 ERRORS = {
     TxnError.INVALID_PRODUCER_ID_MAPPING: ErrorCode.invalid_producer_id_mapping,
     TxnError.PRODUCER_FENCED: ErrorCode.producer_fenced,
@@ -219,7 +224,7 @@ def describe_transactions(ctx: RequestContext, request: Any) -> Any:
                     transactional_id=tid,
                     transaction_state="",
                     transaction_timeout=_NO_THROTTLE,
-                    transaction_start_time=None,
+                    transaction_start_time=_UNKNOWN,
                     producer_id=-1,
                     producer_epoch=-1,
                     topics=(),
@@ -232,7 +237,7 @@ def describe_transactions(ctx: RequestContext, request: Any) -> Any:
         start = (
             datetime.datetime.fromtimestamp(txn.started_ms / 1000, datetime.UTC)
             if txn.started_ms >= 0
-            else None
+            else _NOT_STARTED
         )
         states.append(
             registry.make(

@@ -1,0 +1,201 @@
+"""Check a request's lengths, counts and nulls against its own bytes before kio decodes it.
+
+kio's native decoder trusts array counts: a compact array announcing 2^32-1 elements
+makes it allocate tens of gigabytes and abort the whole process. So every request body
+is first walked here, in pure Python, from the same kio schema: each string, bytes and
+array length must fit in what is left of the frame (an array element takes at least
+one byte), each non-nullable field must not be null, and known tagged fields must fit
+inside their announced size. Only a body that passes reaches kio, so what kio
+allocates is bounded by the bytes actually received.
+
+The walker for each request type is compiled once into closures; walking a Produce
+request costs a few microseconds, nothing next to storing its batches.
+
+Wire layouts (Kafka protocol guide, KIP-482 for the compact forms):
+    string   int16 length, -1 = null        | compact: uvarint length+1, 0 = null
+    bytes    int32 length, -1 = null        | compact: uvarint length+1, 0 = null
+    array    int32 count, -1 = null         | compact: uvarint count+1, 0 = null
+    struct   its fields in order            | flexible: then a tagged-field section
+    tagged   uvarint count, then per field: uvarint tag, uvarint size, size bytes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Callable
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin
+
+from portask.protocols.kafka.wire import MalformedRequest, read_uvarint
+
+# (buffer, position, end) -> position after the value
+Walk = Callable[[Any, int, int], int]
+
+_INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+
+_FIXED_SIZES = {
+    "bool": 1,
+    "int8": 1,
+    "int16": 2,
+    "uint16": 2,
+    "error_code": 2,
+    "int32": 4,
+    "timedelta_i32": 4,
+    "int64": 8,
+    "datetime_i64": 8,
+    "timedelta_i64": 8,
+    "float64": 8,
+    "uuid": 16,
+}
+_SIZED = frozenset(("string", "bytes", "records"))
+
+_WALKERS: dict[type, Walk] = {}
+
+
+def check_request(request_type: type, data: Any, offset: int) -> None:
+    """Raise MalformedRequest unless ``data[offset:]`` is a well-bounded ``request_type``."""
+    walk = _WALKERS.get(request_type)
+    if walk is None:
+        walk = _WALKERS[request_type] = _struct_walker(request_type)
+    walk(data, offset, len(data))
+
+
+def _truncated(what: str) -> MalformedRequest:
+    return MalformedRequest(f"{what} runs past the end of the request")
+
+
+def _split_optional(field_type: Any) -> tuple[Any, bool]:
+    if get_origin(field_type) in (UnionType, Union):
+        args = [a for a in get_args(field_type) if a is not NoneType]
+        return args[0], len(args) < len(get_args(field_type))
+    return field_type, False
+
+
+def _struct_walker(entity_type: type) -> Walk:
+    flexible = bool(entity_type.__flexible__)  # type: ignore[attr-defined]
+    plain: list[Walk] = []
+    tagged: dict[int, Walk] = {}
+    for field in dataclasses.fields(entity_type):  # type: ignore[arg-type]
+        walk = _field_walker(field, flexible)
+        tag = field.metadata.get("tag")
+        if tag is None:
+            plain.append(walk)
+        else:
+            tagged[int(tag)] = walk
+    name = entity_type.__name__
+    if not flexible:
+
+        def walk_struct(data: Any, pos: int, end: int) -> int:
+            for walk in plain:
+                pos = walk(data, pos, end)
+            return pos
+
+        return walk_struct
+
+    def walk_flexible_struct(data: Any, pos: int, end: int) -> int:
+        for walk in plain:
+            pos = walk(data, pos, end)
+        return _walk_tags(data, pos, end, tagged, name)
+
+    return walk_flexible_struct
+
+
+def _walk_tags(data: Any, pos: int, end: int, known: dict[int, Walk], name: str) -> int:
+    count, pos = read_uvarint(data, pos)
+    if count > end - pos:
+        raise _truncated(f"{name}'s tagged fields")
+    for _ in range(count):
+        tag, pos = read_uvarint(data, pos)
+        size, pos = read_uvarint(data, pos)
+        stop = pos + size
+        if stop > end:
+            raise _truncated(f"{name}'s tagged field {tag}")
+        walk = known.get(tag)
+        if walk is not None and walk(data, pos, stop) != stop:
+            raise MalformedRequest(f"{name}'s tagged field {tag} does not fill its size")
+        pos = stop
+    if pos > end:
+        raise _truncated(f"{name}'s tagged fields")
+    return pos
+
+
+def _field_walker(field: dataclasses.Field[Any], flexible: bool) -> Walk:
+    inner, nullable = _split_optional(field.type)
+    what = field.name
+    if get_origin(inner) is tuple:
+        element_type = get_args(inner)[0]
+        if dataclasses.is_dataclass(element_type):
+            element = _struct_walker(element_type)  # type: ignore[arg-type]
+        else:
+            element = _value_walker(field.metadata["kafka_type"], False, flexible, what)
+        return _array_walker(element, nullable, flexible, what)
+    if dataclasses.is_dataclass(inner):
+        return _struct_walker(inner)  # type: ignore[arg-type]
+    return _value_walker(field.metadata["kafka_type"], nullable, flexible, what)
+
+
+def _array_walker(element: Walk, nullable: bool, flexible: bool, what: str) -> Walk:
+    def walk_array(data: Any, pos: int, end: int) -> int:
+        if flexible:
+            count, pos = read_uvarint(data, pos)
+            count -= 1
+        else:
+            if pos + 4 > end:
+                raise _truncated(what)
+            count = _INT32.unpack_from(data, pos)[0]
+            pos += 4
+        if count < 0:
+            if count != -1:
+                raise MalformedRequest(f"{what} has a negative count ({count})")
+            if not nullable:
+                raise MalformedRequest(f"{what} is null where the protocol requires an array")
+            return pos
+        # Every element takes at least one byte, so a count larger than what is left
+        # is a lie: refuse it before anything allocates for it.
+        if count > end - pos:
+            raise _truncated(f"{what} ({count} elements)")
+        for _ in range(count):
+            pos = element(data, pos, end)
+        return pos
+
+    return walk_array
+
+
+def _value_walker(kafka_type: str, nullable: bool, flexible: bool, what: str) -> Walk:
+    size = _FIXED_SIZES.get(kafka_type)
+    if size is not None:
+
+        def walk_fixed(data: Any, pos: int, end: int) -> int:
+            pos += size
+            if pos > end:
+                raise _truncated(what)
+            return pos
+
+        return walk_fixed
+    if kafka_type not in _SIZED:
+        raise LookupError(f"no bounds check for kafka_type {kafka_type!r} ({what})")
+    header = _INT16 if kafka_type == "string" else _INT32
+
+    def walk_sized(data: Any, pos: int, end: int) -> int:
+        if flexible:
+            length, pos = read_uvarint(data, pos)
+            length -= 1
+        else:
+            if pos + header.size > end:
+                raise _truncated(what)
+            length = header.unpack_from(data, pos)[0]
+            pos += header.size
+        if length < 0:
+            if length != -1:
+                raise MalformedRequest(f"{what} has a negative length ({length})")
+            if not nullable:
+                raise MalformedRequest(f"{what} is null where the protocol forbids it")
+            return pos
+        pos += length
+        if pos > end:
+            raise _truncated(what)
+        return pos
+
+    return walk_sized
