@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 from portask import __version__, metrics
 from portask.broker.core import Broker
 from portask.config import Settings
-from portask.http.server import OK, STOPPING, HealthState, HttpServer
+from portask.http.server import OK, STOPPING, HealthState, HttpServer, Routes
 from portask.listeners import Listener
 from portask.storage import StorageError
 from portask.storage.keyvalue import KeyValueStoreError
 
 if TYPE_CHECKING:
+    from portask.http.management import ManagementApi
     from portask.protocols.amqp.server import AmqpServer
     from portask.protocols.kafka.server import KafkaServer
 
@@ -82,6 +83,8 @@ class App:
         self.broker: Broker | None = None
         self._lock = DataDirLock(Path(settings.server.data_dir))
         self._http: HttpServer | None = None
+        self._management: HttpServer | None = None
+        self._management_api: ManagementApi | None = None
         self._health: HealthState | None = None
         self.kafka: KafkaServer | None = None
         self.amqp: AmqpServer | None = None
@@ -95,7 +98,7 @@ class App:
         self._health = health
         http_listener = self.listener("http")
         if http_listener is not None:
-            self._http = HttpServer(http_listener, health)
+            self._http = HttpServer(http_listener, Routes(health))
             await self._http.start()
         self._lock.acquire()
         try:
@@ -119,6 +122,16 @@ class App:
 
                 self.amqp = AmqpServer(self.settings, self.broker)
                 await lst.serve(self.amqp.connection)
+        management = self.listener("management")
+        if management is not None:
+            from portask.http.management import MAX_BODY_BYTES, ManagementApi
+
+            self._management_api = ManagementApi(self.broker, self.settings,
+                                                 lambda: self.listeners)
+            self._management = HttpServer(management, self._management_api.handler,
+                                          max_body=MAX_BODY_BYTES)
+            await self._management.start()
+            self._management_api.start()
         for lst in self.listeners:
             print(f"portask: {lst.name} listening on {lst.address}", flush=True)
         health.status = OK
@@ -130,6 +143,8 @@ class App:
         )
 
     async def _close_listeners(self) -> None:
+        if self._management_api is not None:
+            self._management_api.close()
         for lst in self.listeners:
             if lst.name != "http":
                 await lst.close()

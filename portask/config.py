@@ -165,8 +165,13 @@ class AmqpSettings:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    enabled: bool = _opt(True, "Start the HTTP listener (/health, /metrics).")
+    enabled: bool = _opt(True, "Start the HTTP listeners (/health and /metrics; management API).")
     port: int = _opt(8080, "HTTP listener port (0 = any free port).", min=0, max=65535)
+    management_port: int = _opt(
+        15672,
+        "Port of RabbitMQ's management HTTP API (rabbitmqadmin, Flower; 0 = off).",
+        min=0, max=65535,
+    )
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,8 @@ class Listener:
 
 
 def bind(name: str, host: str, port: int, network: NetworkSettings) -> Listener:
-    setting = f"{name}.port / PORTASK_{name.upper()}_PORT"
+    setting = (f"{name}.port / PORTASK_{name.upper()}_PORT" if name != "management"
+               else "http.management_port / PORTASK_HTTP_MANAGEMENT_PORT")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -112,6 +113,9 @@ def bind_all(settings: Settings) -> list[Listener]:
         ("kafka", settings.kafka.enabled, settings.kafka.port),
         ("amqp", settings.amqp.enabled, settings.amqp.port),
         ("http", settings.http.enabled, settings.http.port),
+        # Port 0 turns the management API off (here 0 cannot mean "any free port").
+        ("management", settings.http.enabled and settings.http.management_port != 0,
+         settings.http.management_port),
     ]
     bound: list[Listener] = []
     try:

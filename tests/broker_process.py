@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,10 @@ class BrokerProcess:
     def http_port(self) -> int:
         return self.ports["http"]
 
+    @property
+    def management_port(self) -> int:
+        return self.ports["management"]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -49,18 +54,33 @@ class BrokerProcess:
         return self.stderr_path.read_text()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def start_broker(
     data_dir: Path,
     *args: str,
     env: dict[str, str] | None = None,
     expect: tuple[str, ...] = ("kafka", "amqp", "http"),
     timeout: float = 15.0,
+    management: bool = False,
 ) -> BrokerProcess:
-    """Start on free ports (0) unless args say otherwise; wait for every expected listener."""
+    """Start on free ports (0) unless args say otherwise; wait for every expected listener.
+
+    The management API (whose port 0 means "off") is off unless ``management``, which
+    starts it on a port free at the time.
+    """
     cmd = [sys.executable, "-m", "portask", "serve", "--data-dir", str(data_dir)]
     for name in ("kafka", "amqp", "http"):
         if f"--{name}-port" not in args:
             cmd += [f"--{name}-port", "0"]
+    if not any("http.management_port" in a for a in args):
+        cmd += ["--set", f"http.management_port={free_port() if management else 0}"]
+    if management:
+        expect = (*expect, "management")
     cmd += list(args)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PORTASK_")}
     full_env.update(env or {})

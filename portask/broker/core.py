@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from portask.broker.alarms import Alarms
+from portask.broker.clients import Clients
 from portask.broker.groups import Groups
 from portask.broker.metadata import CLUSTER, Definitions
 from portask.broker.producers import ProducerIds
@@ -63,6 +64,8 @@ class Broker:
         self._compaction: asyncio.Task[None] | None = None
         # AMQP vhosts, exchanges and queues; set by the AMQP server, which restores them.
         self.amqp: VirtualHosts | None = None
+        # Connected clients (both protocols register theirs), for the management API.
+        self.clients = Clients()
         # Memory and disk alarms; the AMQP server blocks publishers while one is set.
         self.alarms = Alarms(
             memory_watermark=int(settings.amqp.memory_high_watermark_bytes),

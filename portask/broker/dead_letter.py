@@ -27,6 +27,13 @@ class PropertyCodec(Protocol):
     def set_int_header(self, properties: bytes | memoryview, name: str, value: int) -> bytes:
         """Properties with one integer header set (x-delivery-count)."""
 
+    def to_plain(self, properties: bytes | memoryview) -> dict[str, Any]:
+        """The properties that are set, by their AMQP names (content_type, headers, ...)."""
+
+    def from_plain(self, values: dict[str, Any]) -> bytes:
+        """Encoded properties from AMQP names; raises ValueError on an unknown name or
+        a value of the wrong type."""
+
 
 def is_cycle(queue: str, deaths: list[dict[str, Any]]) -> bool:
     """RabbitMQ drops a dead letter that would return to a queue it already died in

@@ -201,6 +201,17 @@ class Queue:
         self.delivered = 0
         self.delivered_bytes = 0
         self.redelivered = 0
+        # Lifetime totals for the management API's message_stats: the counters above
+        # are added here when copied to Prometheus; the rest change per batch or on
+        # paths that are already slow (get), except one increment per publish.
+        self.delivered_flushed = 0
+        self.redelivered_flushed = 0
+        self.published_total = 0
+        self.acked_total = 0
+        self.deliveries_no_ack = 0
+        self.gets = 0
+        self.gets_no_ack = 0
+        self.gets_empty = 0
         self.metric_messages: Any = None
         self.metric_bytes: Any = None
         self._dead_letter_fn = dead_letter
@@ -243,6 +254,7 @@ class Queue:
         """Enqueue or deliver; False when refused (overflow reject-publish, a failed store)."""
         if self.deleted:
             return True
+        self.published_total += 1
         store = self.store
         deadline = 0
         ttl = self._ttl
@@ -339,6 +351,7 @@ class Queue:
                                   priority=message.priority)
         consumer.deliver(self, ref, message, redelivered)
         if consumer.no_ack:
+            self.deliveries_no_ack += 1
             self._forget(ref)
         else:
             self.unacked += 1
@@ -401,11 +414,14 @@ class Queue:
                                                        "x-delivery-count", count),
                                       message.body, persistent=message.persistent,
                                       priority=message.priority)
+            self.gets += 1
             if no_ack:
+                self.gets_no_ack += 1
                 self._forget(ref)
             else:
                 self.unacked += 1
             return ref, message, redelivered
+        self.gets_empty += 1
         return None
 
     # -- settlement ----------------------------------------------------------------------
@@ -417,6 +433,7 @@ class Queue:
 
     def ack(self, refs: list[Any]) -> None:
         self.unacked -= len(refs)
+        self.acked_total += len(refs)
         if self.deleted:
             self.store.forget(refs)
             return

@@ -56,6 +56,16 @@ class StreamQueue:
         self.delivered = 0
         self.delivered_bytes = 0
         self.redelivered = 0
+        # Lifetime totals for the management API, as on Queue (streams have no get
+        # and refuse no-ack consumers, so those stay 0).
+        self.delivered_flushed = 0
+        self.redelivered_flushed = 0
+        self.published_total = 0
+        self.acked_total = 0
+        self.deliveries_no_ack = 0
+        self.gets = 0
+        self.gets_no_ack = 0
+        self.gets_empty = 0
         self.metric_messages: Any = None
         self.metric_bytes: Any = None
 
@@ -79,6 +89,7 @@ class StreamQueue:
     def publish(self, message: Message) -> bool:
         if self.deleted:
             return True
+        self.published_total += 1
         try:
             self._log.append(encode_record(message, 0, True))
         except (OSError, StorageError, ValueError):
@@ -164,6 +175,7 @@ class StreamQueue:
 
     def ack(self, refs: list[Any]) -> None:
         self.unacked -= len(refs)
+        self.acked_total += len(refs)
 
     def reject(self, refs: list[Any]) -> None:
         self.unacked -= len(refs)

@@ -32,6 +32,13 @@ class Users:
             self._passwords[name] = password
         self._scram: dict[tuple[str, str], ScramCredential] = {}
 
+    def names(self) -> list[str]:
+        return list(self._passwords)
+
+    def passwords(self) -> list[tuple[str, str]]:
+        """For exporting definitions (RabbitMQ's salted hashes are derived from these)."""
+        return list(self._passwords.items())
+
     def check_password(self, user: str, password: str) -> bool:
         expected = self._passwords.get(user)
         # Compare even for unknown users so timing does not reveal which names exist.

@@ -60,6 +60,48 @@ _PREDECLARED = (
 )
 
 
+class QueueTotals:
+    """Lifetime message counters summed over queues (read by the management API)."""
+
+    __slots__ = (
+        "ack",
+        "deliver",
+        "deliver_get",
+        "deliver_no_ack",
+        "get",
+        "get_empty",
+        "get_no_ack",
+        "publish",
+        "redeliver",
+    )
+
+    def __init__(self) -> None:
+        self.publish = self.deliver_get = self.ack = self.redeliver = 0
+        self.deliver = self.deliver_no_ack = self.get = self.get_no_ack = self.get_empty = 0
+
+    def add(self, queue: AnyQueue) -> QueueTotals:
+        delivered = queue.delivered + queue.delivered_flushed
+        self.publish += queue.published_total
+        self.deliver_get += delivered
+        self.ack += queue.acked_total
+        self.redeliver += queue.redelivered + queue.redelivered_flushed
+        self.deliver += delivered - queue.gets
+        self.deliver_no_ack += queue.deliveries_no_ack
+        self.get += queue.gets
+        self.get_no_ack += queue.gets_no_ack
+        self.get_empty += queue.gets_empty
+        return self
+
+    def merge(self, other: QueueTotals) -> QueueTotals:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+def queue_totals(queue: AnyQueue) -> QueueTotals:
+    return QueueTotals().add(queue)
+
+
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
@@ -75,6 +117,19 @@ class VirtualHost:
         # What in-memory queue stores hold counts here (the memory alarm).
         self.memory = memory
         self.queues: dict[str, AnyQueue] = {}
+        # Lifetime counters for the management API and RabbitMQ-named metrics; each
+        # changes on a path that is not per message (declare, delete, an unroutable or
+        # returned publish, a batch of confirms).
+        self.queues_declared = 0
+        self.queues_created = 0
+        self.queues_deleted = 0
+        self.unroutable = 0
+        self.returned = 0
+        self.confirmed = 0
+        self.received_confirm = 0
+        # Totals of deleted queues and exchanges, so vhost-wide counters never go back.
+        self.retired = QueueTotals()
+        self.retired_published = 0
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
         self._bind_exchange_metrics(self.default_exchange)
@@ -177,6 +232,7 @@ class VirtualHost:
         if exchange.published:
             exchange.metric_messages.inc(exchange.published)
             exchange.metric_bytes.inc(exchange.published_bytes)
+        self.retired_published += exchange.published + exchange.published_flushed
         exchange.deleted = True
         self.exchanges.pop(exchange.name, None)
         for binding in exchange.bindings.values():
@@ -290,6 +346,7 @@ class VirtualHost:
         arguments: dict[str, Any] | None = None,
     ) -> AnyQueue:
         arguments = dict(arguments or {})
+        self.queues_declared += 1
         if passive:
             if not name:
                 raise NotFound(f"no queue '' in vhost '{self.name}'")
@@ -313,6 +370,7 @@ class VirtualHost:
         queue = self._new_queue(name, durable=durable,
                                 exclusive_owner=owner if exclusive else None,
                                 auto_delete=auto_delete, arguments=arguments, args=args)
+        self.queues_created += 1
         if queue.durable and queue.exclusive_owner is None and self.definitions is not None:
             self.definitions.put(QUEUES, (self.name, name), {
                 "auto_delete": auto_delete, "arguments": table_to_plain(arguments),
@@ -446,6 +504,8 @@ class VirtualHost:
             return 0
         self.flush_queue_metrics(queue)
         self.queues.pop(queue.name, None)
+        self.queues_deleted += 1
+        self.retired.add(queue)
         count, consumers = queue.delete()
         if self.definitions is not None and self._durable(queue):
             self.definitions.delete(QUEUES, (self.name, queue.name))
@@ -521,6 +581,7 @@ class VirtualHost:
                     accepted = False
             count = len(queues)
         if not count:
+            self.unroutable += 1
             metrics.AMQP_MESSAGES_UNROUTABLE.labels(self.name, exchange.name).inc()
         return count, accepted
 
@@ -553,12 +614,25 @@ class VirtualHost:
                     continue
                 target.publish(letter)
 
+    def totals(self) -> QueueTotals:
+        """Lifetime message counters of every queue this vhost has had."""
+        totals = QueueTotals().merge(self.retired)
+        for queue in self.queues.values():
+            totals.add(queue)
+        return totals
+
+    def published(self) -> int:
+        """Messages published to this vhost's exchanges, over its lifetime."""
+        return self.retired_published + sum(
+            e.published + e.published_flushed for e in self.exchanges.values())
+
     def flush_metrics(self) -> None:
         """Copy the per-object counters into Prometheus (called about once a second)."""
         for exchange in self.exchanges.values():
             if exchange.published:
                 exchange.metric_messages.inc(exchange.published)
                 exchange.metric_bytes.inc(exchange.published_bytes)
+                exchange.published_flushed += exchange.published
                 exchange.published = exchange.published_bytes = 0
         for queue in self.queues.values():
             self.flush_queue_metrics(queue)
@@ -567,9 +641,11 @@ class VirtualHost:
         if queue.delivered:
             queue.metric_messages.inc(queue.delivered)
             queue.metric_bytes.inc(queue.delivered_bytes)
+            queue.delivered_flushed += queue.delivered
             queue.delivered = queue.delivered_bytes = 0
         if queue.redelivered:
             metrics.AMQP_MESSAGES_REDELIVERED.labels(self.name, queue.name).inc(queue.redelivered)
+            queue.redelivered_flushed += queue.redelivered
             queue.redelivered = 0
 
     # -- metrics ---------------------------------------------------------------------

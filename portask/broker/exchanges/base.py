@@ -65,6 +65,8 @@ class Exchange:
         # Counted here and copied to Prometheus once a second, off the per-message path.
         self.published = 0
         self.published_bytes = 0
+        # What earlier flushes moved to Prometheus: the lifetime total is the sum.
+        self.published_flushed = 0
         self.metric_messages: Any = None
         self.metric_bytes: Any = None
 

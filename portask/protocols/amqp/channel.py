@@ -23,6 +23,7 @@ from portask.broker.amqp_errors import (
     NotImplementedFeature,
     PreconditionFailed,
 )
+from portask.broker.clients import ChannelView, ConsumerView
 from portask.broker.exchanges import Exchange
 from portask.broker.queue_args import amqp_type, parse_expiration
 from portask.broker.queues import Message
@@ -116,6 +117,9 @@ class Channel:
         self.tx = False
         self._tx_publishes: list[tuple[Exchange, Message, bool]] = []
         self._tx_settles: list[tuple[str, int, bool, bool]] = []
+        # Set by each publish (one store); the management API counts publishers by it.
+        self.publisher = False
+        conn.server.clients.channels_opened += 1
         metrics.AMQP_CHANNELS_ACTIVE.inc()
 
     @property
@@ -131,6 +135,7 @@ class Channel:
         exchange = self.vhost.exchange_for_publish(exchange_name)
         self._publish = (exchange, routing_key, mandatory)
         self._body_size = -1
+        self.publisher = True
 
     def on_content_header(self, payload: bytes) -> None:
         if self._publish is None or self._body_size != -1:
@@ -195,6 +200,7 @@ class Channel:
             exchange, message, lambda: frames.headers_from_properties(properties)
         )
         if not routed and mandatory and not exchange.deleted:
+            self.vhost.returned += 1
             self.conn.send_many(frames.content_frames(
                 self.number,
                 frames.return_payload(NO_ROUTE, "NO_ROUTE", message.exchange,
@@ -210,6 +216,10 @@ class Channel:
         seq = self.publish_seq
         if seq <= self.confirmed_seq:
             return
+        vhost = self.vhost
+        vhost.received_confirm += seq - self.confirmed_seq
+        if stored:
+            vhost.confirmed += seq - self.confirmed_seq - len(self._nacks)
         send = self.conn.send
         if not stored:
             self._nacks.clear()
@@ -608,5 +618,19 @@ class Channel:
         self._settle(entries, REQUEUE)
 
     def released(self) -> None:
+        self.conn.server.clients.channels_closed += 1
         metrics.AMQP_CHANNELS_ACTIVE.dec()
+
+    def describe(self) -> ChannelView:
+        vhost = self.vhost.name
+        return ChannelView(
+            number=self.number, vhost=vhost, prefetch_count=self.prefetch_consumer,
+            global_prefetch_count=self.prefetch_global,
+            messages_unacknowledged=len(self.unacked), confirm=self.confirm,
+            transactional=self.tx, publisher=self.publisher,
+            consumers=[ConsumerView(tag=c.tag, queue=c.queue.name, vhost=vhost,
+                                    ack_required=not c.no_ack, exclusive=c.exclusive,
+                                    prefetch_count=c.prefetch, priority=c.priority)
+                       for c in list(self.consumers.values())],
+        )
 

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import platform
 import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands, decode
@@ -33,6 +34,7 @@ from pamqp.base import Frame as PamqpMethod
 
 from portask import __version__, metrics
 from portask.broker.amqp_errors import BrokerError
+from portask.broker.clients import ConnectionView
 from portask.listeners import configure_accepted
 from portask.protocols.amqp import frames
 from portask.protocols.amqp.channel import Channel
@@ -139,9 +141,13 @@ class AmqpConnection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[union-attr]
         configure_accepted(transport, self.server.network)
         self.peer = str(transport.get_extra_info("peername"))
+        self._sockname = transport.get_extra_info("sockname")
+        self._peername = transport.get_extra_info("peername")
+        self.connected_at_ms = int(time.time() * 1000)
         metrics.CONNECTIONS_TOTAL.labels("amqp").inc()
         metrics.CONNECTIONS_ACTIVE.labels("amqp").inc()
         self.server.connections.add(self)
+        self.server.clients.opened(self)
         self._last_recv = self._last_send = self._loop.time()
         self._timers.append(self._loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_timeout))
 
@@ -150,6 +156,7 @@ class AmqpConnection(asyncio.Protocol):
             return
         self._state = CLOSED
         self.server.connections.discard(self)
+        self.server.clients.closed(self)
         metrics.CONNECTIONS_ACTIVE.labels("amqp").dec()
         for timer in self._timers:
             timer.cancel()
@@ -199,6 +206,26 @@ class AmqpConnection(asyncio.Protocol):
             self._close_connection(ConnectionClose(INTERNAL_ERROR, "internal error"))
         finally:
             self._flush()
+
+    def describe(self) -> ConnectionView:
+        """The broker's read-only view of this connection (``broker.clients``)."""
+        peer = self._peername if isinstance(self._peername, tuple) else ("", 0)
+        local = self._sockname if isinstance(self._sockname, tuple) else ("", 0)
+        peer_host, peer_port = str(peer[0]), int(peer[1])
+        host, port = str(local[0]), int(local[1])
+        state = {OPEN: "running", CLOSING: "closing", CLOSED: "closed"}.get(
+            self._state, "starting")
+        if self.blocked:
+            state = "blocked"
+        return ConnectionView(
+            name=f"{peer_host}:{peer_port} -> {host}:{port}", protocol="AMQP 0-9-1",
+            peer_host=peer_host, peer_port=peer_port, host=host, port=port,
+            user=self.user, vhost=self.vhost.name if self.vhost is not None else "",
+            connected_at_ms=self.connected_at_ms, state=state,
+            channel_max=self.channel_max, frame_max=self.frame_max,
+            heartbeat_s=self.heartbeat, client_properties=self.client_properties,
+            channels=[channel.describe() for channel in list(self.channels.values())],
+        )
 
     # -- framing --------------------------------------------------------------------------
 

@@ -12,6 +12,15 @@ from typing import Any
 from pamqp import commands
 
 _FIRST_DEATH = ("x-first-death-reason", "x-first-death-queue", "x-first-death-exchange")
+# RabbitMQ's names for the basic properties (its P_basic record) -> pamqp's attributes.
+_PLAIN_NAMES = {
+    "content_type": "content_type", "content_encoding": "content_encoding",
+    "headers": "headers", "delivery_mode": "delivery_mode", "priority": "priority",
+    "correlation_id": "correlation_id", "reply_to": "reply_to", "expiration": "expiration",
+    "message_id": "message_id", "timestamp": "timestamp", "type": "message_type",
+    "user_id": "user_id", "app_id": "app_id", "cluster_id": "cluster_id",
+}
+_INT_PROPERTIES = ("delivery_mode", "priority")
 
 
 def _decode(properties: bytes | memoryview) -> commands.Basic.Properties:
@@ -28,6 +37,44 @@ class AmqpPropertyCodec:
     def headers(self, properties: bytes | memoryview) -> dict[str, Any] | None:
         headers = _decode(properties).headers
         return dict(headers) if headers else None
+
+    def to_plain(self, properties: bytes | memoryview) -> dict[str, Any]:
+        props = _decode(properties)
+        out: dict[str, Any] = {}
+        for plain, attr in _PLAIN_NAMES.items():
+            value = getattr(props, attr)
+            if value is None or value == "":
+                continue
+            if isinstance(value, datetime.datetime):
+                value = int(value.timestamp())
+            out[plain] = value
+        return out
+
+    def from_plain(self, values: dict[str, Any]) -> bytes:
+        kwargs: dict[str, Any] = {}
+        for plain, value in values.items():
+            attr = _PLAIN_NAMES.get(plain)
+            if attr is None:
+                raise ValueError(f"invalid property: {plain}")
+            if value is None:
+                continue
+            if plain in _INT_PROPERTIES:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{plain} must be an integer")
+            elif plain == "headers":
+                if not isinstance(value, dict):
+                    raise ValueError("headers must be an object")
+            elif plain == "timestamp":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError("timestamp must be an integer")
+                value = datetime.datetime.fromtimestamp(value, datetime.UTC)
+            elif not isinstance(value, str):
+                raise ValueError(f"{plain} must be a string")
+            kwargs[attr] = value
+        try:
+            return bytes(commands.Basic.Properties(**kwargs).marshal())
+        except Exception as err:  # pamqp refuses values it cannot encode
+            raise ValueError(str(err)) from None
 
     def set_int_header(self, properties: bytes | memoryview, name: str, value: int) -> bytes:
         props = _decode(properties)

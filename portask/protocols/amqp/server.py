@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from portask.broker.alarms import DISK, MEMORY
+from portask.broker.clients import Clients
 from portask.broker.core import Broker
 from portask.broker.message_store import QueueStorage
 from portask.broker.vhosts import VirtualHosts
@@ -32,6 +33,8 @@ class AmqpServer:
             memory=broker.alarms.memory if broker is not None else None,
         ).open()
         self.connections: set[AmqpConnection] = set()
+        # The broker's view of who is connected (management API, metrics).
+        self.clients = broker.clients if broker is not None else Clients()
         self._metrics_timer: asyncio.TimerHandle | None = None
         # Resource alarms (memory, disk) in effect; a connection that publishes while
         # any is set stops being read (see AmqpConnection.block).

@@ -1,0 +1,88 @@
+"""GET /api/definitions[/{vhost}]: export in RabbitMQ's definitions JSON, so that a
+real RabbitMQ (``rabbitmqadmin import``, ``load_definitions``) can take it.
+
+As RabbitMQ exports: exclusive queues, the default and ``amq.*`` exchanges and the
+default exchange's implicit bindings are left out; passwords are exported as
+RabbitMQ's salted SHA-256 hashes (``rabbit_password_hashing_sha256``). Importing is
+not served yet (POST answers 405).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from typing import Any
+
+from portask.http.management.api import Call, Router
+from portask.http.management.bindings import binding_items
+from portask.http.management.view import RABBITMQ_VERSION, BrokerView, VirtualHost
+
+
+def rabbit_password_hash(password: str) -> str:
+    """RabbitMQ's format: base64(salt(4) + sha256(salt + password))."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def _vhost_objects(view: BrokerView, vhost: VirtualHost, with_vhost: bool) -> dict[str, Any]:
+    scope = {"vhost": vhost.name} if with_vhost else {}
+    queues = [{"name": q.name, **scope, "durable": bool(q.durable),
+               "auto_delete": bool(q.auto_delete), "arguments": q.arguments}
+              for q in list(vhost.queues.values()) if not q.exclusive]
+    exported = {q["name"] for q in queues}
+    exchanges = [{"name": e.name, **scope, "type": e.kind, "durable": e.durable,
+                  "auto_delete": e.auto_delete, "internal": e.internal,
+                  "arguments": e.arguments}
+                 for e in list(vhost.exchanges.values())
+                 if e.name and not e.name.startswith("amq.")]
+    bindings = []
+    for b in binding_items(view, vhost):
+        if not b["source"] or (b["destination_type"] == "queue"
+                               and b["destination"] not in exported):
+            continue
+        item = {k: b[k] for k in ("source", "vhost", "destination", "destination_type",
+                                  "routing_key", "arguments")}
+        if not with_vhost:
+            del item["vhost"]
+        bindings.append(item)
+    return {"queues": queues, "exchanges": exchanges, "bindings": bindings}
+
+
+def register(router: Router, view: BrokerView) -> None:
+    def export_all(call: Call) -> dict[str, Any]:
+        users = view.user_names()
+        vhosts = view.vhosts()
+        objects: dict[str, list[Any]] = {"queues": [], "exchanges": [], "bindings": []}
+        for vhost in vhosts:
+            for key, items in _vhost_objects(view, vhost, True).items():
+                objects[key].extend(items)
+        passwords = dict(view.users.passwords())
+        passwords.setdefault(view.settings.amqp.default_user,
+                             view.settings.amqp.default_password)
+        return {
+            "rabbit_version": RABBITMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
+            "product_name": "Portask", "product_version": view.product()["product_version"],
+            "users": [{"name": n, "password_hash": rabbit_password_hash(passwords.get(n, "")),
+                       "hashing_algorithm": "rabbit_password_hashing_sha256",
+                       "tags": ["administrator"], "limits": {}} for n in users],
+            "vhosts": [{"name": v.name, "limits": [], "metadata": {"description": "",
+                                                                    "tags": []}}
+                       for v in vhosts],
+            "permissions": [{"user": n, "vhost": v.name, "configure": ".*", "write": ".*",
+                             "read": ".*"} for v in vhosts for n in users],
+            "topic_permissions": [], "parameters": [],
+            "global_parameters": [{"name": "cluster_name", "value": view.cluster_name()}],
+            "policies": [],
+            **objects,
+        }
+
+    def export_vhost(call: Call) -> dict[str, Any]:
+        vhost = view.vhost(call.params["vhost"])
+        return {"rabbit_version": RABBITMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
+                "product_name": "Portask",
+                "product_version": view.product()["product_version"],
+                "parameters": [], "policies": [], **_vhost_objects(view, vhost, False)}
+
+    router.add("GET", "definitions", export_all)
+    router.add("GET", "definitions/{vhost}", export_vhost)

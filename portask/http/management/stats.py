@@ -1,0 +1,65 @@
+"""message_stats and their ``_details.rate``, as RabbitMQ's management API reports them.
+
+Counters are lifetime totals read from the broker (``vhosts.QueueTotals``). Rates need
+history: every ``SAMPLE_S`` seconds (RabbitMQ's default collect_statistics_interval)
+the totals of each object are recorded; a rate is the change since the newest record
+at least ``MIN_SPAN_S`` old, per second. Nothing is recorded per message, and the
+records go away with their objects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+SAMPLE_S = 5.0
+MIN_SPAN_S = 1.0
+
+Key = tuple[str, ...]
+Sample = dict[str, float]
+
+
+class Rates:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._last: dict[Key, tuple[float, Sample]] = {}
+        self._before: dict[Key, tuple[float, Sample]] = {}
+        # Wall-clock time since which an object's counters have not moved.
+        self._idle: dict[Key, float] = {}
+
+    def record(self, samples: Iterable[tuple[Key, Sample]]) -> None:
+        now = self.clock()
+        wall = time.time()
+        previous = self._last
+        self._before = previous
+        self._last = {key: (now, dict(values)) for key, values in samples}
+        idle: dict[Key, float] = {}
+        for key, (_t, values) in self._last.items():
+            before = previous.get(key)
+            if before is not None and before[1] == values:
+                idle[key] = self._idle.get(key, wall - (now - before[0]))
+        self._idle = idle
+
+    def idle_since(self, key: Key) -> str | None:
+        """RabbitMQ's idle_since format (UTC), or None while the object is active."""
+        since = self._idle.get(key)
+        if since is None:
+            return None
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(since))
+
+    def rate(self, key: Key, name: str, value: float) -> float:
+        now = self.clock()
+        for records in (self._last, self._before):
+            found = records.get(key)
+            if found is not None and now - found[0] >= MIN_SPAN_S and name in found[1]:
+                return round((value - found[1][name]) / (now - found[0]), 1)
+        return 0.0
+
+    def detailed(self, key: Key, values: Sample) -> dict[str, Any]:
+        """``{name: value, name_details: {"rate": r}}`` for every counter."""
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            out[name] = value
+            out[f"{name}_details"] = {"rate": self.rate(key, name, value)}
+        return out
