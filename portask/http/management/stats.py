@@ -50,11 +50,14 @@ class Rates:
 
     def rate(self, key: Key, name: str, value: float) -> float:
         now = self.clock()
-        for records in (self._last, self._before):
-            found = records.get(key)
-            if found is not None and now - found[0] >= MIN_SPAN_S and name in found[1]:
-                return round((value - found[1][name]) / (now - found[0]), 1)
-        return 0.0
+        last, before = self._last.get(key), self._before.get(key)
+        # The newest record at least MIN_SPAN_S old; a newer one only when the object
+        # is younger than the record before it.
+        found = last if last is not None and (now - last[0] >= MIN_SPAN_S
+                                              or before is None) else before
+        if found is None or name not in found[1] or now <= found[0]:
+            return 0.0
+        return round((value - found[1][name]) / (now - found[0]), 1)
 
     def detailed(self, key: Key, values: Sample) -> dict[str, Any]:
         """``{name: value, name_details: {"rate": r}}`` for every counter."""
