@@ -110,6 +110,7 @@ class App:
         metrics.bind_storage_gauges(
             self.broker.logs.segment_count, self.broker.logs.size_bytes, self.broker.logs.log_count
         )
+        metrics.bind_compat_gauges(self.broker.amqp_snapshot, self.broker.kafka_snapshot)
         kafka = self.listener("kafka")
         if kafka is not None:
             from portask.protocols.kafka.server import KafkaServer

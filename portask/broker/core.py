@@ -10,10 +10,13 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
+import platform
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from portask import metrics
 from portask.broker.alarms import Alarms
 from portask.broker.clients import Clients
 from portask.broker.groups import Groups
@@ -81,6 +84,68 @@ class Broker:
         self.topics.load()
         self.groups = Groups(self.settings, self.definitions, self.topics)
         return self
+
+    # -- snapshots for the dashboard-compatible metrics (read at scrape time) -----------
+
+    def amqp_snapshot(self) -> metrics.AmqpSnapshot | None:
+        amqp = self.amqp
+        if amqp is None:
+            return None
+        node = "portask@" + platform.node()
+        s = metrics.AmqpSnapshot(node=node, cluster=node, version="3.10.8")
+        clients = self.clients
+        views = list(clients.views())
+        s.connections = len(views)
+        s.channels = sum(len(v.channels) for v in views)
+        s.publishers = sum(1 for v in views for ch in v.channels if ch.publisher)
+        s.connections_opened, s.connections_closed = (clients.connections_opened,
+                                                      clients.connections_closed)
+        s.channels_opened, s.channels_closed = clients.channels_opened, clients.channels_closed
+        sizes = [0] * 64
+        for vhost in amqp:
+            for queue in list(vhost.queues.values()):
+                s.queues.append((vhost.name, queue.name, queue.message_count, queue.unacked,
+                                 queue.consumer_count))
+            t = vhost.totals()
+            s.queues_declared += vhost.queues_declared
+            s.queues_created += vhost.queues_created
+            s.queues_deleted += vhost.queues_deleted
+            s.received += vhost.published()
+            s.received_confirm += vhost.received_confirm
+            s.confirmed += vhost.confirmed
+            s.unroutable_returned += vhost.returned
+            s.unroutable_dropped += vhost.unroutable - vhost.returned
+            s.delivered_consume_auto_ack += t.deliver_no_ack
+            s.delivered_consume_manual_ack += t.deliver - t.deliver_no_ack
+            s.delivered_get_auto_ack += t.get_no_ack
+            s.delivered_get_manual_ack += t.get - t.get_no_ack
+            s.get_empty += t.get_empty
+            s.redelivered += t.redeliver
+            s.acknowledged += t.ack
+            for i, count in enumerate(vhost.size_counts):
+                sizes[i] += count
+            s.size_sum += vhost.size_sum
+        s.size_counts = sizes
+        s.memory_limit = int(self.settings.amqp.memory_high_watermark_bytes)
+        s.disk_free_limit = int(self.settings.amqp.disk_free_limit_bytes)
+        try:
+            st = os.statvfs(self.settings.server.data_dir)
+            s.disk_free = st.f_bavail * st.f_frsize
+        except OSError:
+            s.disk_free = 0
+        return s
+
+    def kafka_snapshot(self) -> metrics.KafkaSnapshot:
+        s = metrics.KafkaSnapshot()
+        for topic in list(self.topics):
+            for partition in list(topic.partitions):
+                s.partitions.append((topic.name, partition.index, partition.log_start_offset,
+                                     partition.high_watermark))
+        groups = getattr(self, "groups", None)
+        if groups is not None:
+            s.offsets = list(groups.offsets())
+            s.members = list(groups.member_counts())
+        return s
 
     def _cluster_id(self) -> str:
         """Kafka-style id (22 chars of url-safe base64 of a UUID), made once per data dir."""

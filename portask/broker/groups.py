@@ -334,6 +334,15 @@ class Groups:
             if partition is not None:
                 yield group_id, topic, index, max(partition.high_watermark - value[0], 0)
 
+    def offsets(self) -> Iterator[tuple[str, str, int, int, int]]:
+        """(group, topic, partition, committed offset, lag), for kafka_exporter's names."""
+        for (group_id, topic, index), value in self.definitions.items(CONSUMER_OFFSETS):
+            partition = self.topics.partition(topic, index)
+            if partition is not None:
+                committed = value[0]
+                yield group_id, topic, index, committed, max(
+                    partition.high_watermark - committed, 0)
+
     def member_counts(self) -> Iterator[tuple[str, int]]:
         for group in self._groups.values():
             yield group.group_id, len(group.members)

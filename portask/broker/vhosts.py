@@ -130,6 +130,8 @@ class VirtualHost:
         # Totals of deleted queues and exchanges, so vhost-wide counters never go back.
         self.retired = QueueTotals()
         self.retired_published = 0
+        self.size_counts = [0] * 64
+        self.size_sum = 0
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
         self._bind_exchange_metrics(self.default_exchange)
@@ -564,8 +566,12 @@ class VirtualHost:
         A queue refuses with x-overflow reject-publish(-dlx) when full, or when its log
         cannot be written; a confirming publisher then gets a nack.
         """
+        size = len(message.body)
         exchange.published += 1
-        exchange.published_bytes += len(message.body)
+        exchange.published_bytes += size
+        # Message sizes for rabbitmq_message_size_bytes: a counter per power of two.
+        self.size_counts[(size - 1).bit_length()] += 1
+        self.size_sum += size
         destinations = exchange.route(message.routing_key, headers)
         accepted = True
         # Fast path: one hop straight to queues, which is nearly every publish.
