@@ -124,7 +124,7 @@ class Broker:
             s.acknowledged += t.ack
             for i, count in enumerate(vhost.size_counts):
                 sizes[i] += count
-            s.size_sum += vhost.size_sum
+            s.size_sum += vhost.published_bytes()
         s.size_counts = sizes
         s.memory_limit = int(self.settings.amqp.memory_high_watermark_bytes)
         s.disk_free_limit = int(self.settings.amqp.disk_free_limit_bytes)

@@ -131,7 +131,7 @@ class VirtualHost:
         self.retired = QueueTotals()
         self.retired_published = 0
         self.size_counts = [0] * 64
-        self.size_sum = 0
+        self.retired_published_bytes = 0
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
         self._bind_exchange_metrics(self.default_exchange)
@@ -235,6 +235,7 @@ class VirtualHost:
             exchange.metric_messages.inc(exchange.published)
             exchange.metric_bytes.inc(exchange.published_bytes)
         self.retired_published += exchange.published + exchange.published_flushed
+        self.retired_published_bytes += exchange.published_bytes + exchange.published_bytes_flushed
         exchange.deleted = True
         self.exchanges.pop(exchange.name, None)
         for binding in exchange.bindings.values():
@@ -571,7 +572,6 @@ class VirtualHost:
         exchange.published_bytes += size
         # Message sizes for rabbitmq_message_size_bytes: a counter per power of two.
         self.size_counts[(size - 1).bit_length()] += 1
-        self.size_sum += size
         destinations = exchange.route(message.routing_key, headers)
         accepted = True
         # Fast path: one hop straight to queues, which is nearly every publish.
@@ -632,6 +632,11 @@ class VirtualHost:
         return self.retired_published + sum(
             e.published + e.published_flushed for e in self.exchanges.values())
 
+    def published_bytes(self) -> int:
+        """Body bytes published to this vhost's exchanges, over its lifetime."""
+        return self.retired_published_bytes + sum(
+            e.published_bytes + e.published_bytes_flushed for e in self.exchanges.values())
+
     def flush_metrics(self) -> None:
         """Copy the per-object counters into Prometheus (called about once a second)."""
         for exchange in self.exchanges.values():
@@ -639,6 +644,7 @@ class VirtualHost:
                 exchange.metric_messages.inc(exchange.published)
                 exchange.metric_bytes.inc(exchange.published_bytes)
                 exchange.published_flushed += exchange.published
+                exchange.published_bytes_flushed += exchange.published_bytes
                 exchange.published = exchange.published_bytes = 0
         for queue in self.queues.values():
             self.flush_queue_metrics(queue)

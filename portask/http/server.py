@@ -198,7 +198,10 @@ class HttpConnection(asyncio.Protocol):
             f"Content-Length: {len(body)}\r\n{extra}"
             f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
         ).encode("latin-1")
-        self.transport.write(header if head_only else header + body)
+        if head_only or not body:
+            self.transport.write(header)
+        else:
+            self.transport.writelines((header, body))  # no copy of a large body
         if close:
             self.transport.close()
 

@@ -67,6 +67,7 @@ class Exchange:
         self.published_bytes = 0
         # What earlier flushes moved to Prometheus: the lifetime total is the sum.
         self.published_flushed = 0
+        self.published_bytes_flushed = 0
         self.metric_messages: Any = None
         self.metric_bytes: Any = None
 

@@ -62,7 +62,20 @@ class Rates:
     def detailed(self, key: Key, values: Sample) -> dict[str, Any]:
         """``{name: value, name_details: {"rate": r}}`` for every counter."""
         out: dict[str, Any] = {}
+        now = self.clock()
+        last, before = self._last.get(key), self._before.get(key)
+        found = last if last is not None and (now - last[0] >= MIN_SPAN_S
+                                              or before is None) else before
+        if found is None or now <= found[0]:
+            for name, value in values.items():
+                out[name] = value
+                out[name + "_details"] = {"rate": 0.0}
+            return out
+        span = now - found[0]
+        sampled = found[1]
         for name, value in values.items():
             out[name] = value
-            out[f"{name}_details"] = {"rate": self.rate(key, name, value)}
+            old = sampled.get(name)
+            out[name + "_details"] = {
+                "rate": 0.0 if old is None else round((value - old) / span, 1)}
         return out
