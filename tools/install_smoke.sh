@@ -24,8 +24,11 @@ ls "$work"/wheels/portask-*.whl >/dev/null
 
 # The image listens on 0.0.0.0; here we keep to loopback and let the OS pick free ports.
 mkdir -p "$work/data"
+# The management API's port 0 means "off": take one that is free now.
+mport=$("$work/venv/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 "$work/venv/bin/portask" serve --host 127.0.0.1 --data-dir "$work/data" \
-  --kafka-port 0 --amqp-port 0 --http-port 0 >"$work/out" 2>"$work/err" &
+  --kafka-port 0 --amqp-port 0 --http-port 0 --set "http.management_port=$mport" \
+  >"$work/out" 2>"$work/err" &
 pid=$!
 for _ in $(seq 1 100); do
   grep -q "http listening" "$work/out" 2>/dev/null && break
@@ -35,6 +38,8 @@ port=$(sed -n 's/^portask: http listening on .*:\([0-9]*\)$/\1/p' "$work/out")
 [ -n "$port" ] || { echo "install smoke: broker did not start"; cat "$work/err"; exit 1; }
 # The HEALTHCHECK command of the Dockerfile, with the port found above.
 "$work/venv/bin/python" -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=2).status == 200 else 1)"
+# The management API answers from the installed wheel (guest/guest).
+"$work/venv/bin/python" -c "import urllib.request,json,base64,sys; r=urllib.request.Request('http://127.0.0.1:$mport/api/whoami', headers={'Authorization': 'Basic ' + base64.b64encode(b'guest:guest').decode()}); sys.exit(0 if json.load(urllib.request.urlopen(r, timeout=2))['name'] == 'guest' else 1)"
 kill -TERM "$pid"
 wait "$pid"
 status=$?
