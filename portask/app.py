@@ -117,12 +117,10 @@ class App:
 
             self.kafka = KafkaServer(self.broker, self.settings, kafka)
             await kafka.serve(self.kafka.protocol_factory)
-        for lst in self.listeners:
-            if lst.name == "amqp":
-                from portask.protocols.amqp.server import AmqpServer
-
-                self.amqp = AmqpServer(self.settings, self.broker)
-                await lst.serve(self.amqp.connection)
+        amqp = self.listener("amqp")
+        if amqp is not None:
+            self.amqp = self._amqp_server(self.broker)
+            await amqp.serve(self.amqp.connection)
         management = self.listener("management")
         if management is not None:
             from portask.http.management import MAX_BODY_BYTES, ManagementApi
@@ -142,6 +140,28 @@ class App:
             extra={"fields": {"version": __version__, "startup_ms": startup_ms,
                               "data_dir": str(self.settings.server.data_dir)}},
         )
+
+    def _amqp_server(self, broker: Broker) -> AmqpServer:
+        """AMQP's model on the broker: vhosts restored from the definitions and queue logs,
+        messages stored by the AMQP property codec, publishers blocked by the alarms."""
+        from portask.broker.message_store import QueueStorage
+        from portask.broker.vhosts import VirtualHosts
+        from portask.protocols.amqp.context import AmqpContext
+        from portask.protocols.amqp.properties import AmqpPropertyCodec
+        from portask.protocols.amqp.server import AmqpServer
+
+        settings = self.settings
+        names = [v.strip() for v in settings.amqp.vhosts.split(",") if v.strip()] or ["/"]
+        storage = QueueStorage(broker.logs, fsync_always=settings.storage.fsync == "always",
+                               segment_bytes=int(settings.amqp.queue_segment_bytes))
+        vhosts = VirtualHosts(names, definitions=broker.definitions, storage=storage,
+                              codec=AmqpPropertyCodec(), memory=broker.alarms.memory).open()
+        broker.amqp = vhosts
+        server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts,
+                                        clients=broker.clients,
+                                        alarms=frozenset(broker.alarms.active)))
+        broker.alarms.subscribe(server.alarms_changed)
+        return server
 
     async def _close_listeners(self) -> None:
         if self._management_api is not None:

@@ -1,17 +1,19 @@
+# Over 500 lines: one channel's state and every handler that changes it, side by side.
 """One AMQP channel: content assembly, consumers, unacked deliveries, confirms and tx.
 
-Hot methods (Basic.Publish with its content, Basic.Ack) are handled from raw payloads;
-every other method arrives decoded by pamqp and is dispatched by its class to a
-``_on_<name>`` handler. Broker refusals come back as ``amqp_errors`` exceptions and are
-mapped to Channel.Close or Connection.Close by the connection.
+The handlers of the exchange, queue, basic, confirm and tx classes are the
+``on_<class>_<method>`` methods here; the tables at the end of ``connection.py`` say
+which method goes to which. The fast path (Basic.Publish with its content frames,
+Basic.Ack) gets raw payloads; every other handler gets the method decoded by pamqp.
+Broker refusals come back as ``amqp_errors`` exceptions and are mapped to Channel.Close
+or Connection.Close by the connection.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pamqp import commands
 from pamqp.base import Frame as PamqpMethod
@@ -30,23 +32,41 @@ from portask.broker.queues import Message
 from portask.broker.vhosts import AnyQueue, VirtualHost
 from portask.protocols.amqp import frames
 from portask.protocols.amqp.constants import (
+    BASIC_CONSUME,
+    BASIC_PUBLISH,
     CLASS_BASIC,
-    COMMAND_INVALID,
     NO_ROUTE,
     NOT_ALLOWED,
     NOT_IMPLEMENTED,
     SYNTAX_ERROR,
     UNEXPECTED_FRAME,
 )
+from portask.protocols.amqp.context import AmqpContext
 from portask.protocols.amqp.errors import ConnectionClose
-
-if TYPE_CHECKING:
-    from portask.protocols.amqp.connection import AmqpConnection
 
 Basic = commands.Basic
 # delivery tag -> (queue, the queue's ref for the message, consumer or None for get)
 Unacked = tuple[AnyQueue, Any, "ChannelConsumer | None"]
 ACK, REQUEUE, REJECT = 0, 1, 2
+
+
+class ChannelConnection(Protocol):
+    """What a channel uses of its connection (``AmqpConnection``, which creates channels
+    and so is not imported here). It is also the owner of exclusive queues."""
+
+    context: AmqpContext
+    frame_max: int
+    max_message_bytes: int
+    # The client is not reading: consumers stop taking deliveries.
+    writing_paused: bool
+
+    def send(self, data: bytes) -> None: ...
+
+    def send_many(self, parts: list[bytes | memoryview]) -> None: ...
+
+    def confirms_pending(self, channel: Channel) -> None: ...
+
+    def client_capability(self, name: str) -> bool: ...
 
 
 def _random_tag(prefix: str) -> str:
@@ -89,7 +109,7 @@ class ChannelConsumer:
 
 
 class Channel:
-    def __init__(self, conn: AmqpConnection, number: int, vhost: VirtualHost) -> None:
+    def __init__(self, conn: ChannelConnection, number: int, vhost: VirtualHost) -> None:
         self.conn = conn
         self.number = number
         self.vhost = vhost
@@ -119,7 +139,7 @@ class Channel:
         self._tx_settles: list[tuple[str, int, bool, bool]] = []
         # Set by each publish (one store); the management API counts publishers by it.
         self.publisher = False
-        conn.server.clients.channels_opened += 1
+        conn.context.clients.channels_opened += 1
         metrics.AMQP_CHANNELS_ACTIVE.inc()
 
     @property
@@ -128,10 +148,10 @@ class Channel:
 
     # -- publish (hot path) -------------------------------------------------------------
 
-    def on_publish(self, payload: bytes) -> None:
+    def on_basic_publish(self, payload: bytes) -> None:
         exchange_name, routing_key, mandatory, immediate = frames.parse_publish(payload)
         if immediate:
-            raise ConnectionClose(NOT_IMPLEMENTED, "immediate=true", CLASS_BASIC, 40)
+            raise ConnectionClose(NOT_IMPLEMENTED, "immediate=true", CLASS_BASIC, BASIC_PUBLISH)
         exchange = self.vhost.exchange_for_publish(exchange_name)
         self._publish = (exchange, routing_key, mandatory)
         self._body_size = -1
@@ -153,7 +173,7 @@ class Channel:
             self._fields = frames.basic_fields(properties)
         except frames.FrameSyntaxError as err:
             self._publish = None
-            raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, 40) from None
+            raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, BASIC_PUBLISH) from None
         self._body_size = size
         self._properties = properties
         self._body_parts = []
@@ -266,7 +286,7 @@ class Channel:
         if redelivered:
             queue.redelivered += 1
 
-    def on_ack(self, payload: bytes) -> None:
+    def on_basic_ack(self, payload: bytes) -> None:
         tag, multiple = frames.parse_ack(payload)
         if self.tx:
             self._check_tag(tag, multiple)
@@ -326,25 +346,19 @@ class Channel:
                 if id(consumer.queue) not in touched:
                     consumer.queue.dispatch()
 
-    # -- cold-path methods ----------------------------------------------------------------
-
-    def on_method(self, method: PamqpMethod) -> None:
-        handler: Callable[[Any], None] | None = self._HANDLERS.get(type(method))
-        if handler is None:
-            raise ConnectionClose(COMMAND_INVALID, f"unexpected method {method.name}",
-                                  *divmod(method.index, 0x10000))
-        handler(self, method)
+    # -- methods decoded by pamqp ---------------------------------------------------------
 
     def reply(self, method: PamqpMethod) -> None:
         self.conn.send(frames.method_frame(self.number, method))
 
-    def _on_flow(self, m: commands.Channel.Flow) -> None:
-        self.flow_active = bool(m.active)
-        self.reply(commands.Channel.FlowOk(active=m.active))
-        if self.flow_active:
+    def flow(self, active: bool) -> None:
+        """Channel.Flow: the client stops or restarts deliveries to this channel."""
+        self.flow_active = active
+        self.reply(commands.Channel.FlowOk(active=active))
+        if active:
             self.dispatch_all()
 
-    def _on_exchange_declare(self, m: commands.Exchange.Declare) -> None:
+    def on_exchange_declare(self, m: commands.Exchange.Declare) -> None:
         self.vhost.declare_exchange(
             m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
             auto_delete=m.auto_delete, internal=m.internal, arguments=dict(m.arguments or {}),
@@ -352,18 +366,18 @@ class Channel:
         if not m.nowait:
             self.reply(commands.Exchange.DeclareOk())
 
-    def _on_exchange_delete(self, m: commands.Exchange.Delete) -> None:
+    def on_exchange_delete(self, m: commands.Exchange.Delete) -> None:
         self.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
         if not m.nowait:
             self.reply(commands.Exchange.DeleteOk())
 
-    def _on_exchange_bind(self, m: commands.Exchange.Bind) -> None:
+    def on_exchange_bind(self, m: commands.Exchange.Bind) -> None:
         self.vhost.bind_exchange(m.destination, m.source, m.routing_key,
                                  dict(m.arguments or {}))
         if not m.nowait:
             self.reply(commands.Exchange.BindOk())
 
-    def _on_exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
+    def on_exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
         self.vhost.unbind_exchange(m.destination, m.source, m.routing_key,
                                    dict(m.arguments or {}))
         if not m.nowait:
@@ -377,7 +391,7 @@ class Channel:
             raise NotFound("no previously declared queue")
         return self.last_queue
 
-    def _on_queue_declare(self, m: commands.Queue.Declare) -> None:
+    def on_queue_declare(self, m: commands.Queue.Declare) -> None:
         queue = self.vhost.declare_queue(
             m.queue, owner=self.conn, passive=m.passive, durable=m.durable,
             exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=dict(m.arguments or {}),
@@ -389,30 +403,30 @@ class Channel:
                 consumer_count=queue.consumer_count,
             ))
 
-    def _on_queue_bind(self, m: commands.Queue.Bind) -> None:
+    def on_queue_bind(self, m: commands.Queue.Bind) -> None:
         routing_key = m.routing_key if (m.queue or m.routing_key) else self._queue_name("")
         self.vhost.bind_queue(self._queue_name(m.queue), m.exchange, routing_key,
                               dict(m.arguments or {}), self.conn)
         if not m.nowait:
             self.reply(commands.Queue.BindOk())
 
-    def _on_queue_unbind(self, m: commands.Queue.Unbind) -> None:
+    def on_queue_unbind(self, m: commands.Queue.Unbind) -> None:
         self.vhost.unbind_queue(self._queue_name(m.queue), m.exchange, m.routing_key,
                                 dict(m.arguments or {}), self.conn)
         self.reply(commands.Queue.UnbindOk())
 
-    def _on_queue_purge(self, m: commands.Queue.Purge) -> None:
+    def on_queue_purge(self, m: commands.Queue.Purge) -> None:
         count = self.vhost.purge_queue(self._queue_name(m.queue), self.conn)
         if not m.nowait:
             self.reply(commands.Queue.PurgeOk(message_count=count))
 
-    def _on_queue_delete(self, m: commands.Queue.Delete) -> None:
+    def on_queue_delete(self, m: commands.Queue.Delete) -> None:
         count = self.vhost.delete_queue(self._queue_name(m.queue), owner=self.conn,
                                         if_unused=m.if_unused, if_empty=m.if_empty)
         if not m.nowait:
             self.reply(commands.Queue.DeleteOk(message_count=count))
 
-    def _on_qos(self, m: Basic.Qos) -> None:
+    def on_basic_qos(self, m: Basic.Qos) -> None:
         if m.prefetch_size:
             raise NotImplementedFeature(f"prefetch_size!=0 ({m.prefetch_size})")
         if m.global_:
@@ -422,12 +436,12 @@ class Channel:
         self.reply(Basic.QosOk())
         self.dispatch_all()
 
-    def _on_consume(self, m: Basic.Consume) -> None:
+    def on_basic_consume(self, m: Basic.Consume) -> None:
         queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
         tag = m.consumer_tag or _random_tag("amq.ctag-")
         if tag in self.consumers:
             raise ConnectionClose(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'",
-                                  CLASS_BASIC, 20)
+                                  CLASS_BASIC, BASIC_CONSUME)
         if queue.has_exclusive_consumer() or (m.exclusive and queue.consumers):
             raise AccessRefused(
                 f"queue '{queue.name}' in vhost '{self.vhost.name}' in exclusive use"
@@ -457,7 +471,7 @@ class Channel:
         else:
             queue.add_consumer(consumer)
 
-    def _on_cancel(self, m: Basic.Cancel) -> None:
+    def on_basic_cancel(self, m: Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag, None)
         if consumer is not None:
             self._detach(consumer)
@@ -475,7 +489,7 @@ class Channel:
         if self.conn.client_capability("consumer_cancel_notify") and not self.closing:
             self.reply(Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
 
-    def _on_get(self, m: Basic.Get) -> None:
+    def on_basic_get(self, m: Basic.Get) -> None:
         queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
         if queue.is_stream:
             raise NotImplementedFeature(f"basic.get not supported by stream queues queue "
@@ -499,10 +513,10 @@ class Channel:
         if redelivered:
             queue.redelivered += 1
 
-    def _on_reject(self, m: Basic.Reject) -> None:
+    def on_basic_reject(self, m: Basic.Reject) -> None:
         self._nack(m.delivery_tag, False, bool(m.requeue), "reject")
 
-    def _on_nack(self, m: Basic.Nack) -> None:
+    def on_basic_nack(self, m: Basic.Nack) -> None:
         self._nack(m.delivery_tag, bool(m.multiple), bool(m.requeue), "nack")
 
     def _nack(self, tag: int, multiple: bool, requeue: bool, kind: str) -> None:
@@ -512,11 +526,11 @@ class Channel:
             return
         self._settle(self._take(tag, multiple), REQUEUE if requeue else REJECT)
 
-    def _on_recover(self, m: Basic.Recover) -> None:
+    def on_basic_recover(self, m: Basic.Recover) -> None:
         self._recover(bool(m.requeue))
         self.reply(Basic.RecoverOk())
 
-    def _on_recover_async(self, m: Basic.RecoverAsync) -> None:
+    def on_basic_recover_async(self, m: Basic.RecoverAsync) -> None:
         self._recover(bool(m.requeue))
 
     def _recover(self, requeue: bool) -> None:
@@ -537,20 +551,20 @@ class Channel:
             else:
                 self._settle([(queue, ref, None)], REQUEUE)
 
-    def _on_confirm_select(self, m: commands.Confirm.Select) -> None:
+    def on_confirm_select(self, m: commands.Confirm.Select) -> None:
         if self.tx:
             raise PreconditionFailed("cannot switch from tx to confirm mode")
         self.confirm = True
         if not m.nowait:
             self.reply(commands.Confirm.SelectOk())
 
-    def _on_tx_select(self, m: commands.Tx.Select) -> None:
+    def on_tx_select(self, m: commands.Tx.Select) -> None:
         if self.confirm:
             raise PreconditionFailed("cannot switch from confirm to tx mode")
         self.tx = True
         self.reply(commands.Tx.SelectOk())
 
-    def _on_tx_commit(self, m: commands.Tx.Commit) -> None:
+    def on_tx_commit(self, m: commands.Tx.Commit) -> None:
         if not self.tx:
             raise PreconditionFailed("channel is not transactional")
         publishes, self._tx_publishes = self._tx_publishes, []
@@ -562,37 +576,12 @@ class Channel:
             self._settle(self._take(tag, multiple), how)
         self.reply(commands.Tx.CommitOk())
 
-    def _on_tx_rollback(self, m: commands.Tx.Rollback) -> None:
+    def on_tx_rollback(self, m: commands.Tx.Rollback) -> None:
         if not self.tx:
             raise PreconditionFailed("channel is not transactional")
         self._tx_publishes = []
         self._tx_settles = []
         self.reply(commands.Tx.RollbackOk())
-
-    _HANDLERS: dict[type, Callable[..., None]] = {
-        commands.Channel.Flow: _on_flow,
-        commands.Exchange.Declare: _on_exchange_declare,
-        commands.Exchange.Delete: _on_exchange_delete,
-        commands.Exchange.Bind: _on_exchange_bind,
-        commands.Exchange.Unbind: _on_exchange_unbind,
-        commands.Queue.Declare: _on_queue_declare,
-        commands.Queue.Bind: _on_queue_bind,
-        commands.Queue.Unbind: _on_queue_unbind,
-        commands.Queue.Purge: _on_queue_purge,
-        commands.Queue.Delete: _on_queue_delete,
-        Basic.Qos: _on_qos,
-        Basic.Consume: _on_consume,
-        Basic.Cancel: _on_cancel,
-        Basic.Get: _on_get,
-        Basic.Reject: _on_reject,
-        Basic.Nack: _on_nack,
-        Basic.Recover: _on_recover,
-        Basic.RecoverAsync: _on_recover_async,
-        commands.Confirm.Select: _on_confirm_select,
-        commands.Tx.Select: _on_tx_select,
-        commands.Tx.Commit: _on_tx_commit,
-        commands.Tx.Rollback: _on_tx_rollback,
-    }
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -618,7 +607,7 @@ class Channel:
         self._settle(entries, REQUEUE)
 
     def released(self) -> None:
-        self.conn.server.clients.channels_closed += 1
+        self.conn.context.clients.channels_closed += 1
         metrics.AMQP_CHANNELS_ACTIVE.dec()
 
     def describe(self) -> ChannelView:

@@ -1,3 +1,4 @@
+# Over 500 lines: the frame loop, its handlers and the dispatch tables read as one (client.cr).
 """One AMQP 0-9-1 connection: an asyncio.Protocol that parses frames in data_received.
 
 Shape: bytes accumulate in one bytearray; every complete frame is handled in order;
@@ -5,6 +6,15 @@ replies (and deliveries pushed to this connection by other connections' publishe
 collect in a list that is written with one ``writelines`` per read batch or, for
 cross-connection deliveries, once per event-loop turn. Publisher confirms are
 folded into one multiple-ack per channel per batch.
+
+Dispatch, as LavinMQ's ``client.cr`` does it from one ``case``: every method a client
+may send is a row in the tables at the end of this module, one table per AMQP class,
+naming its handler. Handlers of the connection and channel classes are
+``on_<class>_<method>`` methods of this class (the connection owns its channels); the
+other classes' are ``on_<class>_<method>`` methods of ``Channel``. The fast path is
+Basic.Publish with the content header and body frames that follow it, and Basic.Ack:
+they are taken from the raw payload (``frames.parse_*``) before anything is decoded;
+every other method is decoded by pamqp first.
 
 Back-pressure: when the transport's write buffer passes the high-water mark the
 connection stops reading (a client that does not read replies cannot keep publishing)
@@ -24,15 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import platform
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from pamqp import commands, decode
+from pamqp import commands
 from pamqp.base import Frame as PamqpMethod
 
-from portask import __version__, metrics
+from portask import metrics
 from portask.broker.amqp_errors import BrokerError
 from portask.broker.clients import ConnectionView
 from portask.listeners import configure_accepted
@@ -40,10 +50,16 @@ from portask.protocols.amqp import frames
 from portask.protocols.amqp.channel import Channel
 from portask.protocols.amqp.constants import (
     ACCESS_REFUSED,
-    BASIC_ACK,
     BASIC_PUBLISH,
     CHANNEL_ERROR,
     CHANNEL_ERROR_CODES,
+    CLASS_BASIC,
+    CLASS_CHANNEL,
+    CLASS_CONFIRM,
+    CLASS_CONNECTION,
+    CLASS_EXCHANGE,
+    CLASS_QUEUE,
+    CLASS_TX,
     COMMAND_INVALID,
     CONNECTION_ERROR_CODES,
     CONNECTION_FORCED,
@@ -53,7 +69,6 @@ from portask.protocols.amqp.constants import (
     FRAME_HEADER,
     FRAME_HEARTBEAT,
     FRAME_METHOD,
-    FRAME_MIN_SIZE,
     FRAME_OVERHEAD,
     INTERNAL_ERROR,
     NOT_ALLOWED,
@@ -63,10 +78,9 @@ from portask.protocols.amqp.constants import (
     UNEXPECTED_FRAME,
     reply_text,
 )
+from portask.protocols.amqp.context import AmqpContext
 from portask.protocols.amqp.errors import AmqpError, ChannelClose, ConnectionClose
-
-if TYPE_CHECKING:
-    from portask.protocols.amqp.server import AmqpServer
+from portask.protocols.amqp.handshake import check_tune_ok, connection_start, credentials
 
 log = logging.getLogger("portask.amqp")
 
@@ -79,31 +93,11 @@ _CHANNEL_OPEN = commands.Channel.Open.index
 _CHANNEL_CLOSE = commands.Channel.Close.index
 _CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
 
-SERVER_CAPABILITIES = {
-    "publisher_confirms": True,
-    "exchange_exchange_bindings": True,
-    "basic.nack": True,
-    "consumer_cancel_notify": True,
-    "per_consumer_qos": True,
-    "authentication_failure_close": True,
-    "connection.blocked": True,
-}
-
-
-def server_properties() -> dict[str, Any]:
-    return {
-        "product": "Portask",
-        "version": __version__,
-        "platform": f"Python {platform.python_version()}",
-        "information": "AMQP 0-9-1 in the RabbitMQ dialect; see the Portask README",
-        "capabilities": SERVER_CAPABILITIES,
-    }
-
 
 class AmqpConnection(asyncio.Protocol):
-    def __init__(self, server: AmqpServer) -> None:
-        self.server = server
-        settings = server.settings
+    def __init__(self, context: AmqpContext) -> None:
+        self.context = context
+        settings = context.settings
         self._loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self._state = AWAIT_HEADER
@@ -128,7 +122,7 @@ class AmqpConnection(asyncio.Protocol):
         self._broken_framing = False
         self.peer = ""
         # A resource alarm is set: the next publish content frame blocks this connection.
-        self.alarm = bool(server.alarms)
+        self.alarm = bool(context.alarms)
         # Not read from because of an alarm; whether Connection.Blocked was sent.
         self.blocked = False
         self._blocked_sent = False
@@ -137,17 +131,17 @@ class AmqpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        high = int(self.server.network.write_buffer_high_bytes)
+        high = int(self.context.network.write_buffer_high_bytes)
         self.transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[union-attr]
-        configure_accepted(transport, self.server.network)
+        configure_accepted(transport, self.context.network)
         self.peer = str(transport.get_extra_info("peername"))
         self._sockname = transport.get_extra_info("sockname")
         self._peername = transport.get_extra_info("peername")
         self.connected_at_ms = int(time.time() * 1000)
         metrics.CONNECTIONS_TOTAL.labels("amqp").inc()
         metrics.CONNECTIONS_ACTIVE.labels("amqp").inc()
-        self.server.connections.add(self)
-        self.server.clients.opened(self)
+        self.context.connections.add(self)
+        self.context.clients.opened(self)
         self._last_recv = self._last_send = self._loop.time()
         self._timers.append(self._loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_timeout))
 
@@ -155,8 +149,8 @@ class AmqpConnection(asyncio.Protocol):
         if self._state == CLOSED:
             return
         self._state = CLOSED
-        self.server.connections.discard(self)
-        self.server.clients.closed(self)
+        self.context.connections.discard(self)
+        self.context.clients.closed(self)
         metrics.CONNECTIONS_ACTIVE.labels("amqp").dec()
         for timer in self._timers:
             timer.cancel()
@@ -239,10 +233,7 @@ class AmqpConnection(asyncio.Protocol):
         if len(self._header) < 8:
             return b""
         self._state = AWAIT_START_OK
-        self.send(frames.method_frame(0, commands.Connection.Start(
-            version_major=0, version_minor=9, server_properties=server_properties(),
-            mechanisms="PLAIN AMQPLAIN", locales="en_US",
-        )))
+        self.send(frames.method_frame(0, connection_start()))
         self._flush()
         return rest
 
@@ -294,60 +285,94 @@ class AmqpConnection(asyncio.Protocol):
             self._close_connection(err)
         del buf[:pos]
 
+    # -- frames to handlers -----------------------------------------------------------------
+
     def _frame(self, ftype: int, number: int, payload: bytes) -> None:
-        if ftype == FRAME_METHOD:
-            if number == 0:
-                self._connection_method(payload)
-                return
-            if self._state != OPEN:
-                if self._state == CLOSING:
-                    return
-                raise ConnectionClose(COMMAND_INVALID, "channel method before connection.open")
-            channel = self.channels.get(number)
-            if channel is None:
-                self._channel_open(number, payload)
-                return
-            if channel.closing:
-                self._closing_channel_method(channel, payload)
-                return
+        """One frame. An open channel's methods and content are the fast path, inline here:
+        Basic.Publish with its header and body and Basic.Ack are most of what arrives."""
+        channel = self.channels.get(number)  # only an open connection has channels
+        if channel is None or channel.closing:
+            self._other_frame(ftype, number, channel, payload)
+        elif ftype == FRAME_METHOD:
             if channel.awaiting_content:
-                raise ConnectionClose(UNEXPECTED_FRAME,
-                                      f"method frame on channel {number} in the middle of content")
+                raise ConnectionClose(
+                    UNEXPECTED_FRAME, f"method frame on channel {number} in the middle of content")
+            index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
             try:
-                index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
-                if index == BASIC_PUBLISH:
-                    channel.on_publish(payload)
-                elif index == BASIC_ACK:
-                    channel.on_ack(payload)
+                fast = _FAST_PATH.get(index)
+                if fast is not None:
+                    fast(channel, payload)
                 else:
-                    self._channel_method(channel, self._decode(payload))
+                    self._decoded_channel_method(channel, index, payload)
             except BrokerError as err:
-                self._broker_error(channel, err, payload)
+                self._broker_error(channel, err, *_ids(payload))
             except ChannelClose as err:
                 self._close_channel(channel, err)
-            return
-        if ftype in (FRAME_HEADER, FRAME_BODY):
-            if self._state == CLOSING:
-                return
-            channel = self.channels.get(number) if self._state == OPEN else None
-            if channel is None:
-                raise ConnectionClose(CHANNEL_ERROR if self._state == OPEN else UNEXPECTED_FRAME,
-                                      f"content frame on channel {number}, which is not open")
-            if channel.closing:
-                return
+        elif ftype in (FRAME_HEADER, FRAME_BODY):
             try:
                 if ftype == FRAME_HEADER:
                     channel.on_content_header(payload)
                 else:
                     channel.on_content_body(payload)
             except BrokerError as err:
-                self._broker_error(channel, err, b"\x00\x3c\x00\x28")
-            return
+                self._broker_error(channel, err, CLASS_BASIC, BASIC_PUBLISH)
+        else:
+            self._other_frame(ftype, number, channel, payload)
+
+    def _other_frame(self, ftype: int, number: int, channel: Channel | None,
+                     payload: bytes) -> None:
+        """Every frame but an open channel's method and content frames: heartbeats, the
+        connection class on channel 0, and a channel's lifecycle (not open, or closing)."""
         if ftype == FRAME_HEARTBEAT:
             if number != 0:
                 raise ConnectionClose(FRAME_ERROR, "heartbeat frame on a non-zero channel")
             return
-        raise ConnectionClose(FRAME_ERROR, f"unknown frame type {ftype}")
+        if ftype not in (FRAME_METHOD, FRAME_HEADER, FRAME_BODY):
+            raise ConnectionClose(FRAME_ERROR, f"unknown frame type {ftype}")
+        if ftype == FRAME_METHOD and number == 0:
+            self._connection_method(payload)
+        elif self._state != OPEN:
+            if self._state == CLOSING:
+                return
+            if ftype == FRAME_METHOD:
+                raise ConnectionClose(COMMAND_INVALID, "channel method before connection.open")
+            raise ConnectionClose(UNEXPECTED_FRAME,
+                                  f"content frame on channel {number}, which is not open")
+        elif ftype == FRAME_METHOD:
+            self._channel_lifecycle_method(number, channel, payload)
+        elif channel is None:
+            raise ConnectionClose(CHANNEL_ERROR,
+                                  f"content frame on channel {number}, which is not open")
+        # else content for a channel we are closing: dropped
+
+    def _channel_lifecycle_method(self, number: int, channel: Channel | None,
+                                  payload: bytes) -> None:
+        """A method on a channel that is not open (only Channel.Open opens it) or that we
+        are closing: after our Channel.Close only close and close-ok mean anything (spec).
+        Not decoded: nothing in these methods changes what happens."""
+        index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
+        if channel is None:
+            if index != _CHANNEL_OPEN:
+                raise ConnectionClose(CHANNEL_ERROR,
+                                      f"expected 'channel.open' on channel {number}",
+                                      *_ids(payload))
+            self.on_channel_open(number, payload)
+        elif index == _CHANNEL_CLOSE:
+            self.on_channel_close(channel, None)
+        elif index == _CHANNEL_CLOSE_OK:
+            self.on_channel_close_ok(channel, None)
+
+    def _decoded_channel_method(self, channel: Channel, index: int, payload: bytes) -> None:
+        method = self._decode(payload)
+        own = _CHANNEL_CLASS_HANDLERS.get(index)
+        if own is not None:
+            own(self, channel, method)
+            return
+        handler = _CHANNEL_HANDLERS.get(index)
+        if handler is None:
+            raise ConnectionClose(COMMAND_INVALID, f"unexpected method {method.name}",
+                                  *_ids(payload))
+        handler(channel, method)
 
     def _decode(self, payload: bytes) -> PamqpMethod:
         try:
@@ -362,41 +387,21 @@ class AmqpConnection(asyncio.Protocol):
     def _connection_method(self, payload: bytes) -> None:
         method = self._decode(payload)
         state = self._state
-        if state == CLOSING:
-            if isinstance(method, commands.Connection.Close):
-                self.send(frames.method_frame(0, commands.Connection.CloseOk()))
-                self._flush()
-                self._finish()
-            elif isinstance(method, commands.Connection.CloseOk):
-                self._finish()
-            return
-        expected = {
-            AWAIT_START_OK: commands.Connection.StartOk,
-            AWAIT_TUNE_OK: commands.Connection.TuneOk,
-            AWAIT_OPEN: commands.Connection.Open,
-        }.get(state)
-        if expected is not None:
-            if not isinstance(method, expected):
-                raise ConnectionClose(COMMAND_INVALID,
-                                      f"expected {expected.name}, got {method.name}",
-                                      *_ids(payload))
-            getattr(self, f"_on_{expected.__name__.lower()}")(method)
-            return
-        if isinstance(method, commands.Connection.Close):
-            self.send(frames.method_frame(0, commands.Connection.CloseOk()))
-            self._flush()
-            self._finish()
-        elif isinstance(method, commands.Connection.CloseOk):
-            self._finish()
-        else:
+        accepted = _CONNECTION_ACCEPTS.get(state, ())
+        if type(method) in accepted:
+            CONNECTION_METHODS[type(method)](self, method)
+        elif state == OPEN:
             raise ConnectionClose(COMMAND_INVALID, f"unexpected method {method.name}",
                                   *_ids(payload))
+        elif state != CLOSING:  # once we sent Close, anything but close / close-ok is dropped
+            raise ConnectionClose(COMMAND_INVALID,
+                                  f"expected {accepted[0].name}, got {method.name}",
+                                  *_ids(payload))
 
-    def _on_startok(self, m: commands.Connection.StartOk) -> None:
+    def on_connection_start_ok(self, m: commands.Connection.StartOk) -> None:
         self.client_properties = dict(m.client_properties or {})
-        user, password = self._credentials(m.mechanism, m.response)
-        settings = self.server.settings
-        if user != settings.default_user or password != settings.default_password:
+        user, password = credentials(m.mechanism, m.response)
+        if not self.context.accepts_login(user, password):
             metrics.CONNECTION_ERRORS.labels("amqp", "auth").inc()
             raise ConnectionClose(
                 ACCESS_REFUSED,
@@ -406,38 +411,11 @@ class AmqpConnection(asyncio.Protocol):
         self._state = AWAIT_TUNE_OK
         self.send(frames.method_frame(0, commands.Connection.Tune(
             channel_max=self.channel_max, frame_max=self.frame_max,
-            heartbeat=settings.heartbeat_s,
+            heartbeat=self.context.settings.heartbeat_s,
         )))
 
-    def _credentials(self, mechanism: str, response: Any) -> tuple[str, str]:
-        raw = response.encode() if isinstance(response, str) else bytes(response or b"")
-        if mechanism == "PLAIN":
-            parts = raw.split(b"\x00")
-            if len(parts) != 3:
-                raise ConnectionClose(ACCESS_REFUSED, "malformed PLAIN response")
-            return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
-        if mechanism == "AMQPLAIN":
-            try:
-                _used, table = decode.field_table(struct.pack(">I", len(raw)) + raw)
-            except (ValueError, struct.error, IndexError, UnicodeDecodeError):
-                raise ConnectionClose(ACCESS_REFUSED, "malformed AMQPLAIN response") from None
-            return str(table.get("LOGIN", "")), str(table.get("PASSWORD", ""))
-        raise ConnectionClose(ACCESS_REFUSED, f"unsupported authentication mechanism "
-                              f"'{mechanism}'; offered PLAIN AMQPLAIN")
-
-    def _on_tuneok(self, m: commands.Connection.TuneOk) -> None:
-        # RabbitMQ's rule: the client may lower the offered limits, never raise them or
-        # ask for "unlimited" (0) when the server has a limit.
-        for name, value, server_max, minimum in (
-            ("frame_max", m.frame_max, self.frame_max, FRAME_MIN_SIZE),
-            ("channel_max", m.channel_max, self.channel_max, 1),
-        ):
-            if value == 0 or value > server_max:
-                raise ConnectionClose(NOT_ALLOWED, f"negotiated {name} = {value} is higher "
-                                      f"than the maximum allowed value ({server_max})")
-            if value < minimum:
-                raise ConnectionClose(NOT_ALLOWED, f"negotiated {name} = {value} is lower "
-                                      f"than the minimum allowed value ({minimum})")
+    def on_connection_tune_ok(self, m: commands.Connection.TuneOk) -> None:
+        check_tune_ok(m, self.frame_max, self.channel_max)
         self.frame_max = m.frame_max
         self._max_payload = m.frame_max - FRAME_OVERHEAD
         self.channel_max = m.channel_max
@@ -446,13 +424,74 @@ class AmqpConnection(asyncio.Protocol):
         if self.heartbeat:
             self._timers.append(self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick))
 
-    def _on_open(self, m: commands.Connection.Open) -> None:
-        vhost = self.server.vhosts.get(m.virtual_host)
+    def on_connection_open(self, m: commands.Connection.Open) -> None:
+        vhost = self.context.vhosts.get(m.virtual_host)
         if vhost is None:
             raise ConnectionClose(NOT_ALLOWED, f"vhost {m.virtual_host} not found")
         self.vhost = vhost
         self._state = OPEN
         self.send(frames.method_frame(0, commands.Connection.OpenOk()))
+
+    def on_connection_close(self, m: commands.Connection.Close) -> None:
+        """The client closes, or answers our Close with its own: Close-Ok, then the socket."""
+        self.send(frames.method_frame(0, commands.Connection.CloseOk()))
+        self._flush()
+        self._finish()
+
+    def on_connection_close_ok(self, m: commands.Connection.CloseOk) -> None:
+        self._finish()
+
+    # -- channel class: the connection opens, closes and forgets its channels ---------------
+
+    def on_channel_open(self, number: int, payload: bytes) -> None:
+        """Channel.Open on a channel that is not open. Not decoded: its one field is
+        reserved."""
+        if number > self.channel_max:
+            raise ConnectionClose(NOT_ALLOWED, f"channel {number} is above the negotiated "
+                                  f"channel_max ({self.channel_max})", *_ids(payload))
+        self.channels[number] = Channel(self, number, self.vhost)
+        self.send(frames.method_frame(number, commands.Channel.OpenOk()))
+
+    def on_channel_open_again(self, channel: Channel, m: commands.Channel.Open) -> None:
+        raise ConnectionClose(CHANNEL_ERROR, "second 'channel.open' seen", *_split(m.index))
+
+    def on_channel_flow(self, channel: Channel, m: commands.Channel.Flow) -> None:
+        channel.flow(bool(m.active))
+
+    def on_channel_close(self, channel: Channel, m: commands.Channel.Close | None) -> None:
+        """The client closes a channel (``m``), or answers our Channel.Close with its own
+        (``m`` None: not decoded): what it holds is settled, then Close-Ok."""
+        self._confirm_now(channel)
+        channel.close()
+        self._drop_channel(channel)
+        self.send(frames.method_frame(channel.number, commands.Channel.CloseOk()))
+
+    def on_channel_close_ok(self, channel: Channel, m: commands.Channel.CloseOk | None) -> None:
+        if not channel.closing:
+            raise ConnectionClose(COMMAND_INVALID, "unexpected channel.close-ok",
+                                  *_split(_CHANNEL_CLOSE_OK))
+        self._drop_channel(channel)
+
+    def _drop_channel(self, channel: Channel) -> None:
+        if self.channels.pop(channel.number, None) is not None:
+            channel.released()
+
+    def _broker_error(self, channel: Channel, err: BrokerError, class_id: int,
+                      method_id: int) -> None:
+        code = CHANNEL_ERROR_CODES.get(type(err))
+        if code is not None:
+            self._close_channel(channel, ChannelClose(code, err.text, class_id, method_id))
+            return
+        raise ConnectionClose(CONNECTION_ERROR_CODES.get(type(err), INTERNAL_ERROR), err.text,
+                              class_id, method_id)
+
+    def _close_channel(self, channel: Channel, err: AmqpError) -> None:
+        self._confirm_now(channel)
+        self.send(frames.method_frame(channel.number, commands.Channel.Close(
+            reply_code=err.code, reply_text=reply_text(err.code, err.text),
+            class_id=err.class_id, method_id=err.method_id,
+        )))
+        channel.close()
 
     # -- resource alarms -------------------------------------------------------------------
 
@@ -462,9 +501,9 @@ class AmqpConnection(asyncio.Protocol):
         if self.client_capability("connection.blocked"):
             self._blocked_sent = True
             self.send(frames.method_frame(0, commands.Connection.Blocked(
-                reason=self.server.blocked_reason)))
+                reason=self.context.blocked_reason)))
         log.info("AMQP connection blocked by a resource alarm", extra={"fields": {
-            "peer": self.peer, "reason": self.server.blocked_reason}})
+            "peer": self.peer, "reason": self.context.blocked_reason}})
 
     def unblock(self) -> None:
         """Every alarm cleared: say so (if we said Blocked), then parse what waited."""
@@ -483,63 +522,6 @@ class AmqpConnection(asyncio.Protocol):
         caps = self.client_properties.get("capabilities") or {}
         return bool(caps.get(name)) if isinstance(caps, dict) else False
 
-    # -- channels ---------------------------------------------------------------------------
-
-    def _channel_open(self, number: int, payload: bytes) -> None:
-        index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
-        if index != _CHANNEL_OPEN:
-            raise ConnectionClose(CHANNEL_ERROR, f"expected 'channel.open' on channel {number}",
-                                  *_ids(payload))
-        if number > self.channel_max:
-            raise ConnectionClose(NOT_ALLOWED, f"channel {number} is above the negotiated "
-                                  f"channel_max ({self.channel_max})", *_ids(payload))
-        self.channels[number] = Channel(self, number, self.vhost)
-        self.send(frames.method_frame(number, commands.Channel.OpenOk()))
-
-    def _channel_method(self, channel: Channel, method: PamqpMethod) -> None:
-        if isinstance(method, commands.Channel.Close):
-            self._confirm_now(channel)
-            channel.close()
-            self._drop_channel(channel)
-            self.send(frames.method_frame(channel.number, commands.Channel.CloseOk()))
-        elif isinstance(method, commands.Channel.Open):
-            raise ConnectionClose(CHANNEL_ERROR, "second 'channel.open' seen",
-                                  *divmod(method.index, 0x10000))
-        elif isinstance(method, commands.Channel.CloseOk):
-            raise ConnectionClose(COMMAND_INVALID, "unexpected channel.close-ok",
-                                  *divmod(method.index, 0x10000))
-        else:
-            channel.on_method(method)
-
-    def _closing_channel_method(self, channel: Channel, payload: bytes) -> None:
-        """After we sent Channel.Close, only Close and CloseOk mean anything (spec)."""
-        index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
-        if index == _CHANNEL_CLOSE_OK:
-            self._drop_channel(channel)
-        elif index == _CHANNEL_CLOSE:
-            self._drop_channel(channel)
-            self.send(frames.method_frame(channel.number, commands.Channel.CloseOk()))
-
-    def _drop_channel(self, channel: Channel) -> None:
-        if self.channels.pop(channel.number, None) is not None:
-            channel.released()
-
-    def _broker_error(self, channel: Channel, err: BrokerError, payload: bytes) -> None:
-        code = CHANNEL_ERROR_CODES.get(type(err))
-        if code is not None:
-            self._close_channel(channel, ChannelClose(code, err.text, *_ids(payload)))
-            return
-        raise ConnectionClose(CONNECTION_ERROR_CODES.get(type(err), INTERNAL_ERROR), err.text,
-                              *_ids(payload))
-
-    def _close_channel(self, channel: Channel, err: AmqpError) -> None:
-        self._confirm_now(channel)
-        self.send(frames.method_frame(channel.number, commands.Channel.Close(
-            reply_code=err.code, reply_text=reply_text(err.code, err.text),
-            class_id=err.class_id, method_id=err.method_id,
-        )))
-        channel.close()
-
     # -- output -----------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
@@ -548,7 +530,7 @@ class AmqpConnection(asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def send_many(self, parts: list[bytes]) -> None:
+    def send_many(self, parts: list[bytes | memoryview]) -> None:
         self._out += parts
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -567,7 +549,7 @@ class AmqpConnection(asyncio.Protocol):
         self._flush_scheduled = False
         # The commit point: messages published so far reach their queue logs (and with
         # fsync: always, the disk) before any confirm or delivery of them is written.
-        stored = self.server.vhosts.commit()
+        stored = self.context.vhosts.commit()
         if self._confirming:
             confirming, self._confirming = self._confirming, []
             for channel in confirming:
@@ -644,8 +626,127 @@ class AmqpConnection(asyncio.Protocol):
         self._finish()
 
 
+
 def _ids(payload: bytes) -> tuple[int, int]:
     if len(payload) >= 4:
         return struct.unpack_from(">HH", payload)  # type: ignore[return-value]
     return 0, 0
 
+
+def _split(index: int) -> tuple[int, int]:
+    """A method index as the (class id, method id) a Close names."""
+    return divmod(index, 0x10000)
+
+
+# -- dispatch: every method a client sends, one table per class -----------------------------
+#
+# Read top to bottom, in the spec's order. A method that is not in its class's table is
+# the server's to send (Basic.Deliver, Channel.OpenOk ...): 503 COMMAND_INVALID; one
+# pamqp does not know: 540 NOT_IMPLEMENTED. To serve a new method, add its row here and
+# write its handler.
+
+
+class Fast(NamedTuple):
+    """A fast-path row: the handler takes the raw payload and parses it by hand."""
+
+    handler: Callable[[Channel, bytes], None]
+
+
+# Channel 0; handler(connection, method). Which state takes which: _CONNECTION_ACCEPTS.
+CONNECTION_METHODS: dict[type[PamqpMethod], Callable[[AmqpConnection, Any], None]] = {
+    commands.Connection.StartOk: AmqpConnection.on_connection_start_ok,
+    commands.Connection.TuneOk: AmqpConnection.on_connection_tune_ok,
+    commands.Connection.Open: AmqpConnection.on_connection_open,
+    commands.Connection.Close: AmqpConnection.on_connection_close,
+    commands.Connection.CloseOk: AmqpConnection.on_connection_close_ok,
+}
+
+# handler(connection, channel, method). On a channel that is not open Channel.Open is the
+# only method (on_channel_open), on one we are closing Close and CloseOk are: both are
+# taken before any table (_channel_lifecycle_method).
+CHANNEL_METHODS: dict[type[PamqpMethod], Callable[[AmqpConnection, Channel, Any], None]] = {
+    commands.Channel.Open: AmqpConnection.on_channel_open_again,
+    commands.Channel.Flow: AmqpConnection.on_channel_flow,
+    commands.Channel.Close: AmqpConnection.on_channel_close,
+    commands.Channel.CloseOk: AmqpConnection.on_channel_close_ok,
+}
+
+# The classes below: handler(channel, method), or handler(channel, raw payload) for Fast.
+ChannelTable = dict[type[PamqpMethod], Callable[[Channel, Any], None] | Fast]
+
+EXCHANGE_METHODS: ChannelTable = {
+    commands.Exchange.Declare: Channel.on_exchange_declare,
+    commands.Exchange.Delete: Channel.on_exchange_delete,
+    commands.Exchange.Bind: Channel.on_exchange_bind,
+    commands.Exchange.Unbind: Channel.on_exchange_unbind,
+}
+
+QUEUE_METHODS: ChannelTable = {
+    commands.Queue.Declare: Channel.on_queue_declare,
+    commands.Queue.Bind: Channel.on_queue_bind,
+    commands.Queue.Purge: Channel.on_queue_purge,
+    commands.Queue.Delete: Channel.on_queue_delete,
+    commands.Queue.Unbind: Channel.on_queue_unbind,
+}
+
+BASIC_METHODS: ChannelTable = {
+    commands.Basic.Qos: Channel.on_basic_qos,
+    commands.Basic.Consume: Channel.on_basic_consume,
+    commands.Basic.Cancel: Channel.on_basic_cancel,
+    commands.Basic.Publish: Fast(Channel.on_basic_publish),
+    commands.Basic.Get: Channel.on_basic_get,
+    commands.Basic.Ack: Fast(Channel.on_basic_ack),
+    commands.Basic.Reject: Channel.on_basic_reject,
+    commands.Basic.RecoverAsync: Channel.on_basic_recover_async,
+    commands.Basic.Recover: Channel.on_basic_recover,
+    commands.Basic.Nack: Channel.on_basic_nack,
+}
+
+CONFIRM_METHODS: ChannelTable = {
+    commands.Confirm.Select: Channel.on_confirm_select,
+}
+
+TX_METHODS: ChannelTable = {
+    commands.Tx.Select: Channel.on_tx_select,
+    commands.Tx.Commit: Channel.on_tx_commit,
+    commands.Tx.Rollback: Channel.on_tx_rollback,
+}
+
+# What each connection state takes on channel 0: the handshake its replies in order,
+# an open or closing connection close and close-ok.
+_CONNECTION_ACCEPTS: dict[int, tuple[type[PamqpMethod], ...]] = {
+    AWAIT_START_OK: (commands.Connection.StartOk,),
+    AWAIT_TUNE_OK: (commands.Connection.TuneOk,),
+    AWAIT_OPEN: (commands.Connection.Open,),
+    OPEN: (commands.Connection.Close, commands.Connection.CloseOk),
+    CLOSING: (commands.Connection.Close, commands.Connection.CloseOk),
+}
+
+
+def _by_index(class_id: int, table: dict[type[PamqpMethod], Any]) -> dict[int, Any]:
+    """A table keyed by the method index that opens a method frame, checking that every
+    row belongs to the table's class."""
+    rows = {}
+    for method, handler in table.items():
+        if method.index >> 16 != class_id:
+            raise ValueError(f"{method.name} is not a method of class {class_id}")
+        rows[method.index] = handler
+    return rows
+
+
+_by_index(CLASS_CONNECTION, CONNECTION_METHODS)
+_CHANNEL_CLASS_HANDLERS = _by_index(CLASS_CHANNEL, CHANNEL_METHODS)
+_ALL_CHANNEL_HANDLERS = {
+    **_by_index(CLASS_EXCHANGE, EXCHANGE_METHODS),
+    **_by_index(CLASS_QUEUE, QUEUE_METHODS),
+    **_by_index(CLASS_BASIC, BASIC_METHODS),
+    **_by_index(CLASS_CONFIRM, CONFIRM_METHODS),
+    **_by_index(CLASS_TX, TX_METHODS),
+}
+# The fast path: looked up by the raw method index before anything is decoded.
+_FAST_PATH: dict[int, Callable[[Channel, bytes], None]] = {
+    index: row.handler for index, row in _ALL_CHANNEL_HANDLERS.items() if isinstance(row, Fast)
+}
+_CHANNEL_HANDLERS: dict[int, Callable[[Channel, Any], None]] = {
+    index: row for index, row in _ALL_CHANNEL_HANDLERS.items() if not isinstance(row, Fast)
+}

@@ -23,12 +23,15 @@ CLASS_BASIC = 60
 CLASS_CONFIRM = 85
 CLASS_TX = 90
 
-# Method ids as (class << 16 | method), the way they appear on the wire.
-BASIC_PUBLISH = 0x003C0028
-BASIC_ACK = 0x003C0050
+# Basic method ids (within class 60) that hand-written code reads, writes or names in
+# an error; every other method is known by its pamqp class (``commands.Basic.Qos``).
+BASIC_CONSUME = 20
+BASIC_PUBLISH = 40
+BASIC_RETURN = 50
 BASIC_DELIVER = 60
 BASIC_GET_OK = 71
-BASIC_RETURN = 50
+BASIC_ACK = 80
+BASIC_NACK = 120
 
 REPLY_SUCCESS = 200
 CONTENT_TOO_LARGE = 311

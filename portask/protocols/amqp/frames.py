@@ -17,11 +17,15 @@ from pamqp import frame as pamqp_frame
 from pamqp.base import Frame as PamqpMethod
 
 from portask.protocols.amqp.constants import (
+    BASIC_ACK,
+    BASIC_DELIVER,
     BASIC_GET_OK,
+    BASIC_NACK,
     BASIC_RETURN,
     CLASS_BASIC,
     FRAME_BODY,
     FRAME_END,
+    FRAME_HEADER,
     FRAME_HEARTBEAT,
     FRAME_METHOD,
 )
@@ -32,6 +36,10 @@ _CONTENT_HEADER = struct.Struct(">HHQ")
 _DELIVER_TAIL = struct.Struct(">QB")
 _ACK = struct.Struct(">BHIHHQB")
 _END = bytes([FRAME_END])
+_DELIVER_ID = _METHOD_ID.pack(CLASS_BASIC, BASIC_DELIVER)
+_GET_OK_ID = _METHOD_ID.pack(CLASS_BASIC, BASIC_GET_OK)
+_RETURN_ID = _METHOD_ID.pack(CLASS_BASIC, BASIC_RETURN)
+_NACK_ID = _METHOD_ID.pack(CLASS_BASIC, BASIC_NACK)
 
 HEARTBEAT_FRAME = FRAME_HEAD.pack(FRAME_HEARTBEAT, 0, 0) + _END
 
@@ -121,6 +129,16 @@ _U32 = struct.Struct(">I")
 _LONG_FIELD = struct.Struct(">cq")
 
 
+def _headers_position(properties: bytes | memoryview, flags: int, pos: int = 2) -> int:
+    """Where the headers table starts (or would): after the content-type and
+    content-encoding short strings, the two properties that precede it."""
+    if flags & _P_CONTENT_TYPE:
+        pos += 1 + properties[pos]
+    if flags & _P_CONTENT_ENCODING:
+        pos += 1 + properties[pos]
+    return pos
+
+
 def basic_fields(properties: bytes | memoryview) -> tuple[int, int, str | None]:
     """(delivery_mode, priority, expiration) from raw basic properties, without decoding
     the rest: queues act on these three, and this runs once per publish."""
@@ -130,11 +148,7 @@ def basic_fields(properties: bytes | memoryview) -> tuple[int, int, str | None]:
     if not flags & (_P_DELIVERY_MODE | _P_PRIORITY | _P_EXPIRATION):
         return 0, 0, None
     try:
-        pos = 2
-        if flags & _P_CONTENT_TYPE:
-            pos += 1 + properties[pos]
-        if flags & _P_CONTENT_ENCODING:
-            pos += 1 + properties[pos]
+        pos = _headers_position(properties, flags)
         if flags & _P_HEADERS:
             pos += 4 + _U32.unpack_from(properties, pos)[0]
         delivery_mode = priority = 0
@@ -164,11 +178,7 @@ def add_long_header(properties: bytes | memoryview, name: str, value: int) -> by
     deliveries): the headers table is extended in place, nothing else is re-encoded."""
     entry = shortstr(name) + _LONG_FIELD.pack(b"l", value)
     flags = (properties[0] << 8) | properties[1]
-    pos = 2
-    if flags & _P_CONTENT_TYPE:
-        pos += 1 + properties[pos]
-    if flags & _P_CONTENT_ENCODING:
-        pos += 1 + properties[pos]
+    pos = _headers_position(properties, flags)
     if flags & _P_HEADERS:
         size = _U32.unpack_from(properties, pos)[0]
         end = pos + 4 + size
@@ -183,16 +193,14 @@ def headers_from_properties(properties: bytes | memoryview) -> dict[str, Any] | 
     if len(properties) < 2:
         return None
     flags = (properties[0] << 8) | properties[1]
-    if not flags & 0x2000:
+    if not flags & _P_HEADERS:
         return None
     pos = 2
     while flags & 1:  # continuation flag words; basic has none, but skip them politely
         flags = (properties[pos] << 8) | properties[pos + 1]
         pos += 2
     try:
-        for present in (0x8000, 0x4000):  # content-type, content-encoding shortstrs
-            if flags & present:
-                pos += 1 + properties[pos]
+        pos = _headers_position(properties, flags, pos)
         _used, table = decode.field_table(bytes(properties[pos:]))
     except (IndexError, ValueError, struct.error, UnicodeDecodeError):
         return None
@@ -209,7 +217,7 @@ def content_frames(
     size = len(body)
     parts: list[bytes | memoryview] = [
         head, method_payload, _END,
-        FRAME_HEAD.pack(2, channel, header_payload_len),
+        FRAME_HEAD.pack(FRAME_HEADER, channel, header_payload_len),
         _CONTENT_HEADER.pack(CLASS_BASIC, 0, size), properties, _END,
     ]
     if not size:
@@ -230,7 +238,7 @@ def deliver_payload(
 ) -> bytes:
     """Basic.Deliver arguments; consumer_tag is already a shortstr."""
     return b"".join((
-        b"\x00\x3c\x00\x3c", consumer_tag, _DELIVER_TAIL.pack(delivery_tag, redelivered),
+        _DELIVER_ID, consumer_tag, _DELIVER_TAIL.pack(delivery_tag, redelivered),
         shortstr(exchange), shortstr(routing_key),
     ))
 
@@ -239,14 +247,14 @@ def get_ok_payload(
     delivery_tag: int, redelivered: bool, exchange: str, routing_key: str, message_count: int
 ) -> bytes:
     return b"".join((
-        _METHOD_ID.pack(CLASS_BASIC, BASIC_GET_OK), _DELIVER_TAIL.pack(delivery_tag, redelivered),
+        _GET_OK_ID, _DELIVER_TAIL.pack(delivery_tag, redelivered),
         shortstr(exchange), shortstr(routing_key), struct.pack(">I", message_count),
     ))
 
 
 def return_payload(reply_code: int, reply_text: str, exchange: str, routing_key: str) -> bytes:
     return b"".join((
-        _METHOD_ID.pack(CLASS_BASIC, BASIC_RETURN), struct.pack(">H", reply_code),
+        _RETURN_ID, struct.pack(">H", reply_code),
         shortstr(reply_text), shortstr(exchange), shortstr(routing_key),
     ))
 
@@ -254,10 +262,9 @@ def return_payload(reply_code: int, reply_text: str, exchange: str, routing_key:
 def confirm_frame(channel: int, delivery_tag: int, multiple: bool, ack: bool = True) -> bytes:
     """Basic.Ack (or Basic.Nack, which adds a requeue bit of 0) to a publisher."""
     if ack:
-        return _ACK.pack(FRAME_METHOD, channel, 13, CLASS_BASIC, 80, delivery_tag,
+        return _ACK.pack(FRAME_METHOD, channel, 13, CLASS_BASIC, BASIC_ACK, delivery_tag,
                          multiple) + _END
     return (FRAME_HEAD.pack(FRAME_METHOD, channel, 13)
-            + _METHOD_ID.pack(CLASS_BASIC, 120) + _DELIVER_TAIL.pack(delivery_tag, multiple)
-            + _END)
+            + _NACK_ID + _DELIVER_TAIL.pack(delivery_tag, multiple) + _END)
 
 

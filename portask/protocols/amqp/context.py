@@ -1,0 +1,52 @@
+"""What every AMQP connection shares, handed down by the composition root (``app.py``).
+
+This module imports nothing else of ``protocols.amqp``: ``server`` builds connections,
+a connection builds its channels, and each gets from here what it needs from above it
+(settings, the vhosts, the login check, the alarm state, the registries of live
+connections) without importing the module that created it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from portask.broker.alarms import DISK, MEMORY
+from portask.broker.clients import Clients
+from portask.broker.vhosts import VirtualHosts
+from portask.config import AmqpSettings, NetworkSettings
+
+
+class LiveConnection(Protocol):
+    """What the listener does to a connection after accepting it (AmqpConnection)."""
+
+    alarm: bool
+    blocked: bool
+
+    def unblock(self) -> None: ...
+
+    def close_gracefully(self) -> None: ...
+
+
+@dataclass(eq=False)
+class AmqpContext:
+    settings: AmqpSettings
+    network: NetworkSettings
+    # Durable vhosts restore their definitions and queue logs before this is built.
+    vhosts: VirtualHosts
+    # The broker's view of who is connected (management API, metrics).
+    clients: Clients = field(default_factory=Clients)
+    # Resource alarms (memory, disk) in effect; a connection that publishes while any is
+    # set stops being read (AmqpConnection.block). Kept current by AmqpServer.
+    alarms: frozenset[str] = frozenset()
+    connections: set[LiveConnection] = field(default_factory=set)
+
+    def accepts_login(self, user: str, password: str) -> bool:
+        """PLAIN and AMQPLAIN credentials against the one configured AMQP user."""
+        settings = self.settings
+        return user == settings.default_user and password == settings.default_password
+
+    @property
+    def blocked_reason(self) -> str:
+        """RabbitMQ's Connection.Blocked reason: "low on memory", "low on memory & disk"."""
+        return "low on " + " & ".join(r for r in (MEMORY, DISK) if r in self.alarms)
