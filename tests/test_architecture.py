@@ -1,0 +1,108 @@
+"""The import structure the tree promises: modules depend one way, layers point down.
+
+The graph is read from the source with ``ast``, so it sees every import: at module
+level, inside functions, and under ``if TYPE_CHECKING:``. An import that only a type
+checker runs still says one module needs the other; hiding a loop that way is not
+breaking it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AMQP = ROOT / "portask" / "protocols" / "amqp"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, name: str | None = None) -> set[str]:
+    """Every module ``path`` (module ``name``) names in an import, and ``from a import b``
+    as ``a.b`` too (``b`` may be a submodule)."""
+    name = name or module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports."""
+    modules = {module_name(path): path for path in package.rglob("*.py")}
+    return {name: {m for m in imports_of(path) if m in modules and m != name}
+            for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        on_path.add(node)
+        for dep in sorted(graph[node]):
+            if dep in on_path:
+                return [*path[path.index(dep):], dep]
+            if dep not in done:
+                cycle = visit(dep)
+                if cycle:
+                    return cycle
+        path.pop()
+        on_path.discard(node)
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        if start not in done:
+            cycle = visit(start)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_find_cycle_reports_a_loop_and_accepts_a_chain() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_type_checking_function_level_and_relative_imports_count(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                      "    from x.y import z\n\ndef f():\n    import w\n"
+                      "    from .sibling import thing\n")
+    assert {"x.y", "x.y.z", "w", "pkg.sibling"} <= imports_of(source, "pkg.mod")
+
+
+def test_amqp_protocol_modules_import_each_other_one_way() -> None:
+    graph = import_graph(AMQP)
+    # The graph is really read: the connection builds channels from channel.py.
+    assert "portask.protocols.amqp.channel" in graph["portask.protocols.amqp.connection"]
+    assert find_cycle(graph) is None
+
+
+def test_amqp_context_imports_none_of_the_modules_it_is_handed_to() -> None:
+    deps = import_graph(AMQP)["portask.protocols.amqp.context"]
+    users = {f"portask.protocols.amqp.{m}" for m in ("server", "connection", "channel")}
+    assert not deps & users
+
+
+def test_amqp_protocol_reaches_storage_only_through_the_broker() -> None:
+    for path in AMQP.rglob("*.py"):
+        assert not any(m == "portask.storage" or m.startswith("portask.storage.")
+                       for m in imports_of(path)), path
