@@ -1,0 +1,104 @@
+"""The AMQP publish -> deliver path in one process, without sockets, for counting its cost.
+
+One connection declares a queue, consumes from it and publishes to it: every batch of
+publish frames (method, content header, 1 KiB body) goes through ``data_received``, is
+routed, stored and delivered back as Basic.Deliver frames, and (in "ack" mode) a
+multiple Basic.Ack every 10 deliveries settles them, as ``tools/loadtest.py amqp`` does.
+What the connection writes goes to a transport that only counts bytes.
+
+The wall-clock figure is noisy on a shared machine; instructions are not:
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python -m tests.benchmarks.amqp_publish_loop 100 ack   # and with 0
+    (difference of the two "I refs") / (100 * 100) = instructions per message
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from pamqp import commands, frame
+from pamqp.base import Frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+
+from portask.broker.vhosts import VirtualHosts
+from portask.config import Settings
+from portask.protocols.amqp.context import AmqpContext
+from portask.protocols.amqp.server import AmqpServer
+
+BATCH = 100  # publishes per read, about what one socket read carries at full speed
+
+
+class CountingTransport:
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _method(channel: int, method: Frame) -> bytes:
+    return frame.marshal(method, channel)
+
+
+async def run(rounds: int, mode: str = "ack") -> int:
+    """Publish ``rounds`` batches; returns the bytes the broker wrote back."""
+    settings = Settings()
+    server = AmqpServer(AmqpContext(settings.amqp, settings.network,
+                                    VirtualHosts(["/"]).open()))
+    conn = server.connection()
+    transport = CountingTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.data_received(b"AMQP\x00\x00\x09\x01")
+    for method in (
+        commands.Connection.StartOk(client_properties={}, mechanism="PLAIN",
+                                    response="\0guest\0guest", locale="en_US"),
+        commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=0),
+        commands.Connection.Open(virtual_host="/"),
+    ):
+        conn.data_received(_method(0, method))
+    for method in (
+        commands.Channel.Open(),
+        commands.Queue.Declare(queue="bench"),
+        commands.Basic.Consume(queue="bench", consumer_tag="c", no_ack=mode != "ack"),
+    ):
+        conn.data_received(_method(1, method))
+    body = b"x" * 1024
+    properties = commands.Basic.Properties(content_type="application/octet-stream",
+                                           delivery_mode=1)
+    publish = (_method(1, commands.Basic.Publish(exchange="", routing_key="bench"))
+               + frame.marshal(ContentHeader(0, len(body), properties), 1)
+               + frame.marshal(ContentBody(body), 1))
+    batch = publish * BATCH
+    acks = [b"".join(_method(1, commands.Basic.Ack(delivery_tag=tag, multiple=True))
+                     for tag in range(r * BATCH + 10, (r + 1) * BATCH + 1, 10))
+            for r in range(rounds)] if mode == "ack" else []
+    for r in range(rounds):
+        conn.data_received(batch)
+        if acks:
+            conn.data_received(acks[r])
+    return transport.written
+
+
+if __name__ == "__main__":
+    asyncio.run(run(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "ack"))
