@@ -378,20 +378,27 @@ class Log:
         """Write-temp-and-rename, so a reader sees the old or the new file, never half.
 
         Routine checkpoints skip fsync: the data they describe is already synced, and
-        a lost or torn checkpoint only makes the next recovery verify more.
+        a lost or torn checkpoint only makes the next recovery verify more. For the
+        same reason a routine one that cannot be written (a full disk) is skipped.
         """
         rp = self._recovery_point
         body = _CHECKPOINT.pack(_CHECKPOINT_MAGIC, _CHECKPOINT_VERSION, self._start_offset,
                                 rp.segment_base, rp.position, rp.next_offset)
         data = body + _CHECKPOINT_CRC.pack(crc32c(body))
         tmp = self._checkpoint_tmp_path
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"{tmp}: short write")
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
             if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+                raise
+            return
         os.replace(tmp, self._checkpoint_path)
         if durable:
             dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
