@@ -153,7 +153,8 @@ class App:
         settings = self.settings
         names = [v.strip() for v in settings.amqp.vhosts.split(",") if v.strip()] or ["/"]
         storage = QueueStorage(broker.logs, fsync_always=settings.storage.fsync == "always",
-                               segment_bytes=int(settings.amqp.queue_segment_bytes))
+                               segment_bytes=int(settings.amqp.queue_segment_bytes),
+                               on_disk_full=broker.alarms.check_disk)
         vhosts = VirtualHosts(names, definitions=broker.definitions, storage=storage,
                               codec=AmqpPropertyCodec(), memory=broker.alarms.memory).open()
         broker.amqp = vhosts

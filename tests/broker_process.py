@@ -67,13 +67,15 @@ def start_broker(
     expect: tuple[str, ...] = ("kafka", "amqp", "http"),
     timeout: float = 15.0,
     management: bool = False,
+    module: str = "portask",
 ) -> BrokerProcess:
     """Start on free ports (0) unless args say otherwise; wait for every expected listener.
 
     The management API (whose port 0 means "off") is off unless ``management``, which
-    starts it on a port free at the time.
+    starts it on a port free at the time. ``module`` is what ``python -m`` runs: a
+    test may wrap ``portask`` (its own module must then take the same command line).
     """
-    cmd = [sys.executable, "-m", "portask", "serve", "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", module, "serve", "--data-dir", str(data_dir)]
     for name in ("kafka", "amqp", "http"):
         if f"--{name}-port" not in args:
             cmd += [f"--{name}-port", "0"]

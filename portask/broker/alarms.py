@@ -18,7 +18,10 @@ it once.
 
 Disk: the free space of the data directory's filesystem (``os.statvfs``, blocks
 available to unprivileged users) below the limit sets the alarm; it is checked at
-start and then every ``DISK_CHECK_INTERVAL_S``.
+start, then every ``DISK_CHECK_INTERVAL_S``, and at once when a queue's write fails
+for lack of space (``QueueStorage.on_disk_full``): a publisher fast enough to fill
+the disk between two checks is then blocked at its next publish, not nacked until
+the next check.
 """
 
 from __future__ import annotations

@@ -29,19 +29,32 @@ appended (one ``append_many`` per lane) at the *commit point*, which the AMQP
 connection reaches before it writes replies and publisher confirms. With
 ``storage.fsync: always`` the commit point also fsyncs every log it appended to, once
 per read batch. So a confirm always follows the append, and with ``always`` the fsync.
+
+A write that fails (a full disk, an I/O error) costs the publishes it carried and
+nothing else. Their offsets are settled at once, so they are never delivered, and
+the publishers that routed them (``Publisher``, which the vhost names at each
+publish) hear which of their publishes to nack. Everything written before stays
+readable and ackable. Offsets are never reused while the process runs, because a
+consumer may hold a ref to one: the next successful append first writes one "void"
+entry spanning the offsets that never reached the log, and readers skip it. While a
+lane's last write failed, a publish is written before it may go straight to a
+waiting consumer, so what is nacked is not delivered; the first write that succeeds
+ends that state. Nothing waits for a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import hashlib
 import heapq
 import logging
 import shutil
 import struct
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -65,6 +78,10 @@ _SETTLED = b"A"  # (first offset, length) pairs of settled offsets
 _VOLATILE = b"V"  # (first offset, length) pairs of transient messages: gone after restart
 _MARK = b"M"  # one value: every offset below it may have been delivered
 _RESET = b"R"  # forget every earlier record (written after recovery found stale acks)
+
+# Write errors that mean "no space": they also run the disk alarm's check at once.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_FAILURE_LOG_INTERVAL_S = 60.0
 
 READ_AHEAD_BYTES = 256 * 1024
 # Drop the settled prefix of the bitmap once it is this many bytes long.
@@ -105,13 +122,27 @@ class Message:
 
 
 class StoreFailed(Exception):
-    """The store cannot take more messages (a write failed); publishes are refused."""
+    """A write failed: the publish that needed it is refused (nacked)."""
+
+
+class Publisher(Protocol):
+    """Whoever is publishing right now, so that a failed write can nack its publishes.
+
+    ``publish_seq`` numbers the publish being routed (publisher confirms' sequence
+    number); ``write_failed(seq)`` says that the publishes from ``seq`` on may not
+    have been stored.
+    """
+
+    publish_seq: int
+
+    def write_failed(self, first_seq: int) -> None: ...
 
 
 class MessageStore(Protocol):
     """What a queue needs from the place its ready messages wait."""
 
     track_bytes: bool
+    # The last write failed (until one succeeds): see the module doc.
     failed: bool
 
     def __len__(self) -> int: ...
@@ -340,6 +371,17 @@ def _sections(payload: memoryview) -> Iterator[tuple[bytes, tuple[int, ...]]]:
 class LogStore:
     """One FIFO lane of a durable queue, kept in a segment log (see the module doc)."""
 
+    # Slots: attribute access on the publish and deliver paths stays fast however many
+    # attributes there are (CPython stops sharing instance dict keys past 30).
+    __slots__ = (
+        "_ack_backlog", "_ack_backlog_named", "_ack_marks", "_ack_max", "_ack_segments",
+        "_acks", "_acks_failing", "_bits", "_bits_base", "_bytes", "_bytes_known",
+        "_cursor", "_deleted", "_held_failed", "_last_publisher", "_log", "_low", "_mark",
+        "_next", "_pending", "_publishers", "_readahead", "_ready", "_redelivered_below",
+        "_registered", "_requeued", "_settled_pending", "_settled_ranges", "_storage",
+        "_unconfirmed_from", "_volatile_pending", "failed", "name", "track_bytes",
+    )
+
     def __init__(self, storage: QueueStorage, messages: Log, acks: Log, name: str) -> None:
         self._storage = storage
         self._log = messages
@@ -347,11 +389,24 @@ class LogStore:
         self.name = name
         self.track_bytes = False
         self.failed = False
+        self._deleted = False
         self._pending: list[bytes] = []
         self._settled_pending: list[int] = []
         self._settled_ranges: list[int] = []
         self._volatile_pending: list[int] = []
         self._registered = False
+        # Publishers of the offsets from _unconfirmed_from on (appended, or with fsync:
+        # always fsynced, not yet): (publisher, its first publish_seq among them).
+        self._publishers: list[tuple[Publisher, int]] = []
+        self._last_publisher: Publisher | None = None
+        # Records of a failed write that a consumer had already been handed (a publish
+        # delivered straight to a waiting consumer): their refs must stay readable,
+        # though their offsets are settled (and their segment may be deleted).
+        self._held_failed: dict[int, bytes] = {}
+        # Ack-log sections a failed write left behind, retried at the next commit point.
+        self._ack_backlog: list[bytes] = []
+        self._ack_backlog_named = -1
+        self._acks_failing = False
         self._requeued: list[int] = []
         self._readahead: deque[LogRecord] = deque()
         # (ack-log offset after a record, largest queue offset named up to that record):
@@ -416,6 +471,7 @@ class LogStore:
         self._cursor = self._low
         self._mark = mark
         self._redelivered_below = min(mark, end)
+        self._unconfirmed_from = end
         self._bytes_known = self._ready == 0
         if stale:
             # The message log lost a tail (a machine crash before a flush) that the ack
@@ -502,17 +558,17 @@ class LogStore:
         return self._bytes
 
     def _scan_ready_bytes(self) -> int:
-        self._append_pending()
+        self._write_pending_quietly()
         total = 0
         for offset in self._requeued:
             total += record_body_size(self._read_one(offset).payload)
         offset = self._cursor
-        while offset < self._next:
-            records = self._log.read(offset, 1 << 20)
-            for record in records:
-                if not self._is_settled(record.offset):
+        end = self._log.end_offset
+        while offset < end:
+            for record in self._log.read(offset, 1 << 20):
+                if record.payload and not self._is_settled(record.offset):
                     total += record_body_size(record.payload)
-            offset = records[-1].offset + 1
+                offset = record.offset + record.count
         return total
 
     def push(self, message: Message, deadline: int, persistent: bool) -> None:
@@ -522,20 +578,33 @@ class LogStore:
             self._bytes += len(message.body)
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> int:
-        """Append a message that goes straight to a consumer (the queue had none ready)."""
+        """Append a message that goes straight to a consumer (the queue had none ready).
+
+        After a failed write the record is written first, so that a publish that fails
+        again is refused (StoreFailed) before anything reached a consumer.
+        """
         offset = self._assign(message, deadline, persistent)
+        if self.failed:
+            self._ready += 1  # ready until written: a failure uncounts it as it does push's
+            self._append_pending()
+            self._ready -= 1
         self._cursor = offset + 1
         self._readahead.clear()
         return offset
 
     def _assign(self, message: Message, deadline: int, persistent: bool) -> int:
-        if self.failed:
+        if self._deleted:
             raise StoreFailed(self.name)
         offset = self._next
         self._next = offset + 1
         self._pending.append(encode_record(message, deadline, persistent))
         if not persistent:
             self._volatile_pending.append(offset)
+        publisher = self._storage.publisher
+        if publisher is not self._last_publisher and publisher is not None:
+            # Once per run of publishes from one publisher, not once per message.
+            self._last_publisher = publisher
+            self._publishers.append((publisher, publisher.publish_seq))
         byte = (offset - self._bits_base) >> 3
         bits = self._bits
         if byte >= len(bits):
@@ -549,9 +618,8 @@ class LogStore:
         self._storage.dirty(self)
 
     def pop(self) -> tuple[int, Message, bool, int] | None:
-        if self._requeued:
-            offset = heapq.heappop(self._requeued)
-            record = self._read_one(offset)
+        if self._requeued and (record := self._pop_requeued()) is not None:
+            offset = record.offset
             redelivered = True
         else:
             record = self._next_ready()
@@ -565,20 +633,36 @@ class LogStore:
             self._bytes -= len(message.body)
         return offset, message, redelivered, deadline
 
+    def _pop_requeued(self) -> LogRecord | None:
+        requeued = self._requeued
+        while requeued:
+            offset = requeued[0]
+            # A delivery requeued before its commit point is written first; if that
+            # fails, the failure settles it and takes it off the heap.
+            if offset >= self._log.end_offset and not self._write_pending_quietly():
+                continue
+            heapq.heappop(requeued)
+            return self._read_one(offset)
+        return None
+
     def _next_ready(self) -> LogRecord | None:
         readahead = self._readahead
         while True:
             if not readahead:
-                if self._cursor >= self._next or self.failed:
+                cursor = self._cursor
+                if cursor >= self._next or self._deleted:
                     return None
-                if self._cursor >= self._log.end_offset:
-                    try:
-                        self._append_pending()
-                    except StoreFailed:
-                        return None
-                readahead.extend(self._log.read(self._cursor, READ_AHEAD_BYTES))
+                # Past the log's end: pending records (written now), or offsets of a
+                # failed write, which are settled.
+                if cursor >= self._log.end_offset and (
+                        not self._pending or not self._write_pending_quietly()):
+                    return None
+                readahead.extend(self._log.read(cursor, READ_AHEAD_BYTES))
             record = readahead.popleft()
             offset = record.offset
+            if not record.payload:
+                self._void(record)
+                continue
             if offset < self._cursor:
                 continue
             self._cursor = offset + 1
@@ -587,35 +671,75 @@ class LogStore:
             if not self._is_settled(offset):
                 return record
 
+    def _void(self, record: LogRecord) -> None:
+        """Pass a void entry (no payload): offsets that a failed write never stored.
+
+        They were settled when the write failed; if a crash lost that ack record they
+        were counted ready at recovery, and are settled here instead.
+        """
+        end = record.offset + record.count
+        unsettled = [o for o in range(record.offset, end) if not self._is_settled(o)]
+        if unsettled:
+            self._ready -= len(unsettled)
+            self.ack(unsettled)
+        if end > self._cursor:
+            self._cursor = end
+
     def _read_one(self, offset: int) -> LogRecord:
+        """The record behind a ref a consumer holds (or a requeued one)."""
+        if self._held_failed:
+            payload = self._held_failed.get(offset)
+            if payload is not None:
+                return LogRecord(offset, 1, 0, memoryview(payload))
         if offset >= self._log.end_offset:
             self._append_pending()
         return self._log.read(offset, 1)[0]
 
     def peek_deadline(self) -> int:
-        if self.failed:
+        if self._deleted:
             return 0
-        if self._requeued:
-            return decode_deadline(self._read_one(self._requeued[0]).payload)
+        requeued = self._requeued
+        if requeued and requeued[0] >= self._log.end_offset:
+            self._write_pending_quietly()
+        if requeued:
+            return decode_deadline(self._read_one(requeued[0]).payload)
         readahead = self._readahead
         while True:
             if not readahead:
-                if self._cursor >= self._next:
+                cursor = self._cursor
+                if cursor >= self._next:
                     return 0
-                if self._cursor >= self._log.end_offset:
-                    self._append_pending()
-                readahead.extend(self._log.read(self._cursor, READ_AHEAD_BYTES))
+                if cursor >= self._log.end_offset and (
+                        not self._pending or not self._write_pending_quietly()):
+                    return 0
+                readahead.extend(self._log.read(cursor, READ_AHEAD_BYTES))
             record = readahead[0]
-            if record.offset >= self._cursor and not self._is_settled(record.offset):
-                return decode_deadline(record.payload)
+            offset = record.offset
+            if not record.payload:
+                self._void(record)
+            elif offset >= self._cursor:
+                if not self._is_settled(offset):
+                    return decode_deadline(record.payload)
+                # Settled records ahead of the cursor are passed for good, as
+                # _next_ready would, so a long settled run is read only once.
+                self._cursor = offset + 1
             readahead.popleft()
 
     def requeue(self, refs: list[int]) -> None:
-        for offset in refs:
-            heapq.heappush(self._requeued, offset)
-        self._ready += len(refs)
-        if self.track_bytes:
+        if self._pending and refs and max(refs) >= self._log.end_offset:
+            self._write_pending_quietly()  # a delivery requeued before its commit point
+        held_failed = self._held_failed
+        if held_failed:
             for offset in refs:
+                held_failed.pop(offset, None)
+        # A delivered message is settled only if the write that carried it failed: it
+        # was nacked, so it does not come back.
+        kept = [offset for offset in refs if not self._is_settled(offset)]
+        for offset in kept:
+            heapq.heappush(self._requeued, offset)
+        self._ready += len(kept)
+        if self.track_bytes:
+            for offset in kept:
                 self._bytes += record_body_size(self._read_one(offset).payload)
 
     def ack(self, refs: Iterable[int]) -> None:
@@ -623,6 +747,11 @@ class LogStore:
         base = self._bits_base
         settled = self._settled_pending
         low = self._low
+        held_failed = self._held_failed
+        if held_failed:
+            refs = list(refs)
+            for offset in refs:
+                held_failed.pop(offset, None)
         advance = False
         for offset in refs:
             i = offset - base
@@ -636,6 +765,8 @@ class LogStore:
             self._register()
 
     def fetch(self, ref: int) -> Message:
+        if ref >= self._log.end_offset:
+            self._write_pending_quietly()
         return decode_record(self._read_one(ref).payload)[0]
 
     def purge(self) -> int:
@@ -666,7 +797,9 @@ class LogStore:
         self._pending.clear()
         self._readahead.clear()
         self._requeued.clear()
-        self.failed = True
+        self._held_failed.clear()
+        self._publishers = []
+        self._deleted = True
 
     def forget(self, refs: Iterable[int]) -> None:
         """Nothing is held in memory for an offset."""
@@ -678,24 +811,113 @@ class LogStore:
         if not pending:
             return
         self._pending = []
+        first = self._next - len(pending)
+        messages = self._log
         try:
-            first = self._log.append_many(pending)
+            gap = first - messages.end_offset
+            if gap:
+                if gap < 0:
+                    raise StorageError(f"offsets went out of step at {first}")
+                # Offsets of earlier failed writes: refs may name them, so they are
+                # never reused. One entry without payload spans them all.
+                messages.append(b"", gap)
+            messages.append_many(pending)
         except (OSError, StorageError, ValueError) as exc:
-            self._fail(exc)
+            self._write_failed(exc, pending, first)
             raise StoreFailed(self.name) from exc
-        if first + len(pending) != self._next:
-            self._fail(StorageError(f"offsets went out of step at {first}"))
-            raise StoreFailed(self.name)
-        self._storage.appended(self._log)
+        if self.failed:
+            self.failed = False
+            self._storage.writes_again(self)
+        if not self._storage.fsync_always:
+            self._confirmed()
+
+    def _write_pending_quietly(self) -> bool:
+        """Append pending records now; False if that failed (and was dealt with)."""
+        try:
+            self._append_pending()
+        except StoreFailed:
+            return False
+        return True
+
+    def _confirmed(self) -> None:
+        """Everything assigned so far is stored as the flush policy promises."""
+        self._unconfirmed_from = self._next
+        if self._publishers:
+            self._publishers = []
+            self._last_publisher = None
+
+    def _write_failed(self, exc: BaseException, pending: list[bytes], first_pending: int
+                      ) -> None:
+        """A write (with fsync: always, or its fsync) failed: undo what it carried.
+
+        Every offset not yet confirmable (from ``_unconfirmed_from``) is settled, so
+        it is never delivered from now on; their publishers hear which publishes to
+        nack. Records that a consumer already holds stay readable.
+        """
+        first = self._unconfirmed_from
+        end = self._next
+        cursor = self._cursor
+        is_settled = self._is_settled
+        # From the cursor on they were ready; below it, handed to consumers already.
+        lost = sum(1 for o in range(max(first, cursor), end) if not is_settled(o))
+        for offset in range(first, min(cursor, end)):
+            if not is_settled(offset):
+                self._held_failed[offset] = (
+                    pending[offset - first_pending] if offset >= first_pending
+                    else bytes(self._log.read(offset, 1)[0].payload))  # appended, not synced
+        requeued = self._requeued
+        if requeued:
+            kept = [o for o in requeued if o < first]
+            if len(kept) != len(requeued):
+                lost += len(requeued) - len(kept)
+                heapq.heapify(kept)
+                self._requeued = kept
+        self._ready -= lost
+        self._set_range(first, end)
+        self._settled_ranges += (first, end - first)
+        self._advance_low()
+        self._bytes_known = not self.track_bytes
+        first_seqs: dict[Publisher, int] = {}
+        for publisher, seq in self._publishers:  # in publish order: the first one counts
+            first_seqs.setdefault(publisher, seq)
+        self._unconfirmed_from = end
+        self._publishers = []
+        self._last_publisher = None
+        for publisher, seq in first_seqs.items():
+            publisher.write_failed(seq)
+        if not self._registered:
+            self._register()  # the settlement goes into the ack log at the commit point
+        first_failure = not self.failed
+        self.failed = True
+        self._storage.write_failed(self, exc, first_failure)
 
     def commit(self) -> None:
         """Append pending records and write the ack record; then trim settled segments."""
-        self._registered = False
-        if self.failed:
+        if self._deleted:
+            self._registered = False
             return
-        self._append_pending()
-        sections = []
-        named = -1
+        if (self._write_pending_quietly() and self._storage.fsync_always
+                and self._unconfirmed_from < self._next):
+            try:
+                self._log.flush()
+            except (OSError, StorageError) as exc:
+                self._write_failed(exc, [], self._next)
+            else:
+                self._confirmed()
+        # Cleared only now: a failure above settles offsets that this commit records.
+        self._registered = False
+        self._write_settlements()
+        try:
+            self._trim()
+        except (OSError, StorageError) as exc:
+            # The segments are gone (that is what frees a full disk); only the log's
+            # checkpoint did not follow, which costs a longer recovery, not data.
+            log.warning("cannot trim the log of a queue", extra={"fields": {
+                "queue": self.name, "error": str(exc)}})
+
+    def _write_settlements(self) -> None:
+        sections = self._ack_backlog
+        named = self._ack_backlog_named
         if self._settled_pending or self._settled_ranges:
             values = _ranges(self._settled_pending) if self._settled_pending else []
             values += self._settled_ranges
@@ -715,16 +937,35 @@ class LogStore:
             self._mark = self._cursor
             sections.append(_section(_MARK, [self._mark]))
             named = max(named, self._mark)
-        if sections:
-            try:
-                self._acks.append(b"".join(sections))
-            except (OSError, StorageError) as exc:
-                # Losing an ack record costs a redelivery after a crash, not a message.
-                log.error("cannot write the ack log of %s: %s", self.name, exc)
-                return
-            self._ack_max = max(self._ack_max, named)
-            self._note_ack_record()
-        self._trim()
+        if not sections:
+            return
+        try:
+            self._acks.append(b"".join(sections))
+        except (OSError, StorageError) as exc:
+            # Kept and retried at the next commit point: until then a crash costs
+            # redeliveries, never a message.
+            self._ack_backlog = sections
+            self._ack_backlog_named = named
+            self._storage.retry_settlements(self)
+            if not self._acks_failing:
+                self._acks_failing = True
+                if self._storage.failure_to_log(self._acks_key):
+                    log.warning("cannot write the ack log of a queue; retrying", extra={
+                        "fields": {"queue": self.name, "error": str(exc)}})
+            return
+        self._ack_backlog = []
+        self._ack_backlog_named = -1
+        if self._acks_failing:
+            self._acks_failing = False
+            if self._storage.recovery_to_log(self._acks_key):
+                log.warning("ack log of a queue written again", extra={"fields": {
+                    "queue": self.name}})
+        self._ack_max = max(self._ack_max, named)
+        self._note_ack_record()
+
+    @property
+    def _acks_key(self) -> str:
+        return f"{self.name} acks"
 
     def _note_ack_record(self) -> None:
         # Deletion happens a whole ack-log segment at a time, so one entry per segment
@@ -740,12 +981,16 @@ class LogStore:
         self._ack_segments = segments
 
     def _trim(self) -> None:
-        low = self._low
         messages = self._log
         if messages.segment_count > 1:
-            bases = messages.segment_base_offsets
-            if low >= bases[1] and low <= messages.end_offset:
-                messages.delete_before(low)
+            # Past the log's end the low-water mark only covers a failed write's offsets.
+            cut = min(self._low, messages.end_offset)
+            if cut >= messages.segment_base_offsets[1]:
+                # A failed write settles offsets the cursor has not reached yet, so the
+                # mark can be ahead of it; what lies between is settled, and goes.
+                self._cursor = max(self._cursor, cut)
+                messages.delete_before(cut)
+        low = self._low
         marks = self._ack_marks
         cut = 0
         while marks and marks[0][1] < low:
@@ -757,11 +1002,6 @@ class LogStore:
         if trim >= _BITS_TRIM_BYTES:
             del self._bits[:trim]
             self._bits_base += trim << 3
-
-    def _fail(self, exc: BaseException) -> None:
-        log.error("queue lane %s cannot write its log and refuses publishes until restart: "
-                  "%s", self.name, exc)
-        self.failed = True
 
 
 def decode_deadline(payload: memoryview) -> int:
@@ -783,14 +1023,27 @@ def _path_part(name: str) -> str:
 class QueueStorage:
     """Opens and removes queue logs, and runs the commit point for every lane."""
 
-    def __init__(self, logs: LogDirectory, *, fsync_always: bool, segment_bytes: int) -> None:
+    def __init__(self, logs: LogDirectory, *, fsync_always: bool, segment_bytes: int,
+                 on_disk_full: Callable[[], None] | None = None) -> None:
+        """``on_disk_full`` runs when a write fails for lack of space (the disk alarm's
+        check, so that it need not wait for its next tick)."""
         self.logs = logs
         self.fsync_always = fsync_always
         self.segment_bytes = segment_bytes
+        self.on_disk_full = on_disk_full
         self._dirty: list[LogStore] = []
+        # Stream logs appended to since the last commit point (queue lanes sync their own).
         self._appended: dict[int, Log] = {}
         self._scheduled = False
+        # Lanes whose ack record could not be written: retried at every commit point
+        # (and at shutdown) until it is, even if nothing else happens on them.
+        self._retrying: list[LogStore] = []
         self.failures = 0
+        # What failed -> (when its failure was last logged, whether one since was not).
+        self._failure_logged: dict[str, tuple[float, bool]] = {}
+        # Set by the vhost at each publish: whom a failed write of it nacks. Anything
+        # enqueued outside a publish (dead letters) runs with it cleared.
+        self.publisher: Publisher | None = None
 
     # -- names ---------------------------------------------------------------------------
 
@@ -850,7 +1103,9 @@ class QueueStorage:
         base = self.queue_dir(vhost, queue)
         for name in [n for n in self.logs.logs if n.startswith(base + "/")]:
             self.logs.close_log(name)
-        self._dirty = [s for s in self._dirty if not s.name.startswith(f"{vhost}/{queue}/")]
+        prefix = f"{vhost}/{queue}/"
+        self._dirty = [s for s in self._dirty if not s.name.startswith(prefix)]
+        self._retrying = [s for s in self._retrying if not s.name.startswith(prefix)]
         # No storage API deletes a log directory; the logs are closed, so remove the files.
         shutil.rmtree(self.logs.root / base, ignore_errors=True)
 
@@ -898,17 +1153,19 @@ class QueueStorage:
     def commit(self) -> bool:
         """Make everything published so far durable per the flush policy.
 
-        False when a write failed: the caller nacks the publishes it has not confirmed.
+        A queue lane whose write fails tells the publishers concerned itself (see
+        ``Publisher``). False when a stream log's fsync failed: the caller nacks the
+        publishes it has not confirmed.
         """
         ok = True
         dirty = self._dirty
+        if self._retrying:
+            retrying, self._retrying = self._retrying, []
+            dirty = dirty + [store for store in retrying if store not in dirty]
         if dirty:
             self._dirty = []
             for store in dirty:
-                try:
-                    store.commit()
-                except StoreFailed:
-                    ok = False
+                store.commit()
         if self._appended:
             appended, self._appended = self._appended, {}
             if self.fsync_always:
@@ -921,6 +1178,45 @@ class QueueStorage:
         if not ok:
             self.failures += 1
         return ok
+
+    def write_failed(self, store: LogStore, exc: BaseException, first: bool) -> None:
+        """A lane's write failed (``first``: the one before it had succeeded)."""
+        self.failures += 1
+        if first and self.failure_to_log(store.name):
+            log.error("queue cannot write its log: the publishes it carried are nacked; "
+                      "later ones are tried again", extra={"fields": {
+                          "queue": store.name, "error": str(exc)}})
+        if (isinstance(exc, OSError) and exc.errno in _NO_SPACE
+                and self.on_disk_full is not None):
+            self.on_disk_full()
+
+    def writes_again(self, store: LogStore) -> None:
+        if self.recovery_to_log(store.name):
+            log.warning("queue writes its log again", extra={"fields": {
+                "queue": store.name}})
+
+    def failure_to_log(self, key: str) -> bool:
+        """Whether to log the start of a failure episode of ``key``.
+
+        One line per episode, and for a disk that hovers at full (a small write fits,
+        the next does not) at most one per interval.
+        """
+        now = time.monotonic()
+        logged = self._failure_logged.get(key)
+        if logged is None or now - logged[0] >= _FAILURE_LOG_INTERVAL_S:
+            self._failure_logged[key] = (now, False)
+            return True
+        self._failure_logged[key] = (logged[0], True)
+        return False
+
+    def recovery_to_log(self, key: str) -> bool:
+        """Whether to log the end of a failure episode: if its start was logged."""
+        logged = self._failure_logged.get(key)
+        return logged is not None and not logged[1]
+
+    def retry_settlements(self, store: LogStore) -> None:
+        if store not in self._retrying:
+            self._retrying.append(store)
 
     @property
     def pending(self) -> bool:

@@ -34,7 +34,12 @@ from portask.broker.dead_letter import PropertyCodec, is_cycle
 from portask.broker.exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, HeadersSource
 from portask.broker.exchanges.base import arguments_key
 from portask.broker.exchanges.headers import match_mode
-from portask.broker.message_store import MemoryStore, MessageStore, QueueStorage
+from portask.broker.message_store import (
+    MemoryStore,
+    MessageStore,
+    Publisher,
+    QueueStorage,
+)
 from portask.broker.metadata import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
 from portask.broker.queue_args import (
     KNOWN_ARGS,
@@ -560,18 +565,24 @@ class VirtualHost:
             if alternate is not None and id(alternate) not in seen:
                 self._route_into(alternate, routing_key, headers, found, seen)
 
-    def publish(self, exchange: Exchange, message: Message, headers: HeadersSource
-                ) -> tuple[int, bool]:
+    def publish(self, exchange: Exchange, message: Message, headers: HeadersSource,
+                publisher: Publisher | None = None) -> tuple[int, bool]:
         """Route and enqueue: (queues reached, whether every queue accepted it).
 
         A queue refuses with x-overflow reject-publish(-dlx) when full, or when its log
-        cannot be written; a confirming publisher then gets a nack.
+        cannot be written; a confirming publisher then gets a nack. ``publisher`` (one
+        that wants confirms) is also told if a write at the commit point fails.
         """
         size = len(message.body)
         exchange.published += 1
         exchange.published_bytes += size
         # Message sizes for rabbitmq_message_size_bytes: a counter per power of two.
         self.size_counts[(size - 1).bit_length()] += 1
+        storage = self.storage
+        if storage is not None:
+            # Left set afterwards (one store per publish, not two): the only other
+            # way into a queue, dead-lettering, clears it while it runs.
+            storage.publisher = publisher
         destinations = exchange.route(message.routing_key, headers)
         accepted = True
         # Fast path: one hop straight to queues, which is nearly every publish.
@@ -595,6 +606,19 @@ class VirtualHost:
 
     def _dead_letter(self, queue: Queue, items: list[tuple[Message, str]]) -> None:
         """Republish to the queue's x-dead-letter-exchange with an x-death entry added."""
+        storage = self.storage
+        if storage is None or storage.publisher is None:
+            self._route_dead_letters(queue, items)
+            return
+        # Dead letters are nobody's publish (and publish() leaves the last publisher
+        # set): a failed write of one must not nack a publish that was stored.
+        publisher, storage.publisher = storage.publisher, None
+        try:
+            self._route_dead_letters(queue, items)
+        finally:
+            storage.publisher = publisher
+
+    def _route_dead_letters(self, queue: Queue, items: list[tuple[Message, str]]) -> None:
         codec = self.codec
         dlx_name = queue.args.dead_letter_exchange
         if codec is None or dlx_name is None:

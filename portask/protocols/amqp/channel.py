@@ -134,6 +134,9 @@ class Channel:
         self.confirmed_seq = 0
         # Publishes a queue refused (x-overflow reject-publish, a failed store): nacked.
         self._nacks: list[int] = []
+        # First publish a queue failed to write at a commit point (0: none): it and
+        # every later unconfirmed publish are nacked.
+        self._failed_from = 0
         self.tx = False
         self._tx_publishes: list[tuple[Exchange, Message, bool]] = []
         self._tx_settles: list[tuple[str, int, bool, bool]] = []
@@ -207,17 +210,20 @@ class Channel:
         if self.tx:
             self._tx_publishes.append((exchange, message, mandatory))
             return
-        accepted = self._route(exchange, message, mandatory)
         if self.confirm:
+            # Numbered before routing: a queue that cannot write it names this number.
             self.publish_seq += 1
-            if not accepted:
+            if not self._route(exchange, message, mandatory, self):
                 self._nacks.append(self.publish_seq)
             self.conn.confirms_pending(self)
+        else:
+            self._route(exchange, message, mandatory, None)
 
-    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> bool:
+    def _route(self, exchange: Exchange, message: Message, mandatory: bool,
+               publisher: Channel | None) -> bool:
         properties = message.properties
         routed, accepted = self.vhost.publish(
-            exchange, message, lambda: frames.headers_from_properties(properties)
+            exchange, message, lambda: frames.headers_from_properties(properties), publisher
         )
         if not routed and mandatory and not exchange.deleted:
             self.vhost.returned += 1
@@ -229,37 +235,54 @@ class Channel:
             ))
         return accepted
 
+    def write_failed(self, first_seq: int) -> None:
+        """A queue could not write publishes from ``first_seq`` on (``Publisher``)."""
+        if not self._failed_from or first_seq < self._failed_from:
+            self._failed_from = first_seq
+
     def emit_confirms(self, stored: bool = True) -> None:
         """Confirm everything published since the last call: one Basic.Ack (multiple when
-        > 1), with a Basic.Nack for each publish a queue refused. ``stored`` False means
-        the commit point failed to write: every unconfirmed publish is nacked."""
+        > 1), with a Basic.Nack for each publish a queue refused. Publishes from the
+        first one a queue failed to write on get one Basic.Nack (multiple); ``stored``
+        False (a stream's fsync failed) makes that every unconfirmed publish."""
         seq = self.publish_seq
         if seq <= self.confirmed_seq:
             return
-        vhost = self.vhost
-        vhost.received_confirm += seq - self.confirmed_seq
-        if stored:
-            vhost.confirmed += seq - self.confirmed_seq - len(self._nacks)
-        send = self.conn.send
-        if not stored:
-            self._nacks.clear()
-            multiple = seq - self.confirmed_seq > 1
-            self.confirmed_seq = seq
-            send(frames.confirm_frame(self.number, seq, multiple, ack=False))
+        self.vhost.received_confirm += seq - self.confirmed_seq
+        failed_from = self.confirmed_seq + 1 if not stored else self._failed_from
+        if not failed_from:
+            self._confirm_through(seq)
             return
+        self._failed_from = 0
+        self._confirm_through(max(failed_from, self.confirmed_seq + 1) - 1)
+        self._nacks.clear()
+        multiple = seq - self.confirmed_seq > 1
+        self.confirmed_seq = seq
+        self.conn.send(frames.confirm_frame(self.number, seq, multiple, ack=False))
+
+    def _confirm_through(self, seq: int) -> None:
+        """Ack the publishes up to ``seq``, nacking those a queue refused."""
+        send = self.conn.send
+        first = self.confirmed_seq + 1
+        nacked_count = 0
         if self._nacks:
-            nacks, self._nacks = self._nacks, []
+            nacks = self._nacks
+            self._nacks = [nacked for nacked in nacks if nacked > seq]
             for nacked in nacks:
+                if nacked > seq:
+                    break
                 if nacked - 1 > self.confirmed_seq:
                     send(frames.confirm_frame(self.number, nacked - 1,
                                               nacked - 1 - self.confirmed_seq > 1))
                 send(frames.confirm_frame(self.number, nacked, False, ack=False))
                 self.confirmed_seq = nacked
-            if seq <= self.confirmed_seq:
-                return
-        multiple = seq - self.confirmed_seq > 1
-        self.confirmed_seq = seq
-        send(frames.confirm_frame(self.number, seq, multiple))
+                nacked_count += 1
+        if seq > self.confirmed_seq:
+            multiple = seq - self.confirmed_seq > 1
+            self.confirmed_seq = seq
+            send(frames.confirm_frame(self.number, seq, multiple))
+        if seq >= first:
+            self.vhost.confirmed += seq - first + 1 - nacked_count
 
     # -- deliveries ---------------------------------------------------------------------
 
@@ -570,7 +593,7 @@ class Channel:
         publishes, self._tx_publishes = self._tx_publishes, []
         settles, self._tx_settles = self._tx_settles, []
         for exchange, message, mandatory in publishes:
-            self._route(exchange, message, mandatory)
+            self._route(exchange, message, mandatory, None)
         for kind, tag, multiple, requeue in settles:
             how = ACK if kind == "ack" else REQUEUE if requeue else REJECT
             self._settle(self._take(tag, multiple), how)
