@@ -82,6 +82,13 @@ class KafkaSettings:
     max_message_bytes: ByteSize = _opt(
         ByteSize(1048588), "Largest record batch a topic accepts by default.", min=1
     )
+    max_uncompressed_batch_bytes: ByteSize = _opt(
+        ByteSize(64 << 20),
+        "Largest size a compressed record batch may decompress to; a produce past it gets "
+        "MESSAGE_TOO_LARGE. Bounds the memory and time a batch can cost the broker, since "
+        "a few KiB of zstd or gzip can expand to gigabytes.",
+        min=1 << 20,
+    )
     clamp_replication_factor: bool = _opt(
         False, "Accept replication factors > 1 as 1 instead of refusing them."
     )

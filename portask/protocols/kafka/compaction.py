@@ -10,7 +10,9 @@ change: a batch whose records are all gone stays as an empty batch.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 from portask.broker.topics import Partition
 from portask.protocols.kafka import records
@@ -23,13 +25,19 @@ def _is_control(payload: memoryview) -> bool:
     return bool(records.HEADER.unpack_from(payload, 0)[5] & records.CONTROL)
 
 
-def compact(partition: Partition, now_ms: int) -> int:
-    """Compact one partition's closed segments; returns the bytes reclaimed."""
+def compact(partition: Partition, now_ms: int, limit: int) -> int:
+    """Compact one partition's closed segments; returns the bytes reclaimed.
+
+    ``limit`` bounds how far a batch is decompressed. A batch whose records cannot be
+    read is kept as it is and its keys are not counted, so it never causes a deletion:
+    one warning per pass names how many there were.
+    """
     plog = partition.log
     if plog.segment_count < 2:
         return 0
     delete_retention_ms = int(partition.topic.effective["delete.retention.ms"])
     latest: dict[bytes, int] = {}
+    unreadable: set[int] = set()
     offset = plog.start_offset
     while offset < plog.end_offset:
         entries = plog.read(offset, 4 << 20)
@@ -37,15 +45,20 @@ def compact(partition: Partition, now_ms: int) -> int:
             break
         for entry in entries:
             if not _is_control(entry.payload):
-                for delta, key, _, _ in records.record_keys(entry.payload):
+                try:
+                    keys = records.record_keys(entry.payload, limit)
+                except records.InvalidBatch:
+                    unreadable.add(entry.offset)
+                    keys = []
+                for delta, key, _, _ in keys:
                     if key is not None:
                         latest[key] = entry.offset + delta
             offset = entry.offset + entry.count
 
     def transform(entry: LogRecord) -> bytearray | None:
-        if _is_control(entry.payload):
+        if entry.offset in unreadable or _is_control(entry.payload):
             return None
-        found = records.record_keys(entry.payload)
+        found = records.record_keys(entry.payload, limit)
         keep = {
             delta for delta, key, tombstone, ts in found
             if key is not None and latest.get(key) == entry.offset + delta
@@ -53,11 +66,21 @@ def compact(partition: Partition, now_ms: int) -> int:
         }
         if len(keep) == len(found):
             return None
-        return records.keep_records(entry.payload, keep)
+        return records.keep_records(entry.payload, keep, limit)
 
     reclaimed = plog.rewrite_closed(transform)
+    fields = {"topic": partition.topic.name, "partition": partition.index}
+    if unreadable:
+        log.warning(
+            "compaction kept batches whose records it cannot read",
+            extra={"fields": {**fields, "batches": len(unreadable),
+                              "first_offset": min(unreadable)}},
+        )
     if reclaimed:
-        log.info("compacted", extra={"fields": {"topic": partition.topic.name,
-                                                "partition": partition.index,
-                                                "bytes_reclaimed": reclaimed}})
+        log.info("compacted", extra={"fields": {**fields, "bytes_reclaimed": reclaimed}})
     return reclaimed
+
+
+def compactor(limit: int) -> Callable[[Partition, int], int]:
+    """The hook Topics.compact_all calls, with the broker's decompression limit."""
+    return functools.partial(compact, limit=limit)

@@ -11,6 +11,7 @@ at the high watermark and any later epoch is unknown.
 from __future__ import annotations
 
 import datetime
+import logging
 from typing import Any
 
 from portask.broker.topics import Partition
@@ -23,6 +24,8 @@ LIST_OFFSETS = 2
 OFFSET_FOR_LEADER_EPOCH = 23
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL = -1, -2, -3, -4
 LEADER_EPOCH = 0
+
+logger = logging.getLogger("portask.kafka")
 
 
 @api(LIST_OFFSETS, "list_offsets", (1, 8))
@@ -46,7 +49,9 @@ def list_offsets(ctx: RequestContext, request: Any) -> Any:
                     )
                 )
                 continue
-            offset, timestamp = _lookup(partition, p.timestamp)
+            offset, timestamp = _lookup(
+                partition, p.timestamp, int(ctx.server.settings.kafka.max_uncompressed_batch_bytes)
+            )
             if p.timestamp == LATEST and getattr(request, "isolation_level", 0) == 1:
                 txn.ensure_rebuilt(ctx.server, partition)
                 offset = partition.transactions.last_stable_offset(offset)
@@ -70,7 +75,7 @@ def list_offsets(ctx: RequestContext, request: Any) -> Any:
     )
 
 
-def _lookup(partition: Partition, timestamp: int) -> tuple[int, int]:
+def _lookup(partition: Partition, timestamp: int, limit: int) -> tuple[int, int]:
     """(offset, timestamp) for one ListOffsets query; -1 for "no such offset"."""
     log = partition.log
     if timestamp == LATEST:
@@ -87,11 +92,27 @@ def _lookup(partition: Partition, timestamp: int) -> tuple[int, int]:
     # record in or after it whose own timestamp is late enough.
     while offset is not None and offset < log.end_offset:
         for entry in log.read(offset, 1 << 20):
-            for delta, record_ts in records.record_timestamps(entry.payload):
-                if record_ts >= timestamp and entry.offset + delta >= offset:
-                    return entry.offset + delta, record_ts
+            try:
+                for delta, record_ts in records.record_timestamps(entry.payload, limit):
+                    if record_ts >= timestamp and entry.offset + delta >= offset:
+                        return entry.offset + delta, record_ts
+            except records.InvalidBatch as exc:
+                # Records the broker cannot read (stored before produce checked them, or
+                # past a since-lowered limit): the batch's own timestamp still says
+                # whether the time falls in it, and its first offset is never too late.
+                _log_unreadable(partition, entry.offset, exc)
+                if entry.timestamp >= timestamp:
+                    return max(entry.offset, offset), entry.timestamp
             offset = entry.offset + entry.count
     return -1, -1
+
+
+def _log_unreadable(partition: Partition, offset: int, exc: Exception) -> None:
+    logger.warning(
+        "stored batch unreadable; answering at batch granularity",
+        extra={"fields": {"topic": partition.topic.name, "partition": partition.index,
+                          "offset": offset, "detail": str(exc)}},
+    )
 
 
 @api(OFFSET_FOR_LEADER_EPOCH, "offset_for_leader_epoch", (2, 4))

@@ -5,9 +5,12 @@ log_start_offset to the answer; v6-v7 same; v8 adds per-record errors and an err
 message; v9 is flexible; v10 adds current-leader hints on NOT_LEADER errors (never
 sent by a single node). acks=0 gets no answer at all.
 
-Batches are validated (size, magic, CRC-32C, max.message.bytes), stamped with the
-offset the log assigns and stored as received. The reply is hand-encoded: it is on
-the hot path and kio's writer costs ~15x more.
+Batches are validated (size, magic, CRC-32C, max.message.bytes; compressed records
+must decompress within kafka.max_uncompressed_batch_bytes, as Kafka's LogValidator
+checks; no control batches from clients), stamped with the offset the log assigns and
+stored as received. An append the disk refuses is KAFKA_STORAGE_ERROR for that
+partition. The reply is hand-encoded: it is on the hot path and kio's writer
+costs ~15x more.
 """
 
 from __future__ import annotations
@@ -110,17 +113,33 @@ def _append(
     except records.InvalidBatch as exc:
         result.error, result.message = exc.code, str(exc)
         return result, 0
+    uncompressed_limit = int(ctx.server.settings.kafka.max_uncompressed_batch_bytes)
     for info in batches:
         if info.size > limit:
             result.error = ErrorCode.message_too_large
             result.message = f"record batch of {info.size} bytes exceeds max.message.bytes {limit}"
             return result, 0
+        if info.is_control:
+            # Only the broker writes transaction markers, as in Kafka.
+            result.error = ErrorCode.invalid_record
+            result.message = "clients may not write control batches"
+            return result, 0
+        try:
+            records.check_records(
+                memoryview(data)[info.start : info.start + info.size], info, uncompressed_limit
+            )
+        except records.InvalidBatch as exc:
+            result.error, result.message = exc.code, str(exc)
+            return result, 0
     if "compact" in configs["cleanup.policy"]:
         for info in batches:
-            if info.is_control:
-                continue
             batch_view = memoryview(data)[info.start : info.start + info.size]
-            if any(key is None for _, key, _, _ in records.record_keys(batch_view)):
+            try:
+                keys = records.record_keys(batch_view, uncompressed_limit)
+            except records.InvalidBatch as exc:
+                result.error, result.message = exc.code, str(exc)
+                return result, 0
+            if any(key is None for _, key, _, _ in keys):
                 result.error = ErrorCode.invalid_record
                 result.message = "compacted topic cannot accept a record without a key"
                 return result, 0
@@ -131,18 +150,18 @@ def _append(
     prepared = []
     for info in batches:
         source = memoryview(data)[info.start : info.start + info.size]
-        if codec is None or codec == info.compression or info.is_control:
+        if codec is None or codec == info.compression:
             prepared.append((info, source))
             continue
         try:
-            prepared.append((info, records.recompress(source, info, codec)))
+            prepared.append((info, records.recompress(source, info, codec, uncompressed_limit)))
         except compression.CodecError as exc:
             result.error, result.message = ErrorCode.corrupt_message, str(exc)
             return result, 0
     now_ms = int(time.time() * 1000)
     count = 0
     for info, batch in prepared:
-        if info.is_transactional and not info.is_control:
+        if info.is_transactional:
             refusal = _transaction_refusal(ctx, partition, info, transactional_id)
             if refusal is not None:
                 result.error, result.message = refusal
@@ -183,7 +202,7 @@ def _append(
             )
         if info.producer_id >= 0:
             partition.producers.record(producers.sequenced(info, appended))
-        if info.is_transactional and not info.is_control:
+        if info.is_transactional:
             txn.note_transactional_append(ctx.server, partition, info.producer_id, appended)
         if result.base_offset < 0:
             result.base_offset = appended

@@ -3,7 +3,11 @@
 The broker never decodes individual records on the produce/fetch path: a batch is
 stored as the producer sent it, with only the fields outside the CRC rewritten (base
 offset, partition leader epoch) and, for LogAppendTime topics, the max timestamp and
-the CRC. Layout (big-endian):
+the CRC. Produce checks per batch that the records can be there (``check_records``:
+compressed records decompress, and the bytes can hold the count the header claims).
+The few readers that look inside (ListOffsets by timestamp, compaction, recompression)
+get InvalidBatch for records they cannot read, never another exception. Layout
+(big-endian):
 
     0  baseOffset int64        21 attributes int16        45 producerId int64
     8  batchLength int32       23 lastOffsetDelta int32   53 producerEpoch int16
@@ -15,6 +19,7 @@ the CRC. Layout (big-endian):
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -54,8 +59,12 @@ class InvalidBatch(ValueError):
 
 
 CORRUPT_MESSAGE = 2
+MESSAGE_TOO_LARGE = 10
 INVALID_RECORD = 87
 UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+# The smallest record: length, attributes, timestamp delta, offset delta, key length,
+# value length and header count, one byte each.
+MIN_RECORD_SIZE = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,30 @@ def parse_batches(data: bytes | memoryview) -> list[BatchInfo]:
     return batches
 
 
+def check_records(batch: bytes | memoryview, info: BatchInfo, limit: int) -> None:
+    """What produce checks inside a batch beyond its header and CRC, once per batch.
+
+    As Kafka's LogValidator, compressed records must decompress (to at most ``limit``
+    bytes, else MESSAGE_TOO_LARGE); unlike it, the records are not walked one by one,
+    which would cost Python time per record: the uncompressed bytes need only be able
+    to hold ``records_count`` records. Raises InvalidBatch.
+    """
+    body = memoryview(batch)[HEADER_SIZE : info.size]
+    codec = info.compression
+    try:
+        size = compression.uncompressed_size(codec, body, limit)
+    except compression.LimitExceeded as exc:
+        raise InvalidBatch(str(exc), MESSAGE_TOO_LARGE) from None
+    except compression.CodecError as exc:
+        raise InvalidBatch(f"record batch says {compression.name(codec)}: {exc}",
+                           CORRUPT_MESSAGE) from None
+    if size < info.records_count * MIN_RECORD_SIZE:
+        raise InvalidBatch(
+            f"record batch claims {info.records_count} records in {size} bytes of records",
+            CORRUPT_MESSAGE,
+        )
+
+
 def stamp(batch: bytearray, base_offset: int, leader_epoch: int = 0) -> None:
     """Write the offset the log assigned; both fields sit outside the CRC."""
     _BASE_OFFSET.pack_into(batch, 0, base_offset)
@@ -165,10 +198,13 @@ def set_log_append_time(batch: bytearray, now_ms: int) -> None:
     _UINT32.pack_into(batch, _CRC_AT, crc32c.crc32c(memoryview(batch)[_ATTRIBUTES_AT:]))
 
 
-def recompress(batch: bytes | memoryview, info: BatchInfo, codec: int) -> bytearray:
-    """The same records under another codec (a topic's compression.type), CRC recomputed."""
+def recompress(batch: bytes | memoryview, info: BatchInfo, codec: int, limit: int) -> bytearray:
+    """The same records under another codec (a topic's compression.type), CRC recomputed.
+
+    Raises compression.CodecError if the records do not decompress within ``limit``.
+    """
     view = memoryview(batch)
-    raw = compression.decompress(info.compression, view[HEADER_SIZE : info.size])
+    raw = compression.decompress(info.compression, view[HEADER_SIZE : info.size], limit)
     body = compression.compress(codec, raw)
     out = bytearray(view[:HEADER_SIZE])
     out += body
@@ -187,36 +223,74 @@ class _Record(NamedTuple):
     raw: memoryview  # the whole record, length prefix included
 
 
-def _records(batch: bytes | memoryview) -> tuple[int, list[_Record]]:
-    """The batch's codec and its records, decompressed: for the few paths that look inside."""
+def _records(batch: bytes | memoryview, limit: int) -> tuple[int, Iterator[_Record]]:
+    """The batch's codec and its records, decompressed: for the few paths that look inside.
+
+    The records come lazily, so a reader that finds what it wants early stops there.
+    Stored bytes are not trusted: anything unreadable, at once or part-way through the
+    iteration, is InvalidBatch (CORRUPT_MESSAGE).
+    """
     view = memoryview(batch)
-    (_, _, _, _, _, attributes, _, base_ts, max_ts, _, _, _, count) = HEADER.unpack_from(view, 0)
-    size = _INT32.unpack_from(view, 8)[0] + LENGTH_OVERHEAD
-    stamped = bool(attributes & TIMESTAMP_TYPE_LOG_APPEND)
+    if len(view) < HEADER_SIZE:
+        raise InvalidBatch(f"record batch of {len(view)} bytes has no header", CORRUPT_MESSAGE)
+    (_, length, _, _, _, attributes, _, base_ts, max_ts, _, _, _, count) = HEADER.unpack_from(
+        view, 0
+    )
+    size = min(length + LENGTH_OVERHEAD, len(view))
     codec = attributes & COMPRESSION_MASK
-    data = memoryview(compression.decompress(codec, view[HEADER_SIZE:size]))
-    out = []
+    try:
+        data = memoryview(compression.decompress(codec, view[HEADER_SIZE:size], limit))
+    except compression.CodecError as exc:
+        raise InvalidBatch(f"records unreadable: {exc}", CORRUPT_MESSAGE) from None
+    stamped = bool(attributes & TIMESTAMP_TYPE_LOG_APPEND)
+    return codec, _walk(data, count, base_ts, max_ts if stamped else None)
+
+
+def _walk(
+    data: memoryview, count: int, base_ts: int, log_append_time: int | None
+) -> Iterator[_Record]:
+    total = len(data)
     pos = 0
-    for _ in range(count):
-        start = pos
-        length, pos = _read_varint(data, pos)
-        end = pos + length
-        pos += 1  # record attributes
-        ts_delta, pos = _read_varint(data, pos)
-        offset_delta, pos = _read_varint(data, pos)
-        key_length, pos = _read_varint(data, pos)
-        key = None if key_length < 0 else bytes(data[pos : pos + key_length])
-        pos += max(key_length, 0)
-        value_length, _ = _read_varint(data, pos)
-        timestamp = max_ts if stamped else base_ts + ts_delta
-        out.append(_Record(offset_delta, timestamp, key, value_length < 0, data[start:end]))
-        pos = end
-    return codec, out
+    try:
+        for i in range(count):
+            start = pos
+            length, pos = _read_varint(data, pos)
+            end = pos + length
+            if length < MIN_RECORD_SIZE - 1 or end > total:
+                raise InvalidBatch(
+                    f"record {i} has length {length} with {total - pos} bytes left",
+                    CORRUPT_MESSAGE,
+                )
+            pos += 1  # record attributes
+            ts_delta, pos = _read_varint(data, pos)
+            offset_delta, pos = _read_varint(data, pos)
+            key_length, pos = _read_varint(data, pos)
+            if key_length < -1 or pos + max(key_length, 0) > end:
+                raise InvalidBatch(f"record {i} has key length {key_length}", CORRUPT_MESSAGE)
+            key = None if key_length < 0 else bytes(data[pos : pos + key_length])
+            pos += max(key_length, 0)
+            value_length, pos = _read_varint(data, pos)
+            if pos > end:
+                raise InvalidBatch(f"record {i} runs past its length", CORRUPT_MESSAGE)
+            timestamp = log_append_time if log_append_time is not None else base_ts + ts_delta
+            yield _Record(offset_delta, timestamp, key, value_length < 0, data[start:end])
+            pos = end
+    except IndexError:
+        raise InvalidBatch("records end in the middle of a record", CORRUPT_MESSAGE) from None
 
 
-def record_timestamps(batch: bytes | memoryview) -> list[tuple[int, int]]:
-    """(offset delta, timestamp) of every record: ListOffsets by timestamp needs the exact one."""
-    return [(r.offset_delta, r.timestamp) for r in _records(batch)[1]]
+def record_timestamps(batch: bytes | memoryview, limit: int) -> Iterator[tuple[int, int]]:
+    """(offset delta, timestamp) of each record: ListOffsets by timestamp needs the exact one.
+
+    Lazy; InvalidBatch may come part-way through.
+    """
+    for record in _records(batch, limit)[1]:
+        yield record.offset_delta, record.timestamp
+
+
+# Zigzag varints here are int32 or int64: ten bytes at most. Bounding the loop keeps a
+# run of continuation bytes from building an ever larger integer.
+_VARINT_MAX_SHIFT = 63
 
 
 def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
@@ -229,6 +303,8 @@ def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return (result >> 1) ^ -(result & 1), pos
         shift += 7
+        if shift > _VARINT_MAX_SHIFT:
+            raise InvalidBatch(f"varint longer than 10 bytes at {pos}", CORRUPT_MESSAGE)
 
 
 CONTROL_ABORT, CONTROL_COMMIT = 0, 1
@@ -272,15 +348,21 @@ def control_batch(producer_id: int, epoch: int, commit: bool, timestamp_ms: int)
 
 
 def control_type(batch: bytes | memoryview) -> int:
-    """CONTROL_COMMIT or CONTROL_ABORT of a control batch (markers are never compressed)."""
+    """CONTROL_COMMIT or CONTROL_ABORT of a control batch (markers are never compressed).
+
+    InvalidBatch if the marker cannot be read.
+    """
     view = memoryview(batch)
     pos = HEADER_SIZE
-    _, pos = _read_varint(view, pos)  # record length
-    pos += 1  # attributes
-    _, pos = _read_varint(view, pos)  # timestamp delta
-    _, pos = _read_varint(view, pos)  # offset delta
-    _, pos = _read_varint(view, pos)  # key length
-    return int(struct.unpack_from(">h", view, pos + 2)[0])
+    try:
+        _, pos = _read_varint(view, pos)  # record length
+        pos += 1  # attributes
+        _, pos = _read_varint(view, pos)  # timestamp delta
+        _, pos = _read_varint(view, pos)  # offset delta
+        _, pos = _read_varint(view, pos)  # key length
+        return int(struct.unpack_from(">h", view, pos + 2)[0])
+    except (IndexError, struct.error):
+        raise InvalidBatch("transaction marker record is truncated", CORRUPT_MESSAGE) from None
 
 
 def _varint(value: int) -> bytes:
@@ -293,19 +375,26 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def record_keys(batch: bytes | memoryview) -> list[tuple[int, bytes | None, bool, int]]:
-    """(offset delta, key, is tombstone, timestamp) of every record: what compaction needs."""
-    return [(r.offset_delta, r.key, r.is_tombstone, r.timestamp) for r in _records(batch)[1]]
+def record_keys(
+    batch: bytes | memoryview, limit: int
+) -> list[tuple[int, bytes | None, bool, int]]:
+    """(offset delta, key, is tombstone, timestamp) of every record: what compaction needs.
+
+    InvalidBatch if any record cannot be read.
+    """
+    return [
+        (r.offset_delta, r.key, r.is_tombstone, r.timestamp) for r in _records(batch, limit)[1]
+    ]
 
 
-def keep_records(batch: bytes | memoryview, keep: set[int]) -> bytearray:
+def keep_records(batch: bytes | memoryview, keep: set[int], limit: int) -> bytearray:
     """The batch with only the records whose offset delta is in ``keep``.
 
     Base offset, last offset delta, timestamps and producer fields stay as they were,
     so offsets and producer state remain intact even when no record is left (Kafka
     keeps such empty batches too). The records are re-compressed with the same codec.
     """
-    codec, found = _records(batch)
+    codec, found = _records(batch, limit)
     kept = [r.raw for r in found if r.offset_delta in keep]
     body = compression.compress(codec, b"".join(kept)) if kept else b""
     out = bytearray(memoryview(batch)[:HEADER_SIZE])

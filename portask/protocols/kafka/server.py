@@ -60,7 +60,9 @@ class KafkaServer:
         from portask.protocols.kafka import compaction, txn
 
         txn.attach(self)
-        broker.topics.compactor = compaction.compact
+        broker.topics.compactor = compaction.compactor(
+            int(settings.kafka.max_uncompressed_batch_bytes)
+        )
 
     def protocol_factory(self) -> KafkaConnection:
         return KafkaConnection(self)

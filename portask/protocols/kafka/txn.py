@@ -15,6 +15,7 @@ transactional id lives in producers.py and calls the coordinator here.
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from typing import Any
 
@@ -25,6 +26,9 @@ from portask.protocols.kafka import records, registry
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import KafkaServer, RequestContext
+from portask.storage import LogRecord
+
+logger = logging.getLogger("portask.kafka")
 
 ADD_PARTITIONS, ADD_OFFSETS, END_TXN, TXN_OFFSET_COMMIT = 24, 25, 26, 28
 DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS = 65, 66
@@ -94,11 +98,25 @@ def ensure_rebuilt(server: KafkaServer, partition: Partition) -> None:
         for entry in entries:
             for info in records.parse_batches(entry.payload):
                 if info.is_control:
-                    commit = records.control_type(entry.payload) == records.CONTROL_COMMIT
-                    state.end(info.producer_id, entry.offset, commit)
+                    state.end(info.producer_id, entry.offset, _is_commit(partition, entry))
                 elif info.is_transactional:
                     state.begin(info.producer_id, entry.offset)
             offset = entry.offset + entry.count
+
+
+def _is_commit(partition: Partition, entry: LogRecord) -> bool:
+    try:
+        return records.control_type(entry.payload) == records.CONTROL_COMMIT
+    except records.InvalidBatch as exc:
+        # Only a client could have written such a marker (before Produce refused control
+        # batches). Taking it as an abort keeps read_committed consumers from seeing data
+        # that was never committed.
+        logger.warning(
+            "unreadable transaction marker taken as an abort",
+            extra={"fields": {"topic": partition.topic.name, "partition": partition.index,
+                              "offset": entry.offset, "detail": str(exc)}},
+        )
+        return False
 
 
 @api(ADD_PARTITIONS, "add_partitions_to_txn", (0, 3))
