@@ -51,7 +51,8 @@ class InvalidPartitionCount(TopicError):
 
 
 class Partition:
-    __slots__ = ("_waiters", "index", "log", "producers", "topic", "transactions")
+    __slots__ = ("_waiters", "_write_failing", "index", "log", "producers", "topic",
+                 "transactions")
 
     def __init__(self, topic: Topic, index: int, log: Log) -> None:
         self.topic = topic
@@ -60,6 +61,7 @@ class Partition:
         self.producers = PartitionProducers()
         self.transactions = PartitionTransactions()
         self._waiters: set[asyncio.Future[None]] = set()
+        self._write_failing = False
 
     @property
     def log_name(self) -> str:
@@ -77,7 +79,29 @@ class Partition:
         self, payload: bytes | bytearray | memoryview, count: int, timestamp: int,
         prefix: bytes = b"",
     ) -> int:
-        base = self.log.append(payload, count=count, timestamp=timestamp, prefix=prefix)
+        """Append one entry; OSError (a full disk) leaves the log as it was.
+
+        Every append tries the disk again, so writes resume by themselves once space
+        returns; the first failure and the recovery are each logged once.
+        """
+        try:
+            base = self.log.append(payload, count=count, timestamp=timestamp, prefix=prefix)
+        except OSError as exc:
+            if not self._write_failing:
+                self._write_failing = True
+                log.warning(
+                    "partition write failed; appends are refused until one succeeds",
+                    extra={"fields": {"topic": self.topic.name, "partition": self.index,
+                                      "offset": self.log.end_offset, "error": str(exc)}},
+                )
+            raise
+        if self._write_failing:
+            self._write_failing = False
+            log.info(
+                "partition writes again",
+                extra={"fields": {"topic": self.topic.name, "partition": self.index,
+                                  "offset": base}},
+            )
         if self._waiters:
             self._wake()
         return base

@@ -255,17 +255,22 @@ class OffsetIndex:
         cap = self._capacity
         if not cap:
             return 0
-        m = self._map
-        unpack = ENTRY.unpack_from
+        fd = self._fd
+
+        def entry(i: int) -> tuple[int, int, int]:
+            # pread, not the map: the probes land in the sparse, unwritten part, and a
+            # read fault there makes tmpfs allocate a page (SIGBUS when it is full).
+            return ENTRY.unpack(os.pread(fd, ENTRY_SIZE, i * ENTRY_SIZE))
+
         # Entry 0 is (0, 0, ts) when present, so it cannot be told from zeros by its
         # position: count it when anything after it is set or its timestamp is.
         lo, hi = 1, cap
         while lo < hi:
             mid = (lo + hi) >> 1
-            if unpack(m, mid * ENTRY_SIZE)[1] > 0:
+            if entry(mid)[1] > 0:
                 lo = mid + 1
             else:
                 hi = mid
         if lo > 1:
             return lo
-        return 1 if any(unpack(m, 0)) else 0
+        return 1 if any(entry(0)) else 0

@@ -14,6 +14,7 @@ synced); recovery trusts the data before it and CRC-verifies the rest.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import os
 import struct
@@ -285,7 +286,9 @@ class Log:
             rp = end_rp
         self._recovery_point = rp
         if checkpoint is None or damage is not None or checkpoint[1] != rp:
-            self._write_checkpoint(durable=True)
+            # On a full disk the log still opens (and serves reads): the old checkpoint
+            # never claims more than is on disk, and a missing one means verify all.
+            self._write_checkpoint_if_possible(durable=True)
 
     def _recover_segments(self, bases: list[int], rp: _RecoveryPoint | None
                           ) -> tuple[list[Segment], _Damage | None]:
@@ -379,26 +382,36 @@ class Log:
 
         Routine checkpoints skip fsync: the data they describe is already synced, and
         a lost or torn checkpoint only makes the next recovery verify more. For the
-        same reason a routine one that cannot be written (a full disk) is skipped.
+        same reason a routine one that cannot be written (a full disk) is skipped: the
+        old checkpoint stays, still true, and the next one catches up. Durable ones
+        (start offset, truncation) raise.
         """
+        if durable:
+            self._write_checkpoint_file(durable=True)
+        else:
+            self._write_checkpoint_if_possible(durable=False)
+
+    def _write_checkpoint_if_possible(self, durable: bool) -> None:
+        try:
+            self._write_checkpoint_file(durable)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(self._checkpoint_tmp_path)
+
+    def _write_checkpoint_file(self, durable: bool) -> None:
         rp = self._recovery_point
         body = _CHECKPOINT.pack(_CHECKPOINT_MAGIC, _CHECKPOINT_VERSION, self._start_offset,
                                 rp.segment_base, rp.position, rp.next_offset)
         data = body + _CHECKPOINT_CRC.pack(crc32c(body))
         tmp = self._checkpoint_tmp_path
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(f"{tmp}: short write")
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
+            if os.write(fd, data) != len(data):
+                raise OSError(f"{tmp}: short write")
             if durable:
-                raise
-            return
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, self._checkpoint_path)
         if durable:
             dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
@@ -566,6 +579,11 @@ class Log:
     def _roll(self, entry_size: int) -> Segment:
         cfg = self.config
         old = self._active_segment()
+        # The new segment first: if the disk is full or out of inodes, the old one is
+        # still the active, unsealed segment and the log is as it was.
+        seg = Segment.create(self.directory, old.next_offset,
+                             max(cfg.segment_bytes, entry_size), cfg.index_max_bytes,
+                             cfg.index_interval_bytes, cfg.preallocate)
         old.seal(sync=False)
         self._roll_syncs.append(_RollSync(
             _background_sync(old.dup_fds()),
@@ -573,9 +591,6 @@ class Log:
             self._appended,
             self._generation,
         ))
-        seg = Segment.create(self.directory, old.next_offset,
-                             max(cfg.segment_bytes, entry_size), cfg.index_max_bytes,
-                             cfg.index_interval_bytes, cfg.preallocate)
         self._segments.append(seg)
         self._bases.append(seg.base_offset)
         self._active = seg
@@ -860,7 +875,9 @@ class Log:
         active.seal(sync=True)
         self._recovery_point = _RecoveryPoint(active.base_offset, active.size,
                                               active.next_offset)
-        self._write_checkpoint(durable=True)
+        # Everything is synced: without a new checkpoint (a full disk) the next open
+        # only verifies more.
+        self._write_checkpoint_if_possible(durable=True)
         self._closed = True
         self._close_segments()
 

@@ -13,6 +13,12 @@ Appends go through ``os.pwritev``/``os.pwrite`` into a sparse, pre-allocated fil
 reads return slices of a read-only map of the same file. Writing through the map was
 measured slower on sparse files (every first touch of a page is a fault that allocates
 a block) and turns a full disk into SIGBUS; see tests/benchmarks/test_storage_bench.py.
+
+Because the file is sparse, a full disk shows at the write that needs a new block
+(ENOSPC), not at pre-allocation. A failed append leaves no trace: the bytes a short
+write got onto disk are cut again, ``size`` and ``next_offset`` do not move, and the
+next append lands where the failed one would have. A failed index write only skips
+that index point (the index is sparse anyway); the entry stays.
 """
 
 from __future__ import annotations
@@ -98,6 +104,12 @@ def _write_all(fd: int, parts: list[bytes | memoryview] | tuple[bytes | memoryvi
         rest = rest[n:]
 
 
+def _unlink_quietly(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 class Segment:
     """A .log file and its .index. The log decides when to roll; this class appends,
     reads, recovers and trims one segment."""
@@ -158,14 +170,20 @@ class Segment:
             index = OffsetIndex.open(index_path, index_max_bytes)
         except BaseException:
             os.close(fd)
+            _unlink_quietly(log_path, index_path)
             raise
         seg = cls(log_path, base_offset, fd, index, index_interval)
         seg.capacity = capacity
         seg.active = True
         if preallocate:
-            # Sparse: instant, and uses no disk space until written.
-            os.ftruncate(fd, capacity)
-            seg._remap(capacity)
+            try:
+                # Sparse: instant, and uses no disk space until written.
+                os.ftruncate(fd, capacity)
+                seg._remap(capacity)
+            except BaseException:
+                seg.close()
+                _unlink_quietly(log_path, index_path)
+                raise
         return seg
 
     @classmethod
@@ -281,15 +299,20 @@ class Segment:
             crc = crc32c(prefix, crc)
         head = _LENGTH_CRC.pack(LENGTH_OVERHEAD + size, crc32c(payload, crc))
         parts = (head, tail, prefix, payload) if prefix else (head, tail, payload)
-        _write_all(self._fd, parts, pos, end - pos)
+        self._write_at(parts, pos, end - pos)
         if timestamp > self.max_timestamp:
             self.max_timestamp = timestamp
             self._max_timestamp_offset = offset
         if pos - self.last_index_position >= self.index_interval:
             # After the log write: a crash in between leaves a sparser index, which
-            # recovery rebuilds, never an index entry pointing at nothing.
-            self.index.append(offset - self.base_offset, pos, self.max_timestamp)
-            self.last_index_position = pos
+            # recovery rebuilds, never an index entry pointing at nothing. A failed
+            # index write (a full disk) skips the point; the next append tries again.
+            # (try, not contextlib.suppress: this runs per append and try costs nothing.)
+            try:
+                self.index.append(offset - self.base_offset, pos, self.max_timestamp)
+                self.last_index_position = pos
+            except OSError:
+                pass
         self.size = end
         self.next_offset = offset + count
 
@@ -329,16 +352,19 @@ class Segment:
         data = b"".join(parts)
         if len(data) != total:
             raise ValueError("payloads must be bytes or 1-byte-format memoryviews")
-        _write_all(self._fd, (data,), start, total)
+        self._write_at((data,), start, total)
         if timestamp > self.max_timestamp:
             self.max_timestamp = timestamp
             self._max_timestamp_offset = first_offset
         if index_points:
             base = self.base_offset
             max_ts = self.max_timestamp
-            self.index.append_many([(point_offset - base, point_position, max_ts)
-                                    for point_offset, point_position in index_points])
-            self.last_index_position = last_indexed
+            try:
+                self.index.append_many([(point_offset - base, point_position, max_ts)
+                                        for point_offset, point_position in index_points])
+                self.last_index_position = last_indexed
+            except OSError:
+                pass  # as in append: the points are skipped
         self.size = end
         self.next_offset = offset
 
@@ -521,15 +547,30 @@ class Segment:
     def _entry_header_matches(self, pos: int, offset: int) -> bool:
         if pos + HEADER_SIZE > self.file_size:
             return False
-        length, _crc, base, count, _ts = HEADER.unpack_from(self._map, pos)
+        # pread, not the map: the position may be unwritten (see _written_end).
+        length, _crc, base, count, _ts = HEADER.unpack(os.pread(self._fd, HEADER_SIZE, pos))
         return (base == offset and count >= 1 and length >= LENGTH_OVERHEAD
                 and pos + 4 + length <= self.file_size)
+
+    def _written_end(self, position: int) -> int:
+        """Where the first unwritten (sparse) stretch at or after ``position`` begins.
+
+        Recovery reads up to the end of the data and one header past it. Past the
+        written bytes it uses pread: a read fault on a hole of a shared map makes tmpfs
+        allocate the page, and on a full tmpfs that is SIGBUS, not an error.
+        """
+        try:
+            return min(os.lseek(self._fd, position, os.SEEK_HOLE), self.file_size)
+        except OSError:  # ENXIO: at or past the end of the file
+            return position
 
     def _scan(self, pos: int, expected: int, max_ts: int, trusted_until: int
               ) -> tuple[int, int, int, str | None]:
         m = self._map
         view = self._view
+        fd = self._fd
         file_size = self.file_size
+        written_end = self._written_end(pos)
         unpack = HEADER.unpack_from
         index = self.index
         interval = self.index_interval
@@ -538,10 +579,13 @@ class Segment:
         problem: str | None = None
         while True:
             if pos + HEADER_SIZE > file_size:
-                if pos < file_size and any(view[pos:file_size]):
+                if pos < file_size and any(os.pread(fd, file_size - pos, pos)):
                     problem = "truncated entry header"
                 break
-            length, crc, base, count, ts = unpack(m, pos)
+            if pos + HEADER_SIZE <= written_end:
+                length, crc, base, count, ts = unpack(m, pos)
+            else:
+                length, crc, base, count, ts = unpack(os.pread(fd, HEADER_SIZE, pos))
             if length == 0:
                 break
             end = pos + 4 + length
@@ -557,16 +601,20 @@ class Segment:
             if count < 1 or base - base_offset > MAX_RELATIVE_OFFSET:
                 problem = f"entry has an invalid count {count}"
                 break
-            if end > trusted_until and crc32c(view[pos + 8:end]) != crc:
+            if end > trusted_until and crc32c(
+                view[pos + 8:end] if end <= written_end else os.pread(fd, end - pos - 8, pos + 8)
+            ) != crc:
                 problem = "CRC mismatch"
                 break
             if ts > max_ts:
                 max_ts = ts
             # A full index (index_max_bytes lowered since) only makes lookups in the
-            # tail scan further; the next append rolls.
+            # tail scan further; the next append rolls. So does a point a full disk
+            # refuses.
             if pos > last_indexed and pos - last_indexed >= interval and not index.is_full:
-                index.append(base - base_offset, pos, max_ts)
-                last_indexed = pos
+                with contextlib.suppress(OSError):
+                    index.append(base - base_offset, pos, max_ts)
+                    last_indexed = pos
             expected = base + count
             pos = end
         self.last_index_position = last_indexed
@@ -605,6 +653,20 @@ class Segment:
         return start
 
     # -- internals ---------------------------------------------------------------
+
+    def _write_at(self, parts: tuple[bytes | memoryview, ...], position: int, total: int) -> None:
+        """Write an entry at ``position`` (the end of the data), or leave nothing there."""
+        try:
+            _write_all(self._fd, parts, position, total)
+        except OSError:
+            # A short write before the error (ENOSPC mid-entry) left part of the entry
+            # on disk. Readers never look past ``size``, but recovery after a crash
+            # would find the fragment: cut it. Shrinking needs no free space; growing
+            # back keeps the file sparse.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, position)
+                os.ftruncate(self._fd, self.file_size)
+            raise
 
     def _ensure_file_size(self, end: int) -> None:
         if end <= self.file_size:

@@ -188,18 +188,27 @@ def _append(
                 return result, count
         base = partition.high_watermark
         timestamp = now_ms if log_append_time or info.max_timestamp < 0 else info.max_timestamp
-        if log_append_time or isinstance(batch, bytearray):
-            batch = bytearray(batch) if log_append_time else batch
-            records.stamp(batch, base)
-            if log_append_time:
-                records.set_log_append_time(batch, now_ms)
-            appended = partition.append(batch, info.offset_count, timestamp)
-        else:
-            # The common case: the batch as sent, its first bytes restamped apart.
-            appended = partition.append(
-                batch[records.STAMP_SIZE :], info.offset_count, timestamp,
-                prefix=records.stamped_prefix(batch, base),
-            )
+        try:
+            if log_append_time or isinstance(batch, bytearray):
+                batch = bytearray(batch) if log_append_time else batch
+                records.stamp(batch, base)
+                if log_append_time:
+                    records.set_log_append_time(batch, now_ms)
+                appended = partition.append(batch, info.offset_count, timestamp)
+            else:
+                # The common case: the batch as sent, its first bytes restamped apart.
+                appended = partition.append(
+                    batch[records.STAMP_SIZE :], info.offset_count, timestamp,
+                    prefix=records.stamped_prefix(batch, base),
+                )
+        except OSError as exc:
+            # A full disk or a failing one: Kafka answers this for a log dir it cannot
+            # write. The log is left as it was, reads go on, and the producer's retry
+            # is tried against the disk again.
+            result.error = ErrorCode.kafka_storage_error
+            result.message = f"cannot append to the partition log: {exc}"
+            result.base_offset = -1
+            return result, count
         if info.producer_id >= 0:
             partition.producers.record(producers.sequenced(info, appended))
         if info.is_transactional:
