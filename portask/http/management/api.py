@@ -112,8 +112,21 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# Answers are trees built per request, never cyclic, so the encoder's cycle check is
+# only cost; and UTF-8 out, as RabbitMQ writes it, encodes a thousand-queue list in
+# about half the time of \u escapes.
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"),
+                            check_circular=False, ensure_ascii=False)
+_ASCII_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"),
+                                  check_circular=False)
+
+
 def to_json(value: Any) -> bytes:
-    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
+    try:
+        return _ENCODER.encode(value).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (a name that was not valid UTF-8) has no UTF-8 form: escape it.
+        return _ASCII_ENCODER.encode(value).encode()
 
 
 def error_response(err: ApiError, headers: list[tuple[str, str]] | None = None) -> Response:

@@ -41,9 +41,12 @@ def depth(queue: AnyQueue) -> dict[str, float]:
             "messages_unacknowledged": unacked}
 
 
-def queue_item(view: BrokerView, vhost: str, queue: AnyQueue) -> dict[str, Any]:
+def queue_item(view: BrokerView, vhost: str, queue: AnyQueue,
+               now: float | None = None) -> dict[str, Any]:
     key = ("queue", vhost, queue.name)
     rates = view.rates
+    if now is None:
+        now = rates.clock()
     store = getattr(queue, "store", None)
     item: dict[str, Any] = {
         "name": queue.name, "vhost": vhost, "type": queue.args.kind,
@@ -53,9 +56,9 @@ def queue_item(view: BrokerView, vhost: str, queue: AnyQueue) -> dict[str, Any]:
         "consumers": queue.consumer_count,
         # Message content held in memory: durable queues keep theirs in the log.
         "memory": 0 if queue.on_disk or store is None else int(store.bytes),
-        **rates.detailed(key, depth(queue)),
-        "message_stats": rates.detailed(key, counters(view, queue)),
     }
+    rates.detailed(key, depth(queue), into=item, now=now)
+    item["message_stats"] = rates.detailed(key, counters(view, queue), now=now)
     idle = rates.idle_since(key)
     if idle is not None:
         item["idle_since"] = idle
@@ -73,7 +76,8 @@ def samples(view: BrokerView) -> list[tuple[tuple[str, ...], dict[str, float]]]:
 
 def register(router: Router, view: BrokerView) -> None:
     def listing(call: Call) -> Any:
-        items = [queue_item(view, vhost.name, q)
+        now = view.rates.clock()  # one instant for the whole list, as one sample
+        items = [queue_item(view, vhost.name, q, now)
                  for vhost in view.scoped(call.params.get("vhost"))
                  for q in list(vhost.queues.values())]
         return query.shape(items, call.query, ["vhost", "name"])
