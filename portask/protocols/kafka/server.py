@@ -57,7 +57,8 @@ class KafkaServer:
         self.users = Users(settings.auth.users)
         self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
         self.sasl_required = settings.kafka.sasl_required
-        from portask.protocols.kafka import compaction, txn
+        from portask.protocols.kafka import compaction
+        from portask.protocols.kafka.apis import transactions as txn
 
         txn.attach(self)
         broker.topics.compactor = compaction.compactor(

@@ -1,16 +1,16 @@
 """Every Kafka API module; importing this registers their handlers (see registry.py)."""
 
-from portask.protocols.kafka import (  # noqa: F401
-    admin,
+from portask.protocols.kafka.apis import (  # noqa: F401
     api_versions,
+    classic_group,
     configs,
     fetch,
-    groups,
+    init_producer_id,
+    list_offsets,
     metadata,
-    offsets,
-    offsets_commit,
+    offset_commit,
     produce,
-    producers,
     sasl,
-    txn,
+    topic_admin,
+    transactions,
 )

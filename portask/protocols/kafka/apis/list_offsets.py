@@ -15,7 +15,8 @@ import logging
 from typing import Any
 
 from portask.broker.topics import Partition
-from portask.protocols.kafka import records, registry, txn
+from portask.protocols.kafka import records, registry
+from portask.protocols.kafka.apis import transactions as txn
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext

@@ -21,7 +21,7 @@ from typing import Any
 
 from portask import metrics
 from portask.broker.topics import Partition
-from portask.protocols.kafka import txn
+from portask.protocols.kafka.apis import transactions as txn
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext

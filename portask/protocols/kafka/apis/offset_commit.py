@@ -26,8 +26,8 @@ from typing import Any
 
 from portask.broker.groups import OffsetEntry, TopicPartition
 from portask.protocols.kafka import registry
+from portask.protocols.kafka.apis.classic_group import ERRORS
 from portask.protocols.kafka.errors import ErrorCode
-from portask.protocols.kafka.groups import ERRORS
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext
 

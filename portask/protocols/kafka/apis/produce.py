@@ -21,7 +21,9 @@ from typing import Any
 from portask import metrics
 from portask.broker.producers import Verdict
 from portask.broker.topics import Partition
-from portask.protocols.kafka import compression, producers, records, txn
+from portask.protocols.kafka import compression, records
+from portask.protocols.kafka.apis import init_producer_id as producers
+from portask.protocols.kafka.apis import transactions as txn
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import RequestContext

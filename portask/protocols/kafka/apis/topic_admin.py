@@ -24,7 +24,7 @@ from portask.broker.topics import (
     UnknownTopic,
 )
 from portask.protocols.kafka import registry
-from portask.protocols.kafka.configs import CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC
+from portask.protocols.kafka.apis.configs import CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.server import NODE_ID, RequestContext
