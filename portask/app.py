@@ -113,10 +113,7 @@ class App:
         metrics.bind_compat_gauges(self.broker.amqp_snapshot, self.broker.kafka_snapshot)
         kafka = self.listener("kafka")
         if kafka is not None:
-            from portask.protocols.kafka.server import KafkaServer
-
-            self.kafka = KafkaServer(self.broker, self.settings, kafka)
-            await kafka.serve(self.kafka.protocol_factory)
+            await self._serve_kafka(kafka, self.broker)
         amqp = self.listener("amqp")
         if amqp is not None:
             self.amqp = self._amqp_server(self.broker)
@@ -140,6 +137,25 @@ class App:
             extra={"fields": {"version": __version__, "startup_ms": startup_ms,
                               "data_dir": str(self.settings.server.data_dir)}},
         )
+
+    async def _serve_kafka(self, listener: Listener, broker: Broker) -> None:
+        # Imported here, not at the top: start-up loads only the protocols it serves.
+        # Importing the index imports every API module, which registers its handler.
+        from portask.protocols.kafka import (
+            apis,  # noqa: F401
+            compaction,
+            txn_markers,
+        )
+        from portask.protocols.kafka.server import KafkaServer
+
+        # What only Kafka's record format can do for the broker core: transaction
+        # markers (and aborting what a crash left open), and compaction.
+        txn_markers.attach(broker)
+        broker.topics.compactor = compaction.compactor(
+            int(self.settings.kafka.max_uncompressed_batch_bytes)
+        )
+        self.kafka = KafkaServer(broker, self.settings, listener)
+        await listener.serve(self.kafka.protocol_factory)
 
     def _amqp_server(self, broker: Broker) -> AmqpServer:
         """AMQP's model on the broker: vhosts restored from the definitions and queue logs,
@@ -178,6 +194,8 @@ class App:
             self.amqp.close_all()  # no publish may reach a queue log after it closes
         await self._close_listeners()
         if self.kafka is not None:
+            if self.broker is not None:
+                self.broker.transactions.stop()  # no transaction expires into a closing log
             self.kafka.close_all()
         if self.broker is not None:
             await self.broker.close()

@@ -4,6 +4,8 @@ The graph is read from the source with ``ast``, so it sees every import: at modu
 level, inside functions, and under ``if TYPE_CHECKING:``. An import that only a type
 checker runs still says one module needs the other; hiding a loop that way is not
 breaking it.
+
+To check another package for cycles, add it to ACYCLIC (one line).
 """
 
 from __future__ import annotations
@@ -11,8 +13,32 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 AMQP = ROOT / "portask" / "protocols" / "amqp"
+KAFKA = ROOT / "portask" / "protocols" / "kafka"
+
+# Packages within which no import cycle may exist: one line per package.
+ACYCLIC = [
+    "portask.protocols.amqp",
+    "portask.protocols.kafka",
+]
+
+# Each package imports nothing from the packages listed against it: protocols -> broker
+# -> storage, never upward.
+LAYERS = {
+    "portask.storage": ("portask.broker", "portask.protocols", "portask.http"),
+    "portask.broker": ("portask.protocols", "portask.http"),
+}
+
+
+def package_dir(package: str) -> Path:
+    return ROOT.joinpath(*package.split("."))
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 def module_name(path: Path) -> str:
@@ -106,3 +132,30 @@ def test_amqp_protocol_reaches_storage_only_through_the_broker() -> None:
     for path in AMQP.rglob("*.py"):
         assert not any(m == "portask.storage" or m.startswith("portask.storage.")
                        for m in imports_of(path)), path
+
+
+@pytest.mark.parametrize("package", ACYCLIC)
+def test_no_import_cycle_within(package: str) -> None:
+    graph = import_graph(package_dir(package))
+    assert len(graph) > 1  # the package is there and was read
+    assert find_cycle(graph) is None
+
+
+@pytest.mark.parametrize(("package", "forbidden"), sorted(LAYERS.items()))
+def test_layer_imports_nothing_above_it(package: str, forbidden: tuple[str, ...]) -> None:
+    wrong = sorted(
+        f"{module_name(path)} imports {target}"
+        for path in package_dir(package).rglob("*.py")
+        for target in imports_of(path)
+        if any(within(target, above) for above in forbidden)
+    )
+    assert wrong == []
+
+
+def test_kafka_server_context_and_registry_import_no_api_module() -> None:
+    graph = import_graph(KAFKA)
+    # The graph is really read: the index imports every API module.
+    assert "portask.protocols.kafka.apis.produce" in graph["portask.protocols.kafka.apis"]
+    for name in ("server", "context", "registry"):
+        deps = graph[f"portask.protocols.kafka.{name}"]
+        assert not any(within(m, "portask.protocols.kafka.apis") for m in deps), name

@@ -13,7 +13,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from portask.broker import topic_configs
@@ -28,6 +28,9 @@ log = logging.getLogger("portask.broker")
 
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_NAME_LENGTH = 249
+# How much one step of a whole-log scan reads: large, as scans run rarely (rebuilds
+# after a restart, compaction, a ListOffsets by timestamp) and want few reads.
+_SCAN_CHUNK = 4 << 20
 
 
 class TopicError(Exception):
@@ -108,6 +111,18 @@ class Partition:
 
     def read(self, offset: int, max_bytes: int, *, min_one: bool = True) -> list[LogRecord]:
         return self.log.read(offset, max_bytes, min_one=min_one)
+
+    def scan(self, start: int) -> Iterator[LogRecord]:
+        """Every entry from the one holding ``start`` up to the end of the log."""
+        log = self.log
+        offset = start
+        while offset < log.end_offset:
+            entries = log.read(offset, _SCAN_CHUNK)
+            if not entries:
+                return
+            for entry in entries:
+                yield entry
+                offset = entry.offset + entry.count
 
     def watch(self, waiter: asyncio.Future[None]) -> None:
         """Resolve ``waiter`` on the next append (long-polling readers)."""

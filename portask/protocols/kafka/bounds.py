@@ -27,13 +27,10 @@ from collections.abc import Callable
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin
 
-from portask.protocols.kafka.wire import MalformedRequest, read_uvarint
+from portask.protocols.kafka.wire import INT16, INT32, MalformedRequest, read_uvarint
 
 # (buffer, position, end) -> position after the value
 Walk = Callable[[Any, int, int], int]
-
-_INT16 = struct.Struct(">h")
-_INT32 = struct.Struct(">i")
 
 _FIXED_SIZES = {
     "bool": 1,
@@ -137,30 +134,7 @@ def _field_walker(field: dataclasses.Field[Any], flexible: bool) -> Walk:
 
 
 def _array_walker(element: Walk, nullable: bool, flexible: bool, what: str) -> Walk:
-    def walk_array(data: Any, pos: int, end: int) -> int:
-        if flexible:
-            count, pos = read_uvarint(data, pos)
-            count -= 1
-        else:
-            if pos + 4 > end:
-                raise _truncated(what)
-            count = _INT32.unpack_from(data, pos)[0]
-            pos += 4
-        if count < 0:
-            if count != -1:
-                raise MalformedRequest(f"{what} has a negative count ({count})")
-            if not nullable:
-                raise MalformedRequest(f"{what} is null where the protocol requires an array")
-            return pos
-        # Every element takes at least one byte, so a count larger than what is left
-        # is a lie: refuse it before anything allocates for it.
-        if count > end - pos:
-            raise _truncated(f"{what} ({count} elements)")
-        for _ in range(count):
-            pos = element(data, pos, end)
-        return pos
-
-    return walk_array
+    return _prefixed_walker(INT32, flexible, nullable, what, element)
 
 
 def _value_walker(kafka_type: str, nullable: bool, flexible: bool, what: str) -> Walk:
@@ -176,26 +150,46 @@ def _value_walker(kafka_type: str, nullable: bool, flexible: bool, what: str) ->
         return walk_fixed
     if kafka_type not in _SIZED:
         raise LookupError(f"no bounds check for kafka_type {kafka_type!r} ({what})")
-    header = _INT16 if kafka_type == "string" else _INT32
+    header = INT16 if kafka_type == "string" else INT32
+    return _prefixed_walker(header, flexible, nullable, what, None)
 
-    def walk_sized(data: Any, pos: int, end: int) -> int:
+
+def _prefixed_walker(
+    header: struct.Struct, flexible: bool, nullable: bool, what: str, element: Walk | None
+) -> Walk:
+    """An array of ``element`` values, or with ``element`` None a string or bytes value:
+    a count or length first (``header`` or compact), -1 for null, then what it counts."""
+    if element is None:
+        noun, null_rule = "length", "forbids it"
+    else:
+        noun, null_rule = "count", "requires an array"
+
+    def walk_prefixed(data: Any, pos: int, end: int) -> int:
         if flexible:
-            length, pos = read_uvarint(data, pos)
-            length -= 1
+            value, pos = read_uvarint(data, pos)
+            value -= 1
         else:
             if pos + header.size > end:
                 raise _truncated(what)
-            length = header.unpack_from(data, pos)[0]
+            value = header.unpack_from(data, pos)[0]
             pos += header.size
-        if length < 0:
-            if length != -1:
-                raise MalformedRequest(f"{what} has a negative length ({length})")
+        if value < 0:
+            if value != -1:
+                raise MalformedRequest(f"{what} has a negative {noun} ({value})")
             if not nullable:
-                raise MalformedRequest(f"{what} is null where the protocol forbids it")
+                raise MalformedRequest(f"{what} is null where the protocol {null_rule}")
             return pos
-        pos += length
-        if pos > end:
-            raise _truncated(what)
+        if element is None:  # a length in bytes
+            pos += value
+            if pos > end:
+                raise _truncated(what)
+            return pos
+        # Every element takes at least one byte, so a count larger than what is left
+        # is a lie: refuse it before anything allocates for it.
+        if value > end - pos:
+            raise _truncated(f"{what} ({value} elements)")
+        for _ in range(value):
+            pos = element(data, pos, end)
         return pos
 
-    return walk_sized
+    return walk_prefixed

@@ -1,11 +1,12 @@
 """Log compaction for ``cleanup.policy=compact`` topics: keep the latest record per key.
 
-The broker core schedules it (Topics.compact_all); this module supplies what needs the
-record format: reading keys out of stored batches and rewriting a batch with only the
-records to keep. Only closed segments are rewritten; the active one is left alone, as
-in Kafka. A tombstone (null value) is kept while younger than ``delete.retention.ms``
-so that consumers catching up still see the delete, then it goes too. Offsets never
-change: a batch whose records are all gone stays as an empty batch.
+The broker core schedules it (Topics.compact_all; portask/app.py installs ``compactor``'s
+hook as ``topics.compactor``); this module supplies what needs the record format: reading keys
+out of stored batches and rewriting a batch with only the records to keep. Only closed
+segments are rewritten; the active one is left alone, as in Kafka. A tombstone (null
+value) is kept while younger than ``delete.retention.ms`` so that consumers catching up
+still see the delete, then it goes too. Offsets never change: a batch whose records are
+all gone stays as an empty batch.
 """
 
 from __future__ import annotations
@@ -38,22 +39,16 @@ def compact(partition: Partition, now_ms: int, limit: int) -> int:
     delete_retention_ms = int(partition.topic.effective["delete.retention.ms"])
     latest: dict[bytes, int] = {}
     unreadable: set[int] = set()
-    offset = plog.start_offset
-    while offset < plog.end_offset:
-        entries = plog.read(offset, 4 << 20)
-        if not entries:
-            break
-        for entry in entries:
-            if not _is_control(entry.payload):
-                try:
-                    keys = records.record_keys(entry.payload, limit)
-                except records.InvalidBatch:
-                    unreadable.add(entry.offset)
-                    keys = []
-                for delta, key, _, _ in keys:
-                    if key is not None:
-                        latest[key] = entry.offset + delta
-            offset = entry.offset + entry.count
+    for entry in partition.scan(plog.start_offset):
+        if not _is_control(entry.payload):
+            try:
+                keys = records.record_keys(entry.payload, limit)
+            except records.InvalidBatch:
+                unreadable.add(entry.offset)
+                keys = []
+            for delta, key, _, _ in keys:
+                if key is not None:
+                    latest[key] = entry.offset + delta
 
     def transform(entry: LogRecord) -> bytearray | None:
         if entry.offset in unreadable or _is_control(entry.payload):

@@ -1,9 +1,10 @@
-"""The table of Kafka APIs this broker serves, filled in by the per-API modules.
+"""The table of Kafka APIs this broker serves, filled in by the modules under apis/.
 
-Each module registers its handler with the version range it really implements, so
-ApiVersions is derived from what exists rather than from a hand-kept list. Request
-and response schemas come from kio; readers and writers are built on first use and
-cached (building them all up front costs seconds at start-up).
+Each API module registers its handler with the version range it really implements, so
+ApiVersions is derived from what exists rather than from a hand-kept list; a key
+registered twice is refused when the second module is imported. Request and response
+schemas come from kio; readers and writers are built on first use and cached
+(building them all up front costs seconds at start-up).
 """
 
 from __future__ import annotations
@@ -13,45 +14,51 @@ import io
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kio.index import load_payload_module
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
+from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.bounds import check_request
+from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.wire import MalformedRequest
-
-if TYPE_CHECKING:
-    from portask.protocols.kafka.server import RequestContext
 
 # A handler answers with a kio response entity, a list of already-encoded body
 # buffers (hot paths), None (no response: acks=0), or an awaitable of one of those.
 Response = Any
-Handler = Callable[["RequestContext", Any], Response | Awaitable[Response]]
-
-API_VERSIONS_KEY = 18
+Handler = Callable[[RequestContext, Any], Response | Awaitable[Response]]
 
 
 @dataclass(frozen=True)
 class Api:
-    key: int
-    schema: str  # kio's module name, e.g. "produce"
+    key: ApiKey
+    schema: str  # kio's schema module, e.g. "produce"; also the API's label in metrics and logs
     min_version: int
     max_version: int
     handler: Handler
 
-    @property
-    def label(self) -> str:
-        return self.schema
+
+class DuplicateApi(RuntimeError):
+    """Two handlers for one API key: a programming error, raised at import."""
 
 
 APIS: dict[int, Api] = {}
 
 
-def api(key: int, schema: str, versions: tuple[int, int]) -> Callable[[Handler], Handler]:
+def api(key: ApiKey, versions: tuple[int, int]) -> Callable[[Handler], Handler]:
+    """Register the decorated handler for ``key`` at versions ``versions[0]``..``[1]``."""
+
     def register(handler: Handler) -> Handler:
-        APIS[key] = Api(key, schema, versions[0], versions[1], handler)
+        existing = APIS.get(key)
+        if existing is not None:
+            raise DuplicateApi(
+                f"{key.name} ({int(key)}) is already served by "
+                f"{existing.handler.__module__}.{existing.handler.__qualname__}; "
+                f"{handler.__module__}.{handler.__qualname__} cannot serve it too"
+            )
+        APIS[key] = Api(key, key.name.lower(), versions[0], versions[1], handler)
         return handler
 
     return register
@@ -96,7 +103,7 @@ def schema(key: int, version: int) -> Schema:
             request_flexible=bool(request_type.__flexible__),  # type: ignore[attr-defined]
             # ApiVersions answers with header v0 at every version so that a client can
             # always read the error code (KIP-511).
-            response_flexible=bool(response_type.__flexible__) and key != API_VERSIONS_KEY,  # type: ignore[attr-defined]
+            response_flexible=bool(response_type.__flexible__) and key != ApiKey.API_VERSIONS,  # type: ignore[attr-defined]
         )
         _SCHEMAS[(key, version)] = found
     return found

@@ -6,6 +6,10 @@ pipeline requests and match replies by order, so a reply that is ready waits beh
 any earlier one still pending. Replies produced during one read are written with a
 single ``writelines`` call. When the client stops reading, the transport's buffer
 fills and the connection stops reading requests until it drains.
+
+This module knows no API: handlers come from the registry, which the API modules fill
+when the composition root (portask/app.py) imports them, and they see the server and
+the connection through the protocols in context.py.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ import collections
 import inspect
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from portask import metrics
 from portask.broker.users import Users
 from portask.listeners import Listener, configure_accepted
 from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.wire import (
     INT32,
     MalformedRequest,
@@ -36,20 +41,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("portask.kafka")
 
-NODE_ID = 0
 _READ_BUFFER = 256 * 1024
 _MIN_READ = 64 * 1024
 # ApiVersions, SaslHandshake, SaslAuthenticate: all a client may send before logging in.
-_BEFORE_AUTHENTICATION = frozenset((18, 17, 36))
+_BEFORE_AUTHENTICATION = frozenset(
+    (ApiKey.API_VERSIONS, ApiKey.SASL_HANDSHAKE, ApiKey.SASL_AUTHENTICATE)
+)
 
 
 class KafkaServer:
     """State shared by every Kafka connection: the broker core and how to reach us."""
 
     def __init__(self, broker: Broker, settings: Settings, listener: Listener) -> None:
-        # Importing the API modules registers their handlers.
-        from portask.protocols.kafka import apis  # noqa: F401
-
+        if not registry.APIS:
+            raise RuntimeError("no Kafka API is registered: import portask.protocols.kafka.apis")
         self.broker = broker
         self.settings = settings
         self.listener = listener
@@ -57,13 +62,6 @@ class KafkaServer:
         self.users = Users(settings.auth.users)
         self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
         self.sasl_required = settings.kafka.sasl_required
-        from portask.protocols.kafka import compaction
-        from portask.protocols.kafka.apis import transactions as txn
-
-        txn.attach(self)
-        broker.topics.compactor = compaction.compactor(
-            int(settings.kafka.max_uncompressed_batch_bytes)
-        )
 
     def protocol_factory(self) -> KafkaConnection:
         return KafkaConnection(self)
@@ -79,23 +77,8 @@ class KafkaServer:
         return host, k.advertised_port or self.listener.port
 
     def close_all(self) -> None:
-        self.broker.transactions.stop()
         for conn in list(self.connections):
             conn.close()
-
-
-@dataclass(slots=True)
-class RequestContext:
-    server: KafkaServer
-    connection: KafkaConnection
-    api_key: int
-    api_version: int
-    correlation_id: int
-    client_id: str | None
-
-    @property
-    def broker(self) -> Broker:
-        return self.server.broker
 
 
 class _Slot:
@@ -123,7 +106,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._pending: collections.deque[_Slot] = collections.deque()
         self._out: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._reading_paused = False
         self._closed = False
         self._close_after_flush = False
         # SASL state: the mechanism chosen by SaslHandshake, a SCRAM exchange in
@@ -156,12 +138,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def pause_writing(self) -> None:
         # The client is not reading replies: stop reading its requests until it does.
-        self._reading_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._reading_paused = False
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
 
@@ -233,7 +213,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._protocol_error("request before SASL authentication", api=api.schema)
             return
         supported = api.min_version <= version <= api.max_version
-        if not supported and api_key != registry.API_VERSIONS_KEY:
+        if not supported and api_key != ApiKey.API_VERSIONS:
             self._protocol_error(
                 "unsupported API version",
                 api=api.schema,

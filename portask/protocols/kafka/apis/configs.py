@@ -1,27 +1,36 @@
-"""DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44).
+"""Configs: DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44).
 
-DescribeConfigs v1-v4: v1 synonyms and sources; v3 config types and documentation;
-v4 flexible. AlterConfigs v0-v2 (v2 flexible) replaces a topic's overrides;
-IncrementalAlterConfigs v0-v1 (v1 flexible) sets, deletes, appends or subtracts single
-keys. Topic values are the ones really in force (overrides over the broker's
+DescribeConfigs, versions 1-4:
+    v1  include_synonyms; config sources (v0 not served)
+    v2  same as v1
+    v3  include_documentation; config types
+    v4  flexible
+AlterConfigs, versions 0-2 (replaces a resource's overrides with the set given):
+    v1  same as v0
+    v2  flexible
+IncrementalAlterConfigs, versions 0-1 (sets, deletes, appends to or subtracts from
+single keys, KIP-339):
+    v1  flexible
+
+Topic values are the ones really in force (overrides over the broker's
 settings). Broker values come from the broker's settings file and are read-only at
 run time: altering them is refused with a message saying where to change them.
 """
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 from portask.broker import topic_configs
 from portask.broker.topic_configs import InvalidTopicConfig
 from portask.config import Settings
 from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
-from portask.protocols.kafka.server import NODE_ID, RequestContext
+from portask.protocols.kafka.responses import NO_THROTTLE
 
-DESCRIBE_CONFIGS, ALTER_CONFIGS, INCREMENTAL_ALTER_CONFIGS = 32, 33, 44
 TOPIC, BROKER = 2, 4
 CONFIG_SOURCE_TOPIC, CONFIG_SOURCE_STATIC_BROKER, CONFIG_SOURCE_DEFAULT = 1, 4, 5
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
@@ -33,7 +42,6 @@ _TOPIC_TYPES = {
     "max.message.bytes": _TYPE_INT,
     "segment.bytes": _TYPE_INT,
 }
-_NO_THROTTLE = datetime.timedelta(0)
 
 
 def broker_configs(settings: Settings) -> dict[str, tuple[str, int, bool]]:
@@ -91,9 +99,9 @@ def broker_configs(settings: Settings) -> dict[str, tuple[str, int, bool]]:
     }
 
 
-@api(DESCRIBE_CONFIGS, "describe_configs", (1, 4))
+@api(ApiKey.DESCRIBE_CONFIGS, (1, 4))
 def describe_configs(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(DESCRIBE_CONFIGS, ctx.api_version)
+    types = registry.response_types(ApiKey.DESCRIBE_CONFIGS, ctx.api_version)
     results = []
     for res in request.resources:
         error, message, entries = ErrorCode.none, None, []
@@ -153,7 +161,7 @@ def describe_configs(ctx: RequestContext, request: Any) -> Any:
             )
         )
     return registry.make(
-        types.DescribeConfigsResponse, throttle_time=_NO_THROTTLE, results=tuple(results)
+        types.DescribeConfigsResponse, throttle_time=NO_THROTTLE, results=tuple(results)
     )
 
 
@@ -190,19 +198,21 @@ def _alter(
     return ErrorCode.none, None
 
 
-@api(ALTER_CONFIGS, "alter_configs", (0, 2))
+@api(ApiKey.ALTER_CONFIGS, (0, 2))
 def alter_configs(ctx: RequestContext, request: Any) -> Any:
     # AlterConfigs replaces a resource's overrides with the set given.
     return _alter_all(
         ctx,
         request,
-        ALTER_CONFIGS,
+        ApiKey.ALTER_CONFIGS,
         "AlterConfigsResponse",
         lambda res: lambda _current: {c.name: c.value for c in res.configs},
     )
 
 
-def _alter_all(ctx: RequestContext, request: Any, key: int, response: str, change_of: Any) -> Any:
+def _alter_all(
+    ctx: RequestContext, request: Any, key: ApiKey, response: str, change_of: Any
+) -> Any:
     """Both alter APIs: one answer per resource, ``change_of(resource)`` says what to do."""
     types = registry.response_types(key, ctx.api_version)
     responses = []
@@ -220,7 +230,7 @@ def _alter_all(ctx: RequestContext, request: Any, key: int, response: str, chang
             )
         )
     return registry.make(
-        getattr(types, response), throttle_time=_NO_THROTTLE, responses=tuple(responses)
+        getattr(types, response), throttle_time=NO_THROTTLE, responses=tuple(responses)
     )
 
 
@@ -250,12 +260,12 @@ def _incremental(ops: Any) -> Any:
     return change
 
 
-@api(INCREMENTAL_ALTER_CONFIGS, "incremental_alter_configs", (0, 1))
+@api(ApiKey.INCREMENTAL_ALTER_CONFIGS, (0, 1))
 def incremental_alter_configs(ctx: RequestContext, request: Any) -> Any:
     return _alter_all(
         ctx,
         request,
-        INCREMENTAL_ALTER_CONFIGS,
+        ApiKey.INCREMENTAL_ALTER_CONFIGS,
         "IncrementalAlterConfigsResponse",
         lambda res: _incremental(res.configs),
     )

@@ -1,9 +1,18 @@
-"""Fetch (key 1).
+"""Fetch (key 1), versions 4-16.
 
-Served from v4 (magic-2 batches, last stable offset, aborted transactions). v5 adds
-log_start_offset; v6 same; v7 fetch sessions (KIP-227); v8-v10 same; v11 rack-aware
-preferred read replica; v12 flexible, diverging epochs; v13 topics by id (KIP-516);
-v14-v15 same for consumers; v16 node endpoints on NOT_LEADER (never sent here).
+    v4   isolation level, last stable offset, aborted transactions (v0-v3 not served)
+    v5   log_start_offset
+    v6   same as v5
+    v7   fetch sessions (KIP-227)
+    v8   same as v7
+    v9   current leader epoch in the request
+    v10  same as v9 (zstd allowed)
+    v11  rack id; preferred read replica in the answer (KIP-392)
+    v12  flexible; diverging epochs
+    v13  topics by id (KIP-516)
+    v14  same as v13
+    v15  replica state instead of replica id (a consumer sends neither)
+    v16  node endpoints on NOT_LEADER (never sent by a single node)
 
 Long poll: the answer waits until ``min_bytes`` are available or ``max_wait_ms`` has
 passed, woken by appends to any partition in the request. Fetch sessions are declined
@@ -21,10 +30,11 @@ from typing import Any
 
 from portask import metrics
 from portask.broker.topics import Partition
-from portask.protocols.kafka.apis import transactions as txn
+from portask.protocols.kafka import txn_markers
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
-from portask.protocols.kafka.server import RequestContext
 from portask.protocols.kafka.wire import (
     EMPTY_TAGS,
     INT16,
@@ -37,7 +47,6 @@ from portask.protocols.kafka.wire import (
 )
 from portask.storage import OffsetOutOfRange
 
-KEY = 1
 READ_COMMITTED = 1
 _NULL_ARRAY = INT32.pack(-1)
 
@@ -62,8 +71,8 @@ class _Wanted:
         self.aborted: list[tuple[int, int]] = []
 
 
-@api(KEY, "fetch", (4, 16))
-def handle(ctx: RequestContext, request: Any) -> list[Any] | Awaitable[list[Any]]:
+@api(ApiKey.FETCH, (4, 16))
+def fetch(ctx: RequestContext, request: Any) -> list[Any] | Awaitable[list[Any]]:
     version = ctx.api_version
     # Fetch sessions exist from v7 on; older requests have no session id to check.
     if version >= 7 and request.session_id != 0:
@@ -116,7 +125,7 @@ def _read_all(
                 w.partition, w.error = None, ErrorCode.unknown_topic_or_partition
                 w.records, w.size = [], 0
                 continue
-            txn.ensure_rebuilt(ctx.server, w.partition)
+            txn_markers.ensure_rebuilt(ctx.broker, w.partition)
             spans = w.partition.transactions
             w.lso = spans.last_stable_offset(w.partition.high_watermark)
             budget = min(w.max_bytes, max_bytes - total)
@@ -160,23 +169,27 @@ async def _long_poll(
     partitions = [w.partition for _, _, wanted in topics for w in wanted if w.partition]
     while True:
         remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        waiter: asyncio.Future[None] = loop.create_future()
-        for p in partitions:
-            p.watch(waiter)
-        try:
-            await asyncio.wait_for(waiter, remaining)
-        except TimeoutError:
-            pass
-        finally:
-            for p in partitions:
-                p.unwatch(waiter)
+        if remaining > 0:
+            await _next_append(partitions, remaining)
+        # Read after every wake-up, and once more when the wait ended before it began
+        # (the first read happened in fetch(), before this coroutine was scheduled).
         total = _read_all(ctx, topics, request.max_bytes, committed)
-        if total >= request.min_bytes or _has_error(topics):
-            break
-    _read_all(ctx, topics, request.max_bytes, committed)
-    return _respond(ctx, request, topics)
+        if total >= request.min_bytes or _has_error(topics) or loop.time() >= deadline:
+            return _respond(ctx, request, topics)
+
+
+async def _next_append(partitions: list[Partition], timeout: float) -> None:
+    """Wait until any of the partitions grows, or the timeout passes."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    for p in partitions:
+        p.watch(waiter)
+    try:
+        await asyncio.wait_for(waiter, timeout)
+    except TimeoutError:
+        pass
+    finally:
+        for p in partitions:
+            p.unwatch(waiter)
 
 
 def _respond(

@@ -1,31 +1,38 @@
-"""Metadata (key 3).
+"""Metadata (key 3), versions 0-12.
 
-v0 base (empty topic list = all topics); v1 adds racks, controller id and internal
-flags, and null = all topics; v2 cluster id; v3 throttle time; v4 allow_auto_topic_creation;
-v5 offline replicas; v7 leader epochs; v8 authorized operations; v9 flexible; v10
-topic ids; v11 drops cluster authorized operations; v12 topics may be named by id.
+    v0   brokers, topics, partitions (an empty topic list means all topics)
+    v1   racks, controller id, internal flags; a null topic list means all topics
+    v2   cluster id
+    v3   throttle time
+    v4   allow_auto_topic_creation
+    v5   offline replicas
+    v6   same as v5
+    v7   leader epochs
+    v8   authorized operations (KIP-430)
+    v9   flexible
+    v10  topic ids (KIP-516)
+    v11  drops cluster authorized operations
+    v12  topics may be named by id
+
 This broker is a one-node cluster: node 0 leads every partition.
 """
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 from portask.broker.topics import InvalidTopicName, Topic, check_name
 from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import LEADER_EPOCH, NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
-from portask.protocols.kafka.server import NODE_ID, RequestContext
-
-KEY = 3
-# Kafka's "not requested" sentinel for authorized operations.
-OPERATIONS_UNKNOWN = -2147483648
+from portask.protocols.kafka.responses import NO_THROTTLE, OPERATIONS_UNKNOWN
 
 
-@api(KEY, "metadata", (0, 12))
-def handle(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(KEY, ctx.api_version)
+@api(ApiKey.METADATA, (0, 12))
+def metadata(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(ApiKey.METADATA, ctx.api_version)
     topics = ctx.broker.topics
     wanted = request.topics
     if wanted is None or (ctx.api_version == 0 and not wanted):
@@ -36,7 +43,7 @@ def handle(ctx: RequestContext, request: Any) -> Any:
     host, port = ctx.server.advertised_address(ctx.connection.local)
     return registry.make(
         types.MetadataResponse,
-        throttle_time=datetime.timedelta(0),
+        throttle_time=NO_THROTTLE,
         brokers=(
             registry.make(
                 types.MetadataResponseBroker, node_id=NODE_ID, host=host, port=port, rack=None
@@ -78,7 +85,7 @@ def _topic(types: Any, topic: Topic) -> Any:
             error_code=ErrorCode.none,
             partition_index=p.index,
             leader_id=NODE_ID,
-            leader_epoch=0,
+            leader_epoch=LEADER_EPOCH,
             replica_nodes=(NODE_ID,),
             isr_nodes=(NODE_ID,),
             offline_replicas=(),
@@ -105,42 +112,4 @@ def _error(types: Any, name: str | None, topic_id: Any, code: ErrorCode) -> Any:
         is_internal=False,
         partitions=(),
         topic_authorized_operations=OPERATIONS_UNKNOWN,
-    )
-
-
-DESCRIBE_CLUSTER = 60
-
-
-@api(DESCRIBE_CLUSTER, "describe_cluster", (0, 1))
-def describe_cluster(ctx: RequestContext, request: Any) -> Any:
-    """DescribeCluster v0-v1 (v1 adds endpoint type; only brokers are described)."""
-    types = registry.response_types(DESCRIBE_CLUSTER, ctx.api_version)
-    host, port = ctx.server.advertised_address(ctx.connection.local)
-    brokers_type = 1
-    if getattr(request, "endpoint_type", brokers_type) != brokers_type:
-        return registry.make(
-            types.DescribeClusterResponse,
-            throttle_time=datetime.timedelta(0),
-            error_code=ErrorCode.unsupported_endpoint_type,
-            error_message="only broker endpoints are described",
-            endpoint_type=request.endpoint_type,
-            cluster_id=ctx.broker.cluster_id,
-            controller_id=-1,
-            brokers=(),
-            cluster_authorized_operations=OPERATIONS_UNKNOWN,
-        )
-    return registry.make(
-        types.DescribeClusterResponse,
-        throttle_time=datetime.timedelta(0),
-        error_code=ErrorCode.none,
-        error_message=None,
-        endpoint_type=brokers_type,
-        cluster_id=ctx.broker.cluster_id,
-        controller_id=NODE_ID,
-        brokers=(
-            registry.make(
-                types.DescribeClusterBroker, broker_id=NODE_ID, host=host, port=port, rack=None
-            ),
-        ),
-        cluster_authorized_operations=OPERATIONS_UNKNOWN,
     )

@@ -1,47 +1,40 @@
-"""Committed offsets: OffsetCommit (8), OffsetFetch (9), OffsetDelete (47).
+"""OffsetCommit (key 8), versions 2-9.
 
-OffsetCommit v2-v9 (kio has no v0-v1, which Kafka 4 dropped too): v2 retention time
-(ignored: offsets are kept until deleted); v3 throttle time; v4 same; v5 drops
-retention time; v6 leader epochs; v7 group.instance.id; v8 flexible; v9 same for
-classic groups. A commit with generation -1 from a consumer outside any group is
-accepted while the group is empty, as Kafka does.
-OffsetFetch v1-v9: v2 null topics = every partition with an offset, group error; v3
-throttle time; v4 same; v5 leader epochs; v6 flexible; v7 require_stable (accepted;
-no transactional commit is reported pending); v8 batched groups; v9 member id and
-epoch (for the new consumer protocol; ignored for classic groups).
-OffsetDelete v0.
+    v2  retention time (ignored: offsets are kept until deleted); kio has no v0-v1,
+        which Kafka 4 dropped too
+    v3  throttle time
+    v4  same as v3
+    v5  drops retention time
+    v6  committed leader epochs
+    v7  group.instance.id
+    v8  flexible
+    v9  same as v8 for classic groups (member epoch for the new consumer protocol)
 
-Offsets are stored by the coordinator (broker/groups.py) in the durable definitions
-store, so a restart keeps them.
+A commit with generation -1 from a consumer outside any group is accepted while the
+group is empty, as Kafka does. Offsets are stored by the coordinator (broker/groups.py)
+in the durable definitions store, so a restart keeps them.
 """
 
 from __future__ import annotations
 
-import datetime
 import logging
-import struct
 import time
-from collections.abc import Callable
 from typing import Any
 
 from portask.broker.groups import OffsetEntry, TopicPartition
 from portask.protocols.kafka import registry
-from portask.protocols.kafka.apis.classic_group import ERRORS
-from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import RequestContext
+from portask.protocols.kafka.errors import GROUP_ERRORS, ErrorCode
 from portask.protocols.kafka.registry import api
-from portask.protocols.kafka.server import RequestContext
+from portask.protocols.kafka.responses import NO_THROTTLE, per_partition
 
 log = logging.getLogger("portask.kafka")
 
-OFFSET_COMMIT, OFFSET_FETCH, OFFSET_DELETE = 8, 9, 47
-CONSUMER_PROTOCOL_TYPE = "consumer"
-_NO_THROTTLE = datetime.timedelta(0)
-_INT16, _INT32 = struct.Struct(">h"), struct.Struct(">i")
 
-
-@api(OFFSET_COMMIT, "offset_commit", (2, 9))
+@api(ApiKey.OFFSET_COMMIT, (2, 9))
 def offset_commit(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(OFFSET_COMMIT, ctx.api_version)
+    types = registry.response_types(ApiKey.OFFSET_COMMIT, ctx.api_version)
     topics = ctx.broker.topics
     limit = int(ctx.server.settings.kafka.offset_metadata_max_bytes)
     now = int(time.time() * 1000)
@@ -72,160 +65,17 @@ def offset_commit(ctx: RequestContext, request: Any) -> Any:
             request.generation_id_or_member_epoch,
             wanted,
         )
-        answers.update({tp: ERRORS[error] for tp in wanted})
+        answers.update({tp: GROUP_ERRORS[error] for tp in wanted})
     return registry.make(
         types.OffsetCommitResponse,
-        throttle_time=_NO_THROTTLE,
-        topics=tuple(
-            registry.make(
-                types.OffsetCommitResponseTopic,
-                name=t.name,
-                partitions=tuple(
-                    registry.make(
-                        types.OffsetCommitResponsePartition,
-                        partition_index=p.partition_index,
-                        error_code=answers[(t.name, p.partition_index)],
-                    )
-                    for p in t.partitions
-                ),
-            )
-            for t in request.topics
-        ),
-    )
-
-
-@api(OFFSET_FETCH, "offset_fetch", (1, 9))
-def offset_fetch(ctx: RequestContext, request: Any) -> Any:
-    version = ctx.api_version
-    types = registry.response_types(OFFSET_FETCH, version)
-    if version >= 8:
-        groups = tuple(
-            registry.make(
-                types.OffsetFetchResponseGroup,
-                group_id=g.group_id,
-                topics=_fetch(ctx, types, g.group_id, g.topics, batched=True),
-                error_code=ErrorCode.none,
-            )
-            for g in request.groups
-        )
-        return registry.make(
-            types.OffsetFetchResponse, throttle_time=_NO_THROTTLE, groups=groups
-        )
-    return registry.make(
-        types.OffsetFetchResponse,
-        throttle_time=_NO_THROTTLE,
-        topics=_fetch(ctx, types, request.group_id, request.topics, batched=False),
-        error_code=ErrorCode.none,
-    )
-
-
-def _fetch(ctx: RequestContext, types: Any, group_id: str, topics: Any, *, batched: bool) -> Any:
-    topic_type = types.OffsetFetchResponseTopics if batched else types.OffsetFetchResponseTopic
-    partition_type = (
-        types.OffsetFetchResponsePartitions if batched else types.OffsetFetchResponsePartition
-    )
-    groups = ctx.broker.groups
-    by_topic: dict[str, list[tuple[int, OffsetEntry | None]]] = {}
-    if topics is None:
-        for (topic, index), entry in groups.committed(group_id).items():
-            by_topic.setdefault(topic, []).append((index, entry))
-    else:
-        for t in topics:
-            found = groups.committed(group_id, [(t.name, i) for i in t.partition_indexes])
-            by_topic.setdefault(t.name, []).extend(
-                (i, found[(t.name, i)]) for i in t.partition_indexes
-            )
-    return tuple(
-        registry.make(
-            topic_type,
-            name=name,
-            partitions=tuple(
-                registry.make(
-                    partition_type,
-                    partition_index=index,
-                    # No commit: offset -1 and empty metadata, with no error (Kafka's answer).
-                    committed_offset=entry.offset if entry else -1,
-                    committed_leader_epoch=entry.leader_epoch if entry else -1,
-                    metadata=entry.metadata if entry else "",
-                    error_code=ErrorCode.none,
-                )
-                for index, entry in partitions
+        throttle_time=NO_THROTTLE,
+        topics=per_partition(
+            request.topics,
+            types.OffsetCommitResponseTopic,
+            lambda t, p: registry.make(
+                types.OffsetCommitResponsePartition,
+                partition_index=p.partition_index,
+                error_code=answers[(t.name, p.partition_index)],
             ),
-        )
-        for name, partitions in by_topic.items()
-    )
-
-
-@api(OFFSET_DELETE, "offset_delete", (0, 0))
-def offset_delete(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(OFFSET_DELETE, ctx.api_version)
-    answers: dict[TopicPartition, ErrorCode] = {}
-    known: list[TopicPartition] = []
-    for t in request.topics:
-        for p in t.partitions:
-            tp = (t.name, p.partition_index)
-            if ctx.broker.topics.partition(*tp) is None:
-                answers[tp] = ErrorCode.unknown_topic_or_partition
-            else:
-                known.append(tp)
-    group_error = None
-    if known:
-        group = ctx.broker.groups.get(request.group_id)
-        subscribed = _subscriptions(group) if group is not None else None
-        group_error, results = ctx.broker.groups.delete_offsets(
-            request.group_id, known, subscribed
-        )
-        answers.update({tp: ERRORS[error] for tp, error in results.items()})
-    by_topic: dict[str, list[tuple[int, ErrorCode]]] = {}
-    for (topic, index), code in answers.items():
-        by_topic.setdefault(topic, []).append((index, code))
-    return registry.make(
-        types.OffsetDeleteResponse,
-        error_code=ERRORS[group_error],
-        throttle_time=_NO_THROTTLE,
-        topics=tuple(
-            registry.make(
-                types.OffsetDeleteResponseTopic,
-                name=name,
-                partitions=tuple(
-                    registry.make(
-                        types.OffsetDeleteResponsePartition, partition_index=i, error_code=code
-                    )
-                    for i, code in partitions
-                ),
-            )
-            for name, partitions in by_topic.items()
         ),
     )
-
-
-def _subscriptions(group: Any) -> Callable[[str], bool] | None:
-    """Whether the group's members subscribe to a topic, read from their consumer
-    protocol metadata; None for groups that are not consumer groups."""
-    if group.protocol_type != CONSUMER_PROTOCOL_TYPE:
-        return None
-    topics: set[str] = set()
-    for member in group.members.values():
-        parsed = subscribed_topics(member.metadata(group.protocol_name))
-        if parsed is None:
-            return lambda _topic: True  # unreadable: assume it is consumed, as Kafka does
-        topics |= parsed
-    return topics.__contains__
-
-
-def subscribed_topics(metadata: bytes) -> set[str] | None:
-    """Topics of a ConsumerProtocolSubscription (any version: the topic list comes first)."""
-    try:
-        _INT16.unpack_from(metadata, 0)  # version
-        count = _INT32.unpack_from(metadata, 2)[0]
-        pos, topics = 6, set()
-        for _ in range(count):
-            size = _INT16.unpack_from(metadata, pos)[0]
-            pos += 2
-            if size < 0 or pos + size > len(metadata):
-                return None
-            topics.add(metadata[pos : pos + size].decode())
-            pos += size
-        return topics
-    except (struct.error, UnicodeDecodeError):
-        return None

@@ -1,9 +1,15 @@
-"""Produce (key 0).
+"""Produce (key 0), versions 3-10.
 
-Served from v3 (the first with magic-2 record batches). v4 same as v3; v5 adds
-log_start_offset to the answer; v6-v7 same; v8 adds per-record errors and an error
-message; v9 is flexible; v10 adds current-leader hints on NOT_LEADER errors (never
-sent by a single node). acks=0 gets no answer at all.
+    v3   the first with magic-2 record batches (v0-v2 are not served); transactional id
+    v4   same as v3
+    v5   log_start_offset in the answer
+    v6   same as v5
+    v7   same as v6
+    v8   per-record errors and an error message in the answer
+    v9   flexible
+    v10  current-leader hints on NOT_LEADER errors (never sent by a single node)
+
+acks=0 gets no answer at all.
 
 Batches are validated (size, magic, CRC-32C, max.message.bytes; compressed records
 must decompress within kafka.max_uncompressed_batch_bytes, as Kafka's LogValidator
@@ -21,12 +27,11 @@ from typing import Any
 from portask import metrics
 from portask.broker.producers import Verdict
 from portask.broker.topics import Partition
-from portask.protocols.kafka import compression, records
-from portask.protocols.kafka.apis import init_producer_id as producers
-from portask.protocols.kafka.apis import transactions as txn
+from portask.protocols.kafka import compression, producer_state, records, txn_markers
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
-from portask.protocols.kafka.server import RequestContext
 from portask.protocols.kafka.wire import (
     EMPTY_TAGS,
     INT16,
@@ -37,8 +42,6 @@ from portask.protocols.kafka.wire import (
     string,
 )
 
-KEY = 0
-_PARTITION = INT32.size + INT16.size
 _NO_TIME = INT64.pack(-1)
 _VERDICT_ERRORS = {
     Verdict.OUT_OF_ORDER: ErrorCode.out_of_order_sequence_number,
@@ -65,8 +68,17 @@ class _Result:
         self.log_start_offset = -1
 
 
-@api(KEY, "produce", (3, 10))
-def handle(ctx: RequestContext, request: Any) -> list[bytes] | None:
+class _Refused(Exception):
+    """A partition's data is refused: the error code and message of its answer."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@api(ApiKey.PRODUCE, (3, 10))
+def produce(ctx: RequestContext, request: Any) -> list[bytes] | None:
     started = time.perf_counter()
     acks = request.acks
     topics = ctx.broker.topics
@@ -104,124 +116,169 @@ def handle(ctx: RequestContext, request: Any) -> list[bytes] | None:
 def _append(
     ctx: RequestContext, partition: Partition, data: bytes | None, transactional_id: str | None
 ) -> tuple[_Result, int]:
+    """Append a partition's batches; the answer and how many records were stored."""
     result = _Result(partition.index, ErrorCode.none)
-    if not data:
-        result.error, result.message = ErrorCode.invalid_record, "no record batch in the request"
-        return result, 0
+    count = 0
     configs = ctx.broker.topics.effective_configs(partition.topic)
+    log_append_time = configs["message.timestamp.type"] == "LogAppendTime"
+    uncompressed_limit = int(ctx.server.settings.kafka.max_uncompressed_batch_bytes)
+    try:
+        prepared = _prepare(data, configs, uncompressed_limit)
+        now_ms = int(time.time() * 1000)
+        for info, batch in prepared:
+            duplicate_of = _admit(ctx, partition, info, transactional_id)
+            if duplicate_of is None:
+                offset = _store(ctx, partition, info, batch, log_append_time, now_ms)
+                count += info.records_count
+            else:
+                # A retry of a batch already stored: answer with its offset, append nothing.
+                offset = duplicate_of
+            if result.base_offset < 0:
+                result.base_offset = offset
+    except _Refused as refused:
+        # Batches appended before the refused one stay; the answer says how far it got.
+        result.error, result.message = refused.code, refused.message
+        if refused.code == ErrorCode.kafka_storage_error:
+            result.base_offset = -1
+        return result, count
+    if log_append_time:
+        result.log_append_time = now_ms
+    result.log_start_offset = partition.log_start_offset
+    return result, count
+
+
+def _prepare(
+    data: bytes | None, configs: dict[str, str], uncompressed_limit: int
+) -> list[tuple[records.BatchInfo, memoryview | bytearray]]:
+    """The request's batches, validated and in the topic's codec, before any is appended,
+    so that a bad batch appends nothing. Raises _Refused."""
+    if not data:
+        raise _Refused(ErrorCode.invalid_record, "no record batch in the request")
     limit = int(configs["max.message.bytes"])
     try:
         batches = records.parse_batches(data)
     except records.InvalidBatch as exc:
-        result.error, result.message = exc.code, str(exc)
-        return result, 0
-    uncompressed_limit = int(ctx.server.settings.kafka.max_uncompressed_batch_bytes)
+        raise _Refused(exc.code, str(exc)) from None
     for info in batches:
         if info.size > limit:
-            result.error = ErrorCode.message_too_large
-            result.message = f"record batch of {info.size} bytes exceeds max.message.bytes {limit}"
-            return result, 0
+            raise _Refused(
+                ErrorCode.message_too_large,
+                f"record batch of {info.size} bytes exceeds max.message.bytes {limit}",
+            )
         if info.is_control:
             # Only the broker writes transaction markers, as in Kafka.
-            result.error = ErrorCode.invalid_record
-            result.message = "clients may not write control batches"
-            return result, 0
+            raise _Refused(ErrorCode.invalid_record, "clients may not write control batches")
         try:
             records.check_records(
                 memoryview(data)[info.start : info.start + info.size], info, uncompressed_limit
             )
         except records.InvalidBatch as exc:
-            result.error, result.message = exc.code, str(exc)
-            return result, 0
+            raise _Refused(exc.code, str(exc)) from None
     if "compact" in configs["cleanup.policy"]:
-        for info in batches:
-            batch_view = memoryview(data)[info.start : info.start + info.size]
-            try:
-                keys = records.record_keys(batch_view, uncompressed_limit)
-            except records.InvalidBatch as exc:
-                result.error, result.message = exc.code, str(exc)
-                return result, 0
-            if any(key is None for _, key, _, _ in keys):
-                result.error = ErrorCode.invalid_record
-                result.message = "compacted topic cannot accept a record without a key"
-                return result, 0
-    log_append_time = configs["message.timestamp.type"] == "LogAppendTime"
+        _check_keys(data, batches, uncompressed_limit)
     wanted = configs["compression.type"]
     codec = None if wanted == "producer" else compression.NAMES[wanted]
-    # Recompress every batch before appending any, so a bad one appends nothing.
     prepared = []
     for info in batches:
-        source = memoryview(data)[info.start : info.start + info.size]
-        if codec is None or codec == info.compression:
-            prepared.append((info, source))
-            continue
+        source: memoryview | bytearray = memoryview(data)[info.start : info.start + info.size]
+        if codec is not None and codec != info.compression:
+            source = _recompressed(source, info, codec, uncompressed_limit)
+        prepared.append((info, source))
+    return prepared
+
+
+def _check_keys(data: bytes, batches: list[records.BatchInfo], uncompressed_limit: int) -> None:
+    """A compacted topic keeps the latest record per key, so every record needs a key."""
+    for info in batches:
+        batch_view = memoryview(data)[info.start : info.start + info.size]
         try:
-            prepared.append((info, records.recompress(source, info, codec, uncompressed_limit)))
-        except compression.CodecError as exc:
-            result.error, result.message = ErrorCode.corrupt_message, str(exc)
-            return result, 0
-    now_ms = int(time.time() * 1000)
-    count = 0
-    for info, batch in prepared:
-        if info.is_transactional:
-            refusal = _transaction_refusal(ctx, partition, info, transactional_id)
-            if refusal is not None:
-                result.error, result.message = refusal
-                return result, count
-        if info.producer_id >= 0:
-            producers.ensure_rebuilt(partition)
-            verdict, offset = partition.producers.check(
-                info.producer_id,
-                info.producer_epoch,
-                info.base_sequence,
-                producers.sequenced(info, -1).last_sequence,
+            keys = records.record_keys(batch_view, uncompressed_limit)
+        except records.InvalidBatch as exc:
+            raise _Refused(exc.code, str(exc)) from None
+        if any(key is None for _, key, _, _ in keys):
+            raise _Refused(
+                ErrorCode.invalid_record, "compacted topic cannot accept a record without a key"
             )
-            if verdict is Verdict.DUPLICATE:
-                # A retry of a batch already stored: answer with its offset, append nothing.
-                if result.base_offset < 0:
-                    result.base_offset = offset
-                continue
-            if verdict is not Verdict.APPEND:
-                result.error = _VERDICT_ERRORS[verdict]
-                result.message = (
-                    f"producer {info.producer_id} epoch {info.producer_epoch} "
-                    f"sequence {info.base_sequence}: {verdict.value}"
-                )
-                return result, count
-        base = partition.high_watermark
-        timestamp = now_ms if log_append_time or info.max_timestamp < 0 else info.max_timestamp
-        try:
-            if log_append_time or isinstance(batch, bytearray):
-                batch = bytearray(batch) if log_append_time else batch
-                records.stamp(batch, base)
-                if log_append_time:
-                    records.set_log_append_time(batch, now_ms)
-                appended = partition.append(batch, info.offset_count, timestamp)
-            else:
-                # The common case: the batch as sent, its first bytes restamped apart.
-                appended = partition.append(
-                    batch[records.STAMP_SIZE :], info.offset_count, timestamp,
-                    prefix=records.stamped_prefix(batch, base),
-                )
-        except OSError as exc:
-            # A full disk or a failing one: Kafka answers this for a log dir it cannot
-            # write. The log is left as it was, reads go on, and the producer's retry
-            # is tried against the disk again.
-            result.error = ErrorCode.kafka_storage_error
-            result.message = f"cannot append to the partition log: {exc}"
-            result.base_offset = -1
-            return result, count
-        if info.producer_id >= 0:
-            partition.producers.record(producers.sequenced(info, appended))
-        if info.is_transactional:
-            txn.note_transactional_append(ctx.server, partition, info.producer_id, appended)
-        if result.base_offset < 0:
-            result.base_offset = appended
-        count += info.records_count
-    if log_append_time:
-        result.log_append_time = now_ms
-    result.log_start_offset = partition.log_start_offset
-    return result, count
+
+
+def _recompressed(
+    source: memoryview, info: records.BatchInfo, codec: int, uncompressed_limit: int
+) -> bytearray:
+    """The batch under the topic's compression.type instead of the producer's codec."""
+    try:
+        return records.recompress(source, info, codec, uncompressed_limit)
+    except compression.CodecError as exc:
+        raise _Refused(ErrorCode.corrupt_message, str(exc)) from None
+
+
+def _admit(
+    ctx: RequestContext,
+    partition: Partition,
+    info: records.BatchInfo,
+    transactional_id: str | None,
+) -> int | None:
+    """Check a batch against its transaction and its producer's sequence. Returns None
+    to append it, or the offset of the stored batch it repeats; raises _Refused."""
+    if info.is_transactional:
+        refusal = _transaction_refusal(ctx, partition, info, transactional_id)
+        if refusal is not None:
+            raise _Refused(*refusal)
+    if info.producer_id < 0:
+        return None
+    producer_state.ensure_rebuilt(partition)
+    verdict, offset = partition.producers.check(
+        info.producer_id,
+        info.producer_epoch,
+        info.base_sequence,
+        producer_state.sequenced(info, -1).last_sequence,
+    )
+    if verdict is Verdict.DUPLICATE:
+        return offset
+    if verdict is not Verdict.APPEND:
+        raise _Refused(
+            _VERDICT_ERRORS[verdict],
+            f"producer {info.producer_id} epoch {info.producer_epoch} "
+            f"sequence {info.base_sequence}: {verdict.value}",
+        )
+    return None
+
+
+def _store(
+    ctx: RequestContext,
+    partition: Partition,
+    info: records.BatchInfo,
+    batch: memoryview | bytearray,
+    log_append_time: bool,
+    now_ms: int,
+) -> int:
+    """Append an admitted batch at the end of the log; returns its base offset."""
+    base = partition.high_watermark
+    timestamp = now_ms if log_append_time or info.max_timestamp < 0 else info.max_timestamp
+    try:
+        if log_append_time or isinstance(batch, bytearray):
+            batch = bytearray(batch) if log_append_time else batch
+            records.stamp(batch, base)
+            if log_append_time:
+                records.set_log_append_time(batch, now_ms)
+            appended = partition.append(batch, info.offset_count, timestamp)
+        else:
+            # The common case: the batch as sent, its first bytes restamped apart.
+            appended = partition.append(
+                batch[records.STAMP_SIZE :], info.offset_count, timestamp,
+                prefix=records.stamped_prefix(batch, base),
+            )
+    except OSError as exc:
+        # A full disk or a failing one: Kafka answers this for a log dir it cannot
+        # write. The log is left as it was, reads go on, and the producer's retry
+        # is tried against the disk again; no offset of this partition is answered.
+        raise _Refused(
+            ErrorCode.kafka_storage_error, f"cannot append to the partition log: {exc}"
+        ) from None
+    if info.producer_id >= 0:
+        partition.producers.record(producer_state.sequenced(info, appended))
+    if info.is_transactional:
+        txn_markers.note_transactional_append(ctx.broker, partition, info.producer_id, appended)
+    return appended
 
 
 def _transaction_refusal(
@@ -245,7 +302,7 @@ def _transaction_refusal(
             ErrorCode.invalid_txn_state,
             f"partition {partition.index} was not added to transaction {transactional_id!r}",
         )
-    txn.ensure_rebuilt(ctx.server, partition)
+    txn_markers.ensure_rebuilt(ctx.broker, partition)
     return None
 
 

@@ -1,9 +1,15 @@
-"""SaslHandshake (key 17) and SaslAuthenticate (key 36).
+"""SASL: SaslHandshake (key 17) and SaslAuthenticate (key 36).
 
-SaslHandshake is served at v1 only: v0 would switch the connection to raw SASL
-tokens outside Kafka's framing, and every current client uses v1 when offered.
-SaslAuthenticate v0-v2: v1 adds session_lifetime_ms (0 here: sessions do not expire);
-v2 is flexible. Mechanisms: PLAIN and SCRAM-SHA-256/512 against ``auth.users``. A
+SaslHandshake, version 1:
+    v1  the tokens that follow travel in SaslAuthenticate requests (v0 would switch the
+        connection to raw SASL tokens outside Kafka's framing; every current client
+        uses v1 when offered, so v0 is not served)
+SaslAuthenticate, versions 0-2:
+    v0  one SASL token each way
+    v1  session_lifetime_ms (0 here: sessions do not expire)
+    v2  flexible
+
+Mechanisms: PLAIN and SCRAM-SHA-256/512 against ``auth.users``. A
 failed authentication is answered with SASL_AUTHENTICATION_FAILED and the connection
 is closed, as Kafka does.
 """
@@ -15,19 +21,18 @@ import logging
 from typing import Any
 
 from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
-from portask.protocols.kafka.server import RequestContext
 from portask.protocols.scram import ScramError, ScramServer
 
 log = logging.getLogger("portask.kafka")
 
-SASL_HANDSHAKE, SASL_AUTHENTICATE = 17, 36
 
-
-@api(SASL_HANDSHAKE, "sasl_handshake", (1, 1))
+@api(ApiKey.SASL_HANDSHAKE, (1, 1))
 def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(SASL_HANDSHAKE, ctx.api_version)
+    types = registry.response_types(ApiKey.SASL_HANDSHAKE, ctx.api_version)
     offered = ctx.server.sasl_mechanisms
     conn = ctx.connection
     if conn.authenticated_user is not None or conn.sasl_mechanism is not None:
@@ -44,9 +49,9 @@ def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
     return registry.make(types.SaslHandshakeResponse, error_code=error, mechanisms=offered)
 
 
-@api(SASL_AUTHENTICATE, "sasl_authenticate", (0, 2))
+@api(ApiKey.SASL_AUTHENTICATE, (0, 2))
 def sasl_authenticate(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(SASL_AUTHENTICATE, ctx.api_version)
+    types = registry.response_types(ApiKey.SASL_AUTHENTICATE, ctx.api_version)
     conn = ctx.connection
 
     def answer(error: ErrorCode, message: str | None = None, data: bytes = b"") -> Any:

@@ -1,17 +1,35 @@
-"""Topic administration: CreateTopics (19), DeleteTopics (20), CreatePartitions (37),
-DeleteRecords (21).
+"""Topic administration: CreateTopics (19), DeleteTopics (20), DeleteRecords (21),
+CreatePartitions (37).
 
-CreateTopics v2-v7: v4 allows -1 for partitions/replication (broker defaults); v5
-flexible, answers with the effective configs; v7 topic ids. DeleteTopics v1-v6: v4
-flexible; v5 error messages; v6 topics by id. CreatePartitions v0-v3 (v2 flexible).
-DeleteRecords v0-v2 (v2 flexible). A single node holds one replica: a replication
-factor above 1 is refused with INVALID_REPLICATION_FACTOR unless
-``kafka.clamp_replication_factor`` says to accept it as 1.
+CreateTopics, versions 2-7:
+    v2  throttle time (v0-v1 not served)
+    v3  same as v2
+    v4  -1 for partitions or replication factor means the broker's default (KIP-464)
+    v5  flexible; the answer carries the topic's effective configs and sizes
+    v6  same as v5
+    v7  topic ids (KIP-516)
+DeleteTopics, versions 1-6:
+    v1  throttle time
+    v2  same as v1
+    v3  same as v2
+    v4  flexible
+    v5  error messages
+    v6  topics by id
+DeleteRecords, versions 0-2:
+    v1  same as v0
+    v2  flexible
+CreatePartitions, versions 0-3:
+    v1  same as v0
+    v2  flexible
+    v3  same as v2
+
+A single node holds one replica: a replication factor above 1 is refused with
+INVALID_REPLICATION_FACTOR unless ``kafka.clamp_replication_factor`` says to accept it
+as 1.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections import Counter
 from typing import Any
 
@@ -24,13 +42,13 @@ from portask.broker.topics import (
     UnknownTopic,
 )
 from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.apis.configs import CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC
+from portask.protocols.kafka.context import NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
-from portask.protocols.kafka.server import NODE_ID, RequestContext
+from portask.protocols.kafka.responses import NO_THROTTLE, per_partition
 
-CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS, CREATE_PARTITIONS = 19, 20, 21, 37
-_NO_THROTTLE = datetime.timedelta(0)
 _TOPIC_ERRORS: dict[type[Exception], ErrorCode] = {
     TopicExists: ErrorCode.topic_already_exists,
     InvalidTopicName: ErrorCode.invalid_topic_exception,
@@ -77,9 +95,9 @@ def _assignments_partitions(assignments: Any) -> int | None:
     return len(assignments)
 
 
-@api(CREATE_TOPICS, "create_topics", (2, 7))
+@api(ApiKey.CREATE_TOPICS, (2, 7))
 def create_topics(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(CREATE_TOPICS, ctx.api_version)
+    types = registry.response_types(ApiKey.CREATE_TOPICS, ctx.api_version)
     topics = ctx.broker.topics
     defaults = ctx.server.settings.kafka
     duplicates = {n for n, c in Counter(t.name for t in request.topics).items() if c > 1}
@@ -139,13 +157,13 @@ def create_topics(ctx: RequestContext, request: Any) -> Any:
             )
         )
     return registry.make(
-        types.CreateTopicsResponse, throttle_time=_NO_THROTTLE, topics=tuple(results)
+        types.CreateTopicsResponse, throttle_time=NO_THROTTLE, topics=tuple(results)
     )
 
 
-@api(DELETE_TOPICS, "delete_topics", (1, 6))
+@api(ApiKey.DELETE_TOPICS, (1, 6))
 def delete_topics(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(DELETE_TOPICS, ctx.api_version)
+    types = registry.response_types(ApiKey.DELETE_TOPICS, ctx.api_version)
     topics = ctx.broker.topics
     if ctx.api_version >= 6:
         wanted = [(t.name, t.topic_id) for t in request.topics]
@@ -178,13 +196,13 @@ def delete_topics(ctx: RequestContext, request: Any) -> Any:
             )
         )
     return registry.make(
-        types.DeleteTopicsResponse, throttle_time=_NO_THROTTLE, responses=tuple(results)
+        types.DeleteTopicsResponse, throttle_time=NO_THROTTLE, responses=tuple(results)
     )
 
 
-@api(CREATE_PARTITIONS, "create_partitions", (0, 3))
+@api(ApiKey.CREATE_PARTITIONS, (0, 3))
 def create_partitions(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(CREATE_PARTITIONS, ctx.api_version)
+    types = registry.response_types(ApiKey.CREATE_PARTITIONS, ctx.api_version)
     results = []
     for t in request.topics:
         error, message = ErrorCode.none, None
@@ -207,42 +225,38 @@ def create_partitions(ctx: RequestContext, request: Any) -> Any:
             )
         )
     return registry.make(
-        types.CreatePartitionsResponse, throttle_time=_NO_THROTTLE, results=tuple(results)
+        types.CreatePartitionsResponse, throttle_time=NO_THROTTLE, results=tuple(results)
     )
 
 
-@api(DELETE_RECORDS, "delete_records", (0, 2))
+@api(ApiKey.DELETE_RECORDS, (0, 2))
 def delete_records(ctx: RequestContext, request: Any) -> Any:
-    types = registry.response_types(DELETE_RECORDS, ctx.api_version)
+    types = registry.response_types(ApiKey.DELETE_RECORDS, ctx.api_version)
     topics = ctx.broker.topics
-    results = []
-    for t in request.topics:
-        partitions = []
-        for p in t.partitions:
-            partition = topics.partition(t.name, p.partition_index)
-            error, low = ErrorCode.none, -1
-            if partition is None:
-                error = ErrorCode.unknown_topic_or_partition
+
+    def answer(topic: Any, p: Any) -> Any:
+        partition = topics.partition(topic.name, p.partition_index)
+        error, low = ErrorCode.none, -1
+        if partition is None:
+            error = ErrorCode.unknown_topic_or_partition
+        else:
+            # -1 means "up to the high watermark", as in Kafka's AdminClient.
+            target = partition.high_watermark if p.offset == -1 else p.offset
+            if not 0 <= target <= partition.high_watermark:
+                error = ErrorCode.offset_out_of_range
             else:
-                # -1 means "up to the high watermark", as in Kafka's AdminClient.
-                target = partition.high_watermark if p.offset == -1 else p.offset
-                if not 0 <= target <= partition.high_watermark:
-                    error = ErrorCode.offset_out_of_range
-                else:
-                    if target > partition.log_start_offset:
-                        partition.log.delete_before(target)
-                    low = partition.log_start_offset
-            partitions.append(
-                registry.make(
-                    types.DeleteRecordsPartitionResult,
-                    partition_index=p.partition_index,
-                    low_watermark=low,
-                    error_code=error,
-                )
-            )
-        results.append(
-            registry.make(types.DeleteRecordsTopicResult, name=t.name, partitions=tuple(partitions))
+                if target > partition.log_start_offset:
+                    partition.log.delete_before(target)
+                low = partition.log_start_offset
+        return registry.make(
+            types.DeleteRecordsPartitionResult,
+            partition_index=p.partition_index,
+            low_watermark=low,
+            error_code=error,
         )
+
     return registry.make(
-        types.DeleteRecordsResponse, throttle_time=_NO_THROTTLE, topics=tuple(results)
+        types.DeleteRecordsResponse,
+        throttle_time=NO_THROTTLE,
+        topics=per_partition(request.topics, types.DeleteRecordsTopicResult, answer),
     )

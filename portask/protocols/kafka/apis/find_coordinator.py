@@ -1,0 +1,61 @@
+"""FindCoordinator (key 10), versions 0-4.
+
+    v0  the coordinator of a consumer group
+    v1  key types (0 group, 1 transaction); error messages
+    v2  same as v1
+    v3  flexible
+    v4  batched keys (KIP-699)
+
+Node 0 coordinates every group, and every transactional id while the transaction APIs
+are served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import NODE_ID, RequestContext
+from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.registry import api
+from portask.protocols.kafka.responses import NO_THROTTLE
+
+KEY_TYPE_GROUP, KEY_TYPE_TRANSACTION = 0, 1
+
+
+@api(ApiKey.FIND_COORDINATOR, (0, 4))
+def find_coordinator(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(ApiKey.FIND_COORDINATOR, ctx.api_version)
+    key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
+    error, message = _coordinates(key_type)
+    host, port = ctx.server.advertised_address(ctx.connection.local)
+    found = error == ErrorCode.none
+    where = {
+        "error_code": error,
+        "error_message": message,
+        "node_id": NODE_ID if found else -1,
+        "host": host if found else "",
+        "port": port if found else -1,
+    }
+    if ctx.api_version >= 4:
+        return registry.make(
+            types.FindCoordinatorResponse,
+            throttle_time=NO_THROTTLE,
+            coordinators=tuple(
+                registry.make(types.Coordinator, key=key, **where)
+                for key in request.coordinator_keys
+            ),
+        )
+    return registry.make(types.FindCoordinatorResponse, throttle_time=NO_THROTTLE, **where)
+
+
+def _coordinates(key_type: int) -> tuple[ErrorCode, str | None]:
+    if key_type == KEY_TYPE_GROUP:
+        return ErrorCode.none, None
+    if key_type == KEY_TYPE_TRANSACTION:
+        # Only claim to coordinate transactions when the transaction APIs exist.
+        if ApiKey.ADD_PARTITIONS_TO_TXN in registry.APIS:
+            return ErrorCode.none, None
+        return ErrorCode.invalid_request, "transactions are not served by this broker"
+    return ErrorCode.invalid_request, f"unknown coordinator key type {key_type}"

@@ -1,0 +1,86 @@
+"""OffsetFetch (key 9), versions 1-9.
+
+    v1  offsets kept by the coordinator (v0 read them from ZooKeeper; not served)
+    v2  null topics means every partition with an offset; a group-level error
+    v3  throttle time
+    v4  same as v3
+    v5  committed leader epochs
+    v6  flexible
+    v7  require_stable (accepted; no transactional commit is ever reported pending)
+    v8  several groups in one request
+    v9  member id and epoch (for the new consumer protocol; ignored for classic groups)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portask.broker.groups import OffsetEntry
+from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import RequestContext
+from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.registry import api
+from portask.protocols.kafka.responses import NO_THROTTLE
+
+
+@api(ApiKey.OFFSET_FETCH, (1, 9))
+def offset_fetch(ctx: RequestContext, request: Any) -> Any:
+    version = ctx.api_version
+    types = registry.response_types(ApiKey.OFFSET_FETCH, version)
+    if version >= 8:
+        groups = tuple(
+            registry.make(
+                types.OffsetFetchResponseGroup,
+                group_id=g.group_id,
+                topics=_fetch(ctx, types, g.group_id, g.topics, batched=True),
+                error_code=ErrorCode.none,
+            )
+            for g in request.groups
+        )
+        return registry.make(
+            types.OffsetFetchResponse, throttle_time=NO_THROTTLE, groups=groups
+        )
+    return registry.make(
+        types.OffsetFetchResponse,
+        throttle_time=NO_THROTTLE,
+        topics=_fetch(ctx, types, request.group_id, request.topics, batched=False),
+        error_code=ErrorCode.none,
+    )
+
+
+def _fetch(ctx: RequestContext, types: Any, group_id: str, topics: Any, *, batched: bool) -> Any:
+    topic_type = types.OffsetFetchResponseTopics if batched else types.OffsetFetchResponseTopic
+    partition_type = (
+        types.OffsetFetchResponsePartitions if batched else types.OffsetFetchResponsePartition
+    )
+    groups = ctx.broker.groups
+    by_topic: dict[str, list[tuple[int, OffsetEntry | None]]] = {}
+    if topics is None:
+        for (topic, index), entry in groups.committed(group_id).items():
+            by_topic.setdefault(topic, []).append((index, entry))
+    else:
+        for t in topics:
+            found = groups.committed(group_id, [(t.name, i) for i in t.partition_indexes])
+            by_topic.setdefault(t.name, []).extend(
+                (i, found[(t.name, i)]) for i in t.partition_indexes
+            )
+    return tuple(
+        registry.make(
+            topic_type,
+            name=name,
+            partitions=tuple(
+                registry.make(
+                    partition_type,
+                    partition_index=index,
+                    # No commit: offset -1 and empty metadata, with no error (Kafka's answer).
+                    committed_offset=entry.offset if entry else -1,
+                    committed_leader_epoch=entry.leader_epoch if entry else -1,
+                    metadata=entry.metadata if entry else "",
+                    error_code=ErrorCode.none,
+                )
+                for index, entry in partitions
+            ),
+        )
+        for name, partitions in by_topic.items()
+    )

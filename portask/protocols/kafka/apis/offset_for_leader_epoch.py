@@ -1,0 +1,53 @@
+"""OffsetForLeaderEpoch (key 23), versions 2-4.
+
+    v2  current leader epoch in the request (v0-v1 not served)
+    v3  replica id in the request (-1 from consumers)
+    v4  flexible
+
+This node has only ever had leader epoch 0, so epoch 0 ends at the high watermark and
+any later epoch is unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portask.protocols.kafka import registry
+from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.context import LEADER_EPOCH, RequestContext
+from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.registry import api
+from portask.protocols.kafka.responses import NO_THROTTLE, per_partition
+
+
+@api(ApiKey.OFFSET_FOR_LEADER_EPOCH, (2, 4))
+def offset_for_leader_epoch(ctx: RequestContext, request: Any) -> Any:
+    types = registry.response_types(ApiKey.OFFSET_FOR_LEADER_EPOCH, ctx.api_version)
+    topics = ctx.broker.topics
+
+    def answer(topic: Any, p: Any) -> Any:
+        partition = topics.partition(topic.topic, p.partition)
+        if partition is None:
+            error, epoch, end = ErrorCode.unknown_topic_or_partition, -1, -1
+        elif p.current_leader_epoch > LEADER_EPOCH:
+            error, epoch, end = ErrorCode.unknown_leader_epoch, -1, -1
+        elif p.leader_epoch == LEADER_EPOCH:
+            error, epoch, end = ErrorCode.none, LEADER_EPOCH, partition.high_watermark
+        else:
+            # An epoch this log never had: Kafka answers "undefined" without an error.
+            error, epoch, end = ErrorCode.none, -1, -1
+        return registry.make(
+            types.EpochEndOffset,
+            error_code=error,
+            partition=p.partition,
+            leader_epoch=epoch,
+            end_offset=end,
+        )
+
+    return registry.make(
+        types.OffsetForLeaderEpochResponse,
+        throttle_time=NO_THROTTLE,
+        topics=per_partition(
+            request.topics, types.OffsetForLeaderTopicResult, answer, topic_field="topic"
+        ),
+    )

@@ -1,0 +1,65 @@
+"""What a Kafka API handler is given: the request's context and what it may use around it.
+
+Handlers see the listener and their connection through the two protocols below rather
+than through the classes in server.py. This module imports no API module and no
+server code, so the server, the registry and the API modules all depend on it and on
+nothing of each other: there is no import cycle among them (tests/test_architecture.py
+checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from portask.broker.core import Broker
+    from portask.broker.users import Users
+    from portask.config import Settings
+    from portask.protocols.scram import ScramServer
+
+# Portask is a one-node cluster: node 0 leads every partition, and as no partition
+# ever changed leader, every leader epoch is 0.
+NODE_ID = 0
+LEADER_EPOCH = 0
+
+
+class Server(Protocol):
+    """The listener's state shared by every connection (server.KafkaServer)."""
+
+    broker: Broker
+    settings: Settings
+    users: Users  # the SASL user store
+    sasl_mechanisms: tuple[str, ...]  # offered by SaslHandshake, in preference order
+
+    def advertised_address(self, local: tuple[str, int] | None) -> tuple[str, int]:
+        """Where clients should connect, given the local address this one used."""
+        ...
+
+
+class Connection(Protocol):
+    """One client connection (server.KafkaConnection): its peer and its SASL state."""
+
+    peer: Any  # the transport's peername
+    local: tuple[str, int] | None  # the address the client connected to
+    sasl_mechanism: str | None  # chosen by SaslHandshake
+    scram: ScramServer | None  # a SCRAM exchange in progress
+    authenticated_user: str | None
+
+    def close_after_reply(self) -> None:
+        """Close once the replies queued so far are written (a failed login)."""
+        ...
+
+
+@dataclass(slots=True)
+class RequestContext:
+    server: Server
+    connection: Connection
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+
+    @property
+    def broker(self) -> Broker:
+        return self.server.broker
