@@ -26,6 +26,7 @@ from typing import NamedTuple
 import crc32c
 
 from portask.protocols.kafka import compression
+from portask.protocols.kafka.wire import uvarint
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_SIZE = HEADER.size  # 61
@@ -366,13 +367,8 @@ def control_type(batch: bytes | memoryview) -> int:
 
 
 def _varint(value: int) -> bytes:
-    value = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    """Zigzag varint, as the record format encodes lengths, deltas and sizes."""
+    return uvarint((value << 1) ^ (value >> 63))
 
 
 def record_keys(
