@@ -58,7 +58,9 @@ def api(key: ApiKey, versions: tuple[int, int]) -> Callable[[Handler], Handler]:
                 f"{existing.handler.__module__}.{existing.handler.__qualname__}; "
                 f"{handler.__module__}.{handler.__qualname__} cannot serve it too"
             )
-        APIS[key] = Api(key, key.name.lower(), versions[0], versions[1], handler)
+        # Keyed by the plain int: the key a request carries is a small int, which a dict
+        # finds by identity, where an IntEnum key would cost a comparison per request.
+        APIS[int(key)] = Api(key, key.name.lower(), versions[0], versions[1], handler)
         return handler
 
     return register
