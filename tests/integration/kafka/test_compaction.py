@@ -46,12 +46,18 @@ def test_compacted_topic_keeps_the_last_value_per_key(
             producer.flush(5)
         assert offsets == list(range(100))
 
-        # Compaction runs every retention check (300 ms here); wait until a pass is seen.
+        # Compaction runs every retention check (300 ms here). A pass may run while the
+        # records are still being produced and compact only the segments closed by then,
+        # so wait until two reads 0.7 s apart (a pass or two between them) agree.
         deadline = time.monotonic() + 15
         got = consume_kafka_python(port, topic, 1, 140, timeout=2)
-        while len(got) == 140 and time.monotonic() < deadline:
-            time.sleep(0.3)
-            got = consume_kafka_python(port, topic, 1, 140, timeout=2)
+        while time.monotonic() < deadline:
+            time.sleep(0.7)
+            again = consume_kafka_python(port, topic, 1, 140, timeout=2)
+            settled = len(again) < 140 and [m.offset for m in again] == [m.offset for m in got]
+            got = again
+            if settled:
+                break
         by_key: dict[bytes, list[tuple[int, bytes | None]]] = {}
         for m in got:
             by_key.setdefault(m.key, []).append((m.offset, m.value))
