@@ -130,7 +130,9 @@ async def run(requests: int, records: int, idempotent: bool) -> list[int]:
     broker.start()
     # As app.py wires a Kafka listener.
     txn_markers.attach(broker)
-    broker.topics.compactor = compaction.compact
+    broker.topics.compactor = compaction.compactor(
+        int(settings.kafka.max_uncompressed_batch_bytes)
+    )
     server = KafkaServer(broker, settings, Address())  # type: ignore[arg-type]
     try:
         broker.topics.create(TOPIC, PARTITIONS)
