@@ -11,6 +11,10 @@ import datetime
 from typing import Any, Protocol
 
 
+class UndecodableProperties(ValueError):
+    """A message's properties cannot be decoded, so no x-death entry can be added."""
+
+
 class PropertyCodec(Protocol):
     def dead_lettered(
         self, properties: bytes | memoryview, *, queue: str, reason: str, exchange: str,
@@ -19,7 +23,7 @@ class PropertyCodec(Protocol):
         """Properties with the x-death entry for this death added (RabbitMQ's rules:
         a repeat of queue+reason+exchange increments that entry's count and moves it
         first; x-first-death-* set once; expiration moved to original-expiration);
-        also returns the resulting x-death list."""
+        also returns the resulting x-death list. Raises UndecodableProperties."""
 
     def headers(self, properties: bytes | memoryview) -> dict[str, Any] | None:
         """The headers table, for routing by a headers exchange and for CC keys."""

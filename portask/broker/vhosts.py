@@ -30,7 +30,7 @@ from portask.broker.amqp_errors import (
     PreconditionFailed,
     ResourceLocked,
 )
-from portask.broker.dead_letter import PropertyCodec, is_cycle
+from portask.broker.dead_letter import PropertyCodec, UndecodableProperties, is_cycle
 from portask.broker.exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, HeadersSource
 from portask.broker.exchanges.base import arguments_key
 from portask.broker.exchanges.headers import match_mode
@@ -629,9 +629,16 @@ class VirtualHost:
         now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         routing_key_override = queue.args.dead_letter_routing_key
         for message, reason in items:
-            properties, deaths = codec.dead_lettered(
-                message.properties, queue=queue.name, reason=reason,
-                exchange=message.exchange, routing_keys=[message.routing_key], time=now)
+            try:
+                properties, deaths = codec.dead_lettered(
+                    message.properties, queue=queue.name, reason=reason,
+                    exchange=message.exchange, routing_keys=[message.routing_key], time=now)
+            except UndecodableProperties as err:
+                # Without x-death a dead-letter cycle could not be detected: drop it.
+                log.warning("dead letter dropped: its properties do not decode",
+                            extra={"fields": {"vhost": self.name, "queue": queue.name,
+                                              "reason": reason, "detail": str(err)}})
+                continue
             routing_key = routing_key_override or message.routing_key
             letter = Message(dlx_name, routing_key, properties, bytes(message.body),
                              persistent=message.persistent, priority=message.priority)

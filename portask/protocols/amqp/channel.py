@@ -69,6 +69,12 @@ class ChannelConnection(Protocol):
     def client_capability(self, name: str) -> bool: ...
 
 
+def _strip_cr_lf(name: str) -> str:
+    """RabbitMQ removes CR and LF from queue and exchange names in declare, delete and
+    bind/unbind (not in publish, consume, get or purge), so "a\nb" declares "ab"."""
+    return name.replace("\r", "").replace("\n", "") if ("\r" in name or "\n" in name) else name
+
+
 def _random_tag(prefix: str) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
 
@@ -383,26 +389,26 @@ class Channel:
 
     def on_exchange_declare(self, m: commands.Exchange.Declare) -> None:
         self.vhost.declare_exchange(
-            m.exchange, m.exchange_type, passive=m.passive, durable=m.durable,
+            _strip_cr_lf(m.exchange), m.exchange_type, passive=m.passive, durable=m.durable,
             auto_delete=m.auto_delete, internal=m.internal, arguments=dict(m.arguments or {}),
         )
         if not m.nowait:
             self.reply(commands.Exchange.DeclareOk())
 
     def on_exchange_delete(self, m: commands.Exchange.Delete) -> None:
-        self.vhost.delete_exchange(m.exchange, if_unused=m.if_unused)
+        self.vhost.delete_exchange(_strip_cr_lf(m.exchange), if_unused=m.if_unused)
         if not m.nowait:
             self.reply(commands.Exchange.DeleteOk())
 
     def on_exchange_bind(self, m: commands.Exchange.Bind) -> None:
-        self.vhost.bind_exchange(m.destination, m.source, m.routing_key,
-                                 dict(m.arguments or {}))
+        self.vhost.bind_exchange(_strip_cr_lf(m.destination), _strip_cr_lf(m.source),
+                                 m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
             self.reply(commands.Exchange.BindOk())
 
     def on_exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
-        self.vhost.unbind_exchange(m.destination, m.source, m.routing_key,
-                                   dict(m.arguments or {}))
+        self.vhost.unbind_exchange(_strip_cr_lf(m.destination), _strip_cr_lf(m.source),
+                                   m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
             self.reply(commands.Exchange.UnbindOk())
 
@@ -416,25 +422,25 @@ class Channel:
 
     def on_queue_declare(self, m: commands.Queue.Declare) -> None:
         queue = self.vhost.declare_queue(
-            m.queue, owner=self.conn, passive=m.passive, durable=m.durable,
+            _strip_cr_lf(m.queue), owner=self.conn, passive=m.passive, durable=m.durable,
             exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=dict(m.arguments or {}),
         )
         self.last_queue = queue.name
         if not m.nowait:
-            self.reply(commands.Queue.DeclareOk(
-                queue=queue.name, message_count=queue.message_count,
-                consumer_count=queue.consumer_count,
-            ))
+            self.conn.send(frames.queue_declare_ok_frame(
+                self.number, queue.name, queue.message_count, queue.consumer_count))
 
     def on_queue_bind(self, m: commands.Queue.Bind) -> None:
         routing_key = m.routing_key if (m.queue or m.routing_key) else self._queue_name("")
-        self.vhost.bind_queue(self._queue_name(m.queue), m.exchange, routing_key,
+        self.vhost.bind_queue(_strip_cr_lf(self._queue_name(m.queue)), _strip_cr_lf(m.exchange),
+                              routing_key,
                               dict(m.arguments or {}), self.conn)
         if not m.nowait:
             self.reply(commands.Queue.BindOk())
 
     def on_queue_unbind(self, m: commands.Queue.Unbind) -> None:
-        self.vhost.unbind_queue(self._queue_name(m.queue), m.exchange, m.routing_key,
+        self.vhost.unbind_queue(_strip_cr_lf(self._queue_name(m.queue)),
+                                _strip_cr_lf(m.exchange), m.routing_key,
                                 dict(m.arguments or {}), self.conn)
         self.reply(commands.Queue.UnbindOk())
 
@@ -444,7 +450,7 @@ class Channel:
             self.reply(commands.Queue.PurgeOk(message_count=count))
 
     def on_queue_delete(self, m: commands.Queue.Delete) -> None:
-        count = self.vhost.delete_queue(self._queue_name(m.queue), owner=self.conn,
+        count = self.vhost.delete_queue(_strip_cr_lf(self._queue_name(m.queue)), owner=self.conn,
                                         if_unused=m.if_unused, if_empty=m.if_empty)
         if not m.nowait:
             self.reply(commands.Queue.DeleteOk(message_count=count))

@@ -308,6 +308,8 @@ class AmqpConnection(asyncio.Protocol):
                 self._broker_error(channel, err, *_ids(payload))
             except ChannelClose as err:
                 self._close_channel(channel, err)
+            except frames.FrameSyntaxError as err:  # the fast-path parsers' refusals
+                raise ConnectionClose(SYNTAX_ERROR, str(err), *_ids(payload)) from None
         elif ftype in (FRAME_HEADER, FRAME_BODY):
             try:
                 if ftype == FRAME_HEADER:
@@ -316,6 +318,8 @@ class AmqpConnection(asyncio.Protocol):
                     channel.on_content_body(payload)
             except BrokerError as err:
                 self._broker_error(channel, err, CLASS_BASIC, BASIC_PUBLISH)
+            except frames.FrameSyntaxError as err:
+                raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, BASIC_PUBLISH) from None
         else:
             self._other_frame(ftype, number, channel, payload)
 
@@ -349,8 +353,10 @@ class AmqpConnection(asyncio.Protocol):
                                   payload: bytes) -> None:
         """A method on a channel that is not open (only Channel.Open opens it) or that we
         are closing: after our Channel.Close only close and close-ok mean anything (spec).
-        Not decoded: nothing in these methods changes what happens."""
+        Nothing in these methods changes what happens, but like RabbitMQ's reader we
+        decode them all and refuse malformed ones (502)."""
         index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
+        self._decode(payload)
         if channel is None:
             if index != _CHANNEL_OPEN:
                 raise ConnectionClose(CHANNEL_ERROR,
@@ -444,8 +450,8 @@ class AmqpConnection(asyncio.Protocol):
     # -- channel class: the connection opens, closes and forgets its channels ---------------
 
     def on_channel_open(self, number: int, payload: bytes) -> None:
-        """Channel.Open on a channel that is not open. Not decoded: its one field is
-        reserved."""
+        """Channel.Open on a channel that is not open (decoded already; its one field is
+        reserved)."""
         if number > self.channel_max:
             raise ConnectionClose(NOT_ALLOWED, f"channel {number} is above the negotiated "
                                   f"channel_max ({self.channel_max})", *_ids(payload))
@@ -568,7 +574,10 @@ class AmqpConnection(asyncio.Protocol):
         if self._state >= CLOSING:
             return
         metrics.CONNECTION_ERRORS.labels("amqp", str(err.code)).inc()
-        log.info("closing AMQP connection", extra={"fields": {
+        # Frames that break the protocol (501-505) are hostile or broken input: one
+        # warning line each. Refusals of well-formed requests stay at info.
+        level = logging.WARNING if FRAME_ERROR <= err.code <= UNEXPECTED_FRAME else logging.INFO
+        log.log(level, "closing AMQP connection", extra={"fields": {
             "peer": self.peer, "code": err.code, "reason": err.text}})
         for channel in list(self.channels.values()):
             self._confirm_now(channel)

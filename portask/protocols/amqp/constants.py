@@ -32,6 +32,7 @@ BASIC_DELIVER = 60
 BASIC_GET_OK = 71
 BASIC_ACK = 80
 BASIC_NACK = 120
+QUEUE_DECLARE_OK = 11  # within class 50
 
 REPLY_SUCCESS = 200
 CONTENT_TOO_LARGE = 311
@@ -86,5 +87,11 @@ CONNECTION_ERROR_CODES: dict[type[amqp_errors.BrokerError], int] = {
 
 
 def reply_text(code: int, text: str) -> str:
-    """RabbitMQ prefixes the reply text with the code's name; clients show it verbatim."""
-    return f"{REPLY_NAMES.get(code, 'ERROR')} - {text}"
+    """RabbitMQ prefixes the reply text with the code's name; clients show it verbatim.
+    A reply text is a short string, so past 255 bytes RabbitMQ keeps the first 252 and
+    appends "..." (here cut at a character boundary, so the text stays UTF-8)."""
+    full = f"{REPLY_NAMES.get(code, 'ERROR')} - {text}"
+    raw = full.encode()
+    if len(raw) <= 255:
+        return full
+    return raw[:252].decode(errors="ignore") + "..."

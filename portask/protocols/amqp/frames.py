@@ -3,8 +3,10 @@
 The hot path is hand-written: Basic.Publish and the content header are parsed with
 struct and slicing, and Basic.Deliver / GetOk / Return plus the content header and
 body frames are built from pre-packed pieces, carrying the publisher's property bytes
-through untouched. Everything else goes through pamqp, which is plenty fast for methods
-a client sends a handful of times per connection.
+through untouched. Other methods are decoded strictly into pamqp's method objects by
+``decode_method`` (field readers in ``fields``) and encoded by ``encode_method`` from
+pamqp's argument tables; pamqp's own codec is too lenient on input and too strict on
+names for a server.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from pamqp import commands, decode
-from pamqp import frame as pamqp_frame
+from pamqp import commands, encode
 from pamqp.base import Frame as PamqpMethod
 
+from portask.protocols.amqp import fields
 from portask.protocols.amqp.constants import (
     BASIC_ACK,
     BASIC_DELIVER,
@@ -23,17 +25,20 @@ from portask.protocols.amqp.constants import (
     BASIC_NACK,
     BASIC_RETURN,
     CLASS_BASIC,
+    CLASS_QUEUE,
     FRAME_BODY,
     FRAME_END,
     FRAME_HEADER,
     FRAME_HEARTBEAT,
     FRAME_METHOD,
+    QUEUE_DECLARE_OK,
 )
 
 FRAME_HEAD = struct.Struct(">BHI")
 _METHOD_ID = struct.Struct(">HH")
 _CONTENT_HEADER = struct.Struct(">HHQ")
 _DELIVER_TAIL = struct.Struct(">QB")
+_COUNTS = struct.Struct(">II")
 _ACK = struct.Struct(">BHIHHQB")
 _END = bytes([FRAME_END])
 _DELIVER_ID = _METHOD_ID.pack(CLASS_BASIC, BASIC_DELIVER)
@@ -65,45 +70,125 @@ def shortstr(value: str) -> bytes:
 
 
 def method_frame(channel: int, method: PamqpMethod) -> bytes:
-    return pamqp_frame.marshal(method, channel)
+    """A method frame the server sends. Encoded here rather than by pamqp's ``marshal``,
+    whose validation refuses names RabbitMQ accepts (``café``, ``a!b``): any UTF-8 short
+    string is a valid queue or exchange name."""
+    payload = encode_method(method)
+    return b"".join((FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)), payload, _END))
 
 
-def decode_method(payload: bytes) -> PamqpMethod:
-    """A method frame payload to a pamqp method object (the cold path)."""
-    if len(payload) < 4:
+def queue_declare_ok_frame(channel: int, queue: str, message_count: int,
+                           consumer_count: int) -> bytes:
+    """Queue.DeclareOk, built here because pamqp's constructor refuses names outside
+    ``[a-zA-Z0-9-_.:@#,/+ ]``."""
+    payload = b"".join((_METHOD_ID.pack(CLASS_QUEUE, QUEUE_DECLARE_OK), shortstr(queue),
+                        _COUNTS.pack(message_count, consumer_count)))
+    return b"".join((FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)), payload, _END))
+
+
+def encode_method(method: PamqpMethod) -> bytes:
+    parts = [_U32.pack(method.index)]
+    bits = nbits = 0
+    for name, kind in _arguments(type(method)):
+        value = getattr(method, name)
+        if kind == "bit":
+            if nbits == 8:
+                parts.append(bytes((bits,)))
+                bits = nbits = 0
+            bits |= bool(value) << nbits
+            nbits += 1
+            continue
+        if nbits:
+            parts.append(bytes((bits,)))
+            bits = nbits = 0
+        if kind == "shortstr":
+            parts.append(shortstr(value or ""))
+        else:
+            parts.append(encode.by_type(value, kind))
+    if nbits:
+        parts.append(bytes((bits,)))
+    return b"".join(parts)
+
+
+_ARGUMENTS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _arguments(cls: type) -> tuple[tuple[str, str], ...]:
+    """(name, AMQP type) of a method's arguments in wire order, from pamqp's tables."""
+    found = _ARGUMENTS.get(cls)
+    if found is None:
+        found = _ARGUMENTS[cls] = tuple(
+            (name, cls.amqp_type(name)) for name in cls.__slots__  # type: ignore[attr-defined]
+        )
+    return found
+
+
+def decode_method(payload: bytes | memoryview) -> PamqpMethod:
+    """A method frame payload to a pamqp method object (the cold path), read strictly:
+    every argument must fit, short strings must be UTF-8, tables must decode exactly and
+    nothing may follow the last argument (RabbitMQ's generated decoder matches the whole
+    payload the same way). Raises FrameSyntaxError, or LookupError for an unknown method."""
+    end = len(payload)
+    if end < 4:
         raise FrameSyntaxError("method frame shorter than its class and method ids")
-    index = struct.unpack_from(">I", payload)[0]
+    index = _U32.unpack_from(payload)[0]
     cls = commands.INDEX_MAPPING.get(index)
     if cls is None:
         raise LookupError(f"unknown method {index >> 16}.{index & 0xFFFF}")
     method = cls()
+    pos = 4
+    bits = nbits = 0
+    name = ""
     try:
-        method.unmarshal(payload[4:])
-    except (struct.error, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise FrameSyntaxError(f"malformed {cls.name}: {e}") from None
+        for name, kind in _arguments(cls):
+            if kind == "bit":
+                if nbits in (0, 8):
+                    bits, pos = fields.octet(payload, pos, end)
+                    nbits = 0
+                setattr(method, name, bool(bits & (1 << nbits)))
+                nbits += 1
+                continue
+            nbits = 0
+            value, pos = fields.ARGUMENTS[kind](payload, pos, end)
+            setattr(method, name, value)
+    except fields.FieldError as e:
+        raise FrameSyntaxError(f"malformed {_spec_name(cls)} argument '{name}': {e}") from None
+    if pos != end:
+        raise FrameSyntaxError(f"malformed {_spec_name(cls)}: {end - pos} bytes after the "
+                               f"last argument")
     return method
 
 
+def _spec_name(cls: type) -> str:
+    """'Queue.Declare' as the spec and RabbitMQ's texts write it: 'queue.declare'."""
+    klass, _, method = cls.name.partition(".")  # type: ignore[attr-defined]
+    words = "".join("_" + c.lower() if c.isupper() else c for c in method).lstrip("_")
+    return f"{klass.lower()}.{words}"
+
+
 def parse_publish(payload: bytes) -> tuple[str, str, bool, bool]:
-    """Basic.Publish args: (exchange, routing key, mandatory, immediate)."""
+    """Basic.Publish args: (exchange, routing key, mandatory, immediate). The layout is
+    fixed (class, method, reserved short, shortstr, shortstr, bits) and must fill the
+    payload exactly; inlined because it runs once per publish."""
     try:
-        pos = 6  # class, method, reserved-1
-        n = payload[pos]
-        exchange = payload[pos + 1 : pos + 1 + n].decode()
-        pos += 1 + n
-        n = payload[pos]
-        routing_key = payload[pos + 1 : pos + 1 + n].decode()
-        pos += 1 + n
+        pos = 7 + payload[6]
+        exchange = payload[7:pos].decode()
+        start = pos + 1
+        pos = start + payload[pos]
+        routing_key = payload[start:pos].decode()
         bits = payload[pos]
     except (IndexError, UnicodeDecodeError) as e:
-        raise FrameSyntaxError(f"malformed Basic.Publish: {e}") from None
+        raise FrameSyntaxError(f"malformed basic.publish: {e}") from None
+    if pos + 1 != len(payload):
+        raise FrameSyntaxError(f"malformed basic.publish: {len(payload) - pos - 1} bytes "
+                               "after the last argument")
     return exchange, routing_key, bool(bits & 1), bool(bits & 2)
 
 
-def parse_ack(payload: bytes) -> tuple[int, bool]:
+def parse_ack(payload: bytes | memoryview) -> tuple[int, bool]:
     """Basic.Ack args: (delivery tag, multiple)."""
-    if len(payload) < 13:
-        raise FrameSyntaxError("malformed Basic.Ack")
+    if len(payload) != 13:
+        raise FrameSyntaxError(f"malformed basic.ack: {len(payload)} bytes, expected 13")
     tag, bits = _DELIVER_TAIL.unpack_from(payload, 4)
     return tag, bool(bits & 1)
 
@@ -125,6 +210,13 @@ _P_PRIORITY = 0x0800
 _P_CORRELATION_ID = 0x0400
 _P_REPLY_TO = 0x0200
 _P_EXPIRATION = 0x0100
+_P_MESSAGE_ID = 0x0080
+_P_TIMESTAMP = 0x0040
+_P_TYPE = 0x0020
+_P_USER_ID = 0x0010
+_P_APP_ID = 0x0008
+_P_CLUSTER_ID = 0x0004
+_P_AFTER_EXPIRATION = 0x00FC
 _U32 = struct.Struct(">I")
 _LONG_FIELD = struct.Struct(">cq")
 
@@ -141,36 +233,97 @@ def _headers_position(properties: bytes | memoryview, flags: int, pos: int = 2) 
 
 def basic_fields(properties: bytes | memoryview) -> tuple[int, int, str | None]:
     """(delivery_mode, priority, expiration) from raw basic properties, without decoding
-    the rest: queues act on these three, and this runs once per publish."""
-    if len(properties) < 2:
-        return 0, 0, None
+    the rest: queues act on these three, and this runs once per publish.
+
+    It also walks the lengths of every property present, so that properties whose
+    lengths lie are refused here (502) instead of breaking a consumer or a later
+    dead-lettering; the headers table is checked as one length-prefixed block (its
+    contents are decoded only where needed, and leniently). Flag bits 0 and 1 are
+    ignored, as RabbitMQ does."""
+    n = len(properties)
+    if n < 2:
+        raise FrameSyntaxError("content header without property flags")
     flags = (properties[0] << 8) | properties[1]
-    if not flags & (_P_DELIVERY_MODE | _P_PRIORITY | _P_EXPIRATION):
-        return 0, 0, None
+    if flags == _P_DELIVERY_MODE and n == 3:  # the most common case: persistent or not
+        return properties[2], 0, None
+    pos = 2
+    delivery_mode = priority = 0
+    expiration = None
     try:
-        pos = _headers_position(properties, flags)
+        if flags & (_P_CONTENT_TYPE | _P_CONTENT_ENCODING):
+            pos = _headers_position(properties, flags)
         if flags & _P_HEADERS:
             pos += 4 + _U32.unpack_from(properties, pos)[0]
-        delivery_mode = priority = 0
         if flags & _P_DELIVERY_MODE:
             delivery_mode = properties[pos]
             pos += 1
         if flags & _P_PRIORITY:
             priority = properties[pos]
             pos += 1
-        expiration = None
-        if flags & _P_EXPIRATION:
-            if flags & _P_CORRELATION_ID:
-                pos += 1 + properties[pos]
-            if flags & _P_REPLY_TO:
-                pos += 1 + properties[pos]
-            size = properties[pos]
-            if pos + 1 + size > len(properties):
-                raise IndexError("expiration runs past the properties")
-            expiration = bytes(properties[pos + 1:pos + 1 + size]).decode()
+        if flags & _P_CORRELATION_ID:
+            pos += 1 + properties[pos]
+        if flags & _P_REPLY_TO:
+            pos += 1 + properties[pos]
+        if flags & _P_EXPIRATION:  # a short read here is caught by the length check below
+            start = pos + 1
+            pos = start + properties[pos]
+            expiration = bytes(properties[start:pos]).decode()
+        if flags & _P_AFTER_EXPIRATION:
+            pos = _after_expiration(properties, flags, pos)
     except (IndexError, struct.error, UnicodeDecodeError) as e:
         raise FrameSyntaxError(f"malformed basic properties: {e}") from None
+    if pos != n:
+        raise FrameSyntaxError(f"malformed basic properties: their lengths add up to {pos} "
+                               f"bytes of {n}")
     return delivery_mode, priority, expiration
+
+
+def _after_expiration(properties: bytes | memoryview, flags: int, pos: int) -> int:
+    """Skip message-id, timestamp, type, user-id, app-id and cluster-id."""
+    for bit in (_P_MESSAGE_ID, _P_TIMESTAMP, _P_TYPE, _P_USER_ID, _P_APP_ID, _P_CLUSTER_ID):
+        if flags & bit:
+            pos += 8 if bit == _P_TIMESTAMP else 1 + properties[pos]
+    return pos
+
+
+# Wire order of the basic properties: (flag, pamqp attribute name, reader).
+_PROPERTIES: tuple[tuple[int, str, fields.Reader], ...] = (
+    (_P_CONTENT_TYPE, "content_type", fields.shortstr),
+    (_P_CONTENT_ENCODING, "content_encoding", fields.shortstr),
+    (_P_HEADERS, "headers", fields.table),
+    (_P_DELIVERY_MODE, "delivery_mode", fields.octet),
+    (_P_PRIORITY, "priority", fields.octet),
+    (_P_CORRELATION_ID, "correlation_id", fields.shortstr),
+    (_P_REPLY_TO, "reply_to", fields.shortstr),
+    (_P_EXPIRATION, "expiration", fields.shortstr),
+    (_P_MESSAGE_ID, "message_id", fields.shortstr),
+    (_P_TIMESTAMP, "timestamp", fields.timestamp),
+    (_P_TYPE, "message_type", fields.shortstr),
+    (_P_USER_ID, "user_id", fields.shortstr),
+    (_P_APP_ID, "app_id", fields.shortstr),
+    (_P_CLUSTER_ID, "cluster_id", fields.shortstr),
+)
+
+
+def decode_properties(properties: bytes | memoryview) -> dict[str, Any]:
+    """Every basic property present, by pamqp's attribute names, read strictly (raises
+    FrameSyntaxError). Only the paths that must change properties come here."""
+    end = len(properties)
+    if end < 2:
+        return {}
+    flags = (properties[0] << 8) | properties[1]
+    pos = 2
+    out: dict[str, Any] = {}
+    try:
+        for flag, name, read in _PROPERTIES:
+            if flags & flag:
+                out[name], pos = read(properties, pos, end)
+    except fields.FieldError as e:
+        raise FrameSyntaxError(f"malformed basic properties: {e}") from None
+    if pos != end:
+        raise FrameSyntaxError(f"malformed basic properties: {end - pos} bytes after "
+                               "the last property")
+    return out
 
 
 def add_long_header(properties: bytes | memoryview, name: str, value: int) -> bytes:
@@ -189,22 +342,20 @@ def add_long_header(properties: bytes | memoryview, name: str, value: int) -> by
 
 
 def headers_from_properties(properties: bytes | memoryview) -> dict[str, Any] | None:
-    """The `headers` table of raw basic properties, decoded only for headers routing."""
+    """The `headers` table of raw basic properties, decoded only for headers routing;
+    None when absent or undecodable (the message then routes as if it had none)."""
     if len(properties) < 2:
         return None
     flags = (properties[0] << 8) | properties[1]
     if not flags & _P_HEADERS:
         return None
     pos = 2
-    while flags & 1:  # continuation flag words; basic has none, but skip them politely
-        flags = (properties[pos] << 8) | properties[pos + 1]
-        pos += 2
     try:
         pos = _headers_position(properties, flags, pos)
-        _used, table = decode.field_table(bytes(properties[pos:]))
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError):
+        table, _end = fields.table(properties, pos, len(properties))
+    except (IndexError, fields.FieldError):
         return None
-    return dict(table)
+    return table
 
 
 def content_frames(

@@ -12,9 +12,10 @@ import platform
 import struct
 from typing import Any
 
-from pamqp import commands, decode
+from pamqp import commands
 
 from portask import __version__
+from portask.protocols.amqp import fields
 from portask.protocols.amqp.constants import ACCESS_REFUSED, FRAME_MIN_SIZE, NOT_ALLOWED
 from portask.protocols.amqp.errors import ConnectionClose
 
@@ -55,9 +56,9 @@ def credentials(mechanism: str, response: Any) -> tuple[str, str]:
             raise ConnectionClose(ACCESS_REFUSED, "malformed PLAIN response")
         return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
     if mechanism == "AMQPLAIN":
-        try:
-            _used, table = decode.field_table(struct.pack(">I", len(raw)) + raw)
-        except (ValueError, struct.error, IndexError, UnicodeDecodeError):
+        try:  # the response is a field table without its length prefix
+            table, _end = fields.table(struct.pack(">I", len(raw)) + raw, 0, len(raw) + 4)
+        except fields.FieldError:
             raise ConnectionClose(ACCESS_REFUSED, "malformed AMQPLAIN response") from None
         return str(table.get("LOGIN", "")), str(table.get("PASSWORD", ""))
     raise ConnectionClose(ACCESS_REFUSED, f"unsupported authentication mechanism "

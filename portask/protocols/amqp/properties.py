@@ -1,5 +1,6 @@
-"""Basic properties decoded and re-encoded with pamqp, for the few broker paths that
-must change them: dead-lettering (x-death), quorum redeliveries (x-delivery-count).
+"""Basic properties decoded (strictly, by ``frames.decode_properties``) and re-encoded
+with pamqp, for the few broker paths that must read or change them: dead-lettering
+(x-death), quorum redeliveries (x-delivery-count), the management API.
 
 The publish and deliver paths never come here; they carry the raw property bytes.
 """
@@ -10,6 +11,9 @@ import datetime
 from typing import Any
 
 from pamqp import commands
+
+from portask.broker.dead_letter import UndecodableProperties
+from portask.protocols.amqp import frames
 
 _FIRST_DEATH = ("x-first-death-reason", "x-first-death-queue", "x-first-death-exchange")
 # RabbitMQ's names for the basic properties (its P_basic record) -> pamqp's attributes.
@@ -24,10 +28,16 @@ _INT_PROPERTIES = ("delivery_mode", "priority")
 
 
 def _decode(properties: bytes | memoryview) -> commands.Basic.Properties:
+    """Strictly, in linear time: publish checks only the properties' outer lengths (a
+    full decode per message would cost more than the rest of the publish), so what is
+    inside a headers table is first read here. Raises UndecodableProperties."""
+    try:
+        values = frames.decode_properties(properties)
+    except frames.FrameSyntaxError as err:
+        raise UndecodableProperties(str(err)) from None
     props = commands.Basic.Properties()
-    if len(properties) >= 2:
-        flags = (properties[0] << 8) | properties[1]
-        props.unmarshal(flags & 0xFFFE, bytes(properties[2:]))
+    for name, value in values.items():
+        setattr(props, name, value)
     return props
 
 
@@ -35,11 +45,13 @@ class AmqpPropertyCodec:
     """The ``PropertyCodec`` the broker's dead-letter path calls (see broker/dead_letter)."""
 
     def headers(self, properties: bytes | memoryview) -> dict[str, Any] | None:
-        headers = _decode(properties).headers
-        return dict(headers) if headers else None
+        return frames.headers_from_properties(properties) or None
 
     def to_plain(self, properties: bytes | memoryview) -> dict[str, Any]:
-        props = _decode(properties)
+        try:
+            props = _decode(properties)
+        except UndecodableProperties:
+            return {}  # shown without properties: they were stored as published
         out: dict[str, Any] = {}
         for plain, attr in _PLAIN_NAMES.items():
             value = getattr(props, attr)
@@ -77,7 +89,10 @@ class AmqpPropertyCodec:
             raise ValueError(str(err)) from None
 
     def set_int_header(self, properties: bytes | memoryview, name: str, value: int) -> bytes:
-        props = _decode(properties)
+        try:
+            props = _decode(properties)
+        except UndecodableProperties:
+            return bytes(properties)  # delivered as published, without the header
         headers = dict(props.headers or {})
         headers[name] = value
         props.headers = headers
