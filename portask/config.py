@@ -60,8 +60,11 @@ class NetworkSettings:
     )
     backlog: int = _opt(1024, "Listen backlog of each listener.", min=1)
     write_buffer_high_bytes: ByteSize = _opt(
-        ByteSize(4 << 20),
-        "A connection stops reading requests while more than this is queued to send.",
+        ByteSize(1 << 20),
+        "Per-connection bound on what the broker holds for a client that does not read: "
+        "past this much queued to send, the connection stops reading requests, Kafka "
+        "requests already read wait unanswered and AMQP deliveries to its consumers stop "
+        "(messages stay in their queues) until it drains.",
         min=4096,
     )
 
@@ -93,7 +96,29 @@ class KafkaSettings:
         False, "Accept replication factors > 1 as 1 instead of refusing them."
     )
     socket_request_max_bytes: ByteSize = _opt(
-        ByteSize(100 << 20), "Largest request frame accepted.", min=1024
+        ByteSize(100 << 20),
+        "Largest request frame accepted (socket.request.max.bytes); the read buffer grows "
+        "with the bytes that arrive, not with the size a request announces.",
+        min=1024,
+    )
+    connections_max_idle_ms: Millis = _opt(
+        Millis(600_000),
+        "Close a connection on which nothing was read or written for this long, with no "
+        "request being answered (connections.max.idle.ms).",
+        min=100,
+    )
+    incomplete_request_timeout_ms: Millis = _opt(
+        Millis(30_000),
+        "Close a connection that sent part of a request and then nothing more for this "
+        "long (clients time requests out after request.timeout.ms, 30 s by default).",
+        min=100,
+    )
+    max_in_flight_requests: int = _opt(
+        100,
+        "Requests of one connection read and not yet answered (long-polling fetches and "
+        "the answers queued behind them, in order); past this, further requests wait "
+        "unread until answers go out.",
+        min=1,
     )
     group_initial_rebalance_delay_ms: Millis = _opt(
         Millis(0),
@@ -141,6 +166,12 @@ class AmqpSettings:
     heartbeat_s: int = _opt(
         60, "Heartbeat interval offered in Connection.Tune, in seconds (0 = off).",
         min=0, max=65535,
+    )
+    incomplete_frame_timeout_ms: Millis = _opt(
+        Millis(30_000),
+        "Close a connection that sent part of a frame (or of a message's content) and then "
+        "nothing more for this long, whatever the heartbeat.",
+        min=100,
     )
     default_user: str = _opt("guest", "User accepted by PLAIN and AMQPLAIN authentication.")
     default_password: str = _opt("guest", "Password of default_user.")

@@ -41,6 +41,9 @@ class CountingTransport:
     def set_write_buffer_limits(self, high: int, low: int) -> None:
         pass
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # everything written is taken at once
+
     def get_extra_info(self, name: str) -> None:
         return None
 

@@ -57,8 +57,10 @@ class ChannelConnection(Protocol):
     context: AmqpContext
     frame_max: int
     max_message_bytes: int
-    # The client is not reading: consumers stop taking deliveries.
+    # The client is not reading, or this turn queued its budget: consumers stop taking
+    # deliveries. queued_room is what is left of the budget for what waits to be sent.
     writing_paused: bool
+    queued_room: int
 
     def send(self, data: bytes) -> None: ...
 
@@ -304,14 +306,21 @@ class Channel:
         if queue.is_stream:
             # RabbitMQ tells stream consumers each message's offset in a header.
             properties = frames.add_long_header(properties, "x-stream-offset", ref)
-        self.conn.send_many(frames.content_frames(
+        conn = self.conn
+        conn.send_many(frames.content_frames(
             self.number,
             frames.deliver_payload(consumer.tag_bytes, tag, redelivered,
                                    message.exchange, message.routing_key),
-            properties, body, self.conn.frame_max,
+            properties, body, conn.frame_max,
         ))
+        # A turn's deliveries to one connection are bounded like its write buffer.
+        size = len(body)
+        room = conn.queued_room - size
+        conn.queued_room = room
+        if room < 0:
+            conn.writing_paused = True
         queue.delivered += 1
-        queue.delivered_bytes += len(body)
+        queue.delivered_bytes += size
         if redelivered:
             queue.redelivered += 1
 

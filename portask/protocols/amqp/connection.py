@@ -16,9 +16,17 @@ Basic.Publish with the content header and body frames that follow it, and Basic.
 they are taken from the raw payload (``frames.parse_*``) before anything is decoded;
 every other method is decoded by pamqp first.
 
-Back-pressure: when the transport's write buffer passes the high-water mark the
-connection stops reading (a client that does not read replies cannot keep publishing)
-and its consumers report "not ready", so undelivered messages stay in their queues.
+Back-pressure, which bounds what a client that does not read can make the broker hold
+(``network.write_buffer_high_bytes``, as RabbitMQ's queues stop sending to a channel
+with too many unsent messages): when the transport's write buffer passes the high-water
+mark the connection stops reading (a client that does not read replies cannot keep
+publishing) and its consumers report "not ready", so undelivered messages stay in their
+queues. Deliveries made within one event-loop turn are counted too, so one dispatch
+cannot pile a whole queue into the pending write.
+
+A connection that stops in the middle of a frame, or of a message's content, is closed
+after ``amqp.incomplete_frame_timeout_ms`` whatever its heartbeat (a heartbeat of 0
+would otherwise let it hold its partial frame forever).
 
 Resource alarms (``broker.alarms``), as RabbitMQ applies them: while a memory or disk
 alarm is set, a connection that sends publish content stops being read right after
@@ -112,7 +120,16 @@ class AmqpConnection(asyncio.Protocol):
         self.channel_max = settings.channel_max
         self.heartbeat = 0
         self.max_message_bytes = int(settings.max_message_bytes)
+        # Deliveries stop while set: the transport is paused or this turn queued enough.
         self.writing_paused = False
+        self._transport_paused = False
+        # What is left of the send budget (network.write_buffer_high_bytes) after the
+        # transport's buffer at the last write and the deliveries queued in _out since;
+        # Channel.deliver subtracts.
+        self._queued_limit = int(context.network.write_buffer_high_bytes)
+        self.queued_room = self._queued_limit
+        self._incomplete_s = settings.incomplete_frame_timeout_ms / 1000
+        self._watchdog: asyncio.TimerHandle | None = None
         self.vhost: Any = None
         self.user = ""
         self.client_properties: dict[str, Any] = {}
@@ -144,6 +161,7 @@ class AmqpConnection(asyncio.Protocol):
         self.context.clients.opened(self)
         self._last_recv = self._last_send = self._loop.time()
         self._timers.append(self._loop.call_later(HANDSHAKE_TIMEOUT_S, self._handshake_timeout))
+        self._watchdog = self._loop.call_later(self._incomplete_s, self._check_stalled)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._state == CLOSED:
@@ -154,18 +172,23 @@ class AmqpConnection(asyncio.Protocol):
         metrics.CONNECTIONS_ACTIVE.labels("amqp").dec()
         for timer in self._timers:
             timer.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._release_channels()
         if self.vhost is not None:
             self.vhost.connection_closed(self)
         self.transport = None
 
     def pause_writing(self) -> None:
-        self.writing_paused = True
+        self._transport_paused = self.writing_paused = True
         self._update_reading()
 
     def resume_writing(self) -> None:
-        self.writing_paused = False
+        self._transport_paused = self.writing_paused = False
         self._update_reading()
+        self._dispatch_consumers()
+
+    def _dispatch_consumers(self) -> None:
         for channel in list(self.channels.values()):
             channel.dispatch_all()
 
@@ -174,7 +197,7 @@ class AmqpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._state == CLOSED:
             return
-        if self.writing_paused or self.blocked:
+        if self._transport_paused or self.blocked:
             transport.pause_reading()
         else:
             transport.resume_reading()
@@ -567,6 +590,17 @@ class AmqpConnection(asyncio.Protocol):
                 # One join beats writelines here: uvloop walks a list of small pieces slowly.
                 self.transport.write(b"".join(out))
                 self._last_send = self._loop.time()
+        # The next turn's deliveries may add only what the transport's buffer leaves of
+        # the budget, so a client that does not read costs at most the high-water mark
+        # plus one message.
+        transport = self.transport
+        self.queued_room = self._queued_limit - (
+            transport.get_write_buffer_size() if transport is not None else 0)
+        if self.writing_paused and not self._transport_paused:
+            # Deliveries stopped for this turn's budget and the transport took them:
+            # go on in the next turn (not from here, which may be inside a dispatch).
+            self.writing_paused = False
+            self._loop.call_soon(self._dispatch_consumers)
 
     # -- closing ----------------------------------------------------------------------------
 
@@ -606,6 +640,26 @@ class AmqpConnection(asyncio.Protocol):
         if self._state < OPEN and self.transport is not None:
             metrics.CONNECTION_ERRORS.labels("amqp", "handshake_timeout").inc()
             self.transport.abort()
+
+    def _check_stalled(self) -> None:
+        """Close a connection silent in the middle of a frame or of a message's content;
+        then sleep until the earliest moment that could next be true."""
+        if self._state == CLOSED or self.transport is None:
+            return
+        now = self._loop.time()
+        # Not reading it is our doing while blocked by an alarm or by a full transport.
+        held = self.blocked or self._transport_paused
+        silent = now - self._last_recv
+        if not held and silent >= self._incomplete_s and self._state != CLOSING and (
+                self._buf or any(ch.awaiting_content for ch in self.channels.values())):
+            metrics.CONNECTION_ERRORS.labels("amqp", "incomplete_frame").inc()
+            log.warning("frame or content incomplete, closing the connection", extra={
+                "fields": {"peer": self.peer, "silent_s": round(silent, 1),
+                           "buffered_bytes": len(self._buf)}})
+            self.transport.abort()
+            return
+        wake = self._incomplete_s - silent if silent < self._incomplete_s else self._incomplete_s
+        self._watchdog = self._loop.call_later(max(wake, 0.01), self._check_stalled)
 
     def _heartbeat_tick(self) -> None:
         if self._state == CLOSED or self.transport is None:

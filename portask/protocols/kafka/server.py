@@ -1,11 +1,26 @@
 """The Kafka listener: size-prefixed framing, dispatch, and strictly ordered replies.
 
-One ``asyncio.Protocol`` per connection. Requests are parsed in ``data_received``; a
-handler answers at once or with an awaitable (a long-polling Fetch). Kafka clients
-pipeline requests and match replies by order, so a reply that is ready waits behind
-any earlier one still pending. Replies produced during one read are written with a
-single ``writelines`` call. When the client stops reading, the transport's buffer
-fills and the connection stops reading requests until it drains.
+One ``asyncio.BufferedProtocol`` per connection. Requests are parsed in
+``buffer_updated``; a handler answers at once or with an awaitable (a long-polling
+Fetch). Kafka clients pipeline requests and match replies by order, so a reply that is
+ready waits behind any earlier one still pending. Replies produced during one read are
+written with a single ``writelines`` call.
+
+Memory a connection can hold, bounded by settings:
+
+- the read buffer grows with the bytes that arrive, never with the size a request
+  announces (up to ``kafka.socket_request_max_bytes``), so announcing 100 MiB and
+  sending 256 KiB costs at most twice 256 KiB;
+- answers: once more than ``network.write_buffer_high_bytes`` is queued to send (the
+  transport's buffer plus the answers of this read), or ``kafka.max_in_flight_requests``
+  requests are unanswered, the requests already read wait in the buffer and the socket
+  is not read until the client takes its answers. A long-polling Fetch answer is
+  bounded by its own ``max_bytes`` (zero-copy slices of the segment maps).
+
+A connection that stops in the middle of a request is closed after
+``kafka.incomplete_request_timeout_ms``; one with no traffic and nothing to answer after
+``kafka.connections_max_idle_ms`` (Kafka's ``connections.max.idle.ms``). Both are
+checked by one lazy timer per connection, not per read.
 
 This module knows no API: handlers come from the registry, which the API modules fill
 when the composition root (portask/app.py) imports them, and they see the server and
@@ -94,7 +109,13 @@ class _Slot:
 class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, server: KafkaServer) -> None:
         self.server = server
-        self.max_request = int(server.settings.kafka.socket_request_max_bytes)
+        kafka = server.settings.kafka
+        self.max_request = int(kafka.socket_request_max_bytes)
+        self._max_in_flight = kafka.max_in_flight_requests
+        self._idle_s = kafka.connections_max_idle_ms / 1000
+        self._incomplete_s = kafka.incomplete_request_timeout_ms / 1000
+        self._high = int(server.settings.network.write_buffer_high_bytes)
+        self._loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.local: tuple[str, int] | None = None
@@ -106,6 +127,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._pending: collections.deque[_Slot] = collections.deque()
         self._out: list[Any] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The client is not reading our answers (the transport paused us).
+        self._reading_paused = False
+        # Requests already read wait in the buffer: too much is queued to send.
+        self._held = False
+        self._resume_scheduled = False
+        # Bytes of answers produced in this read, not yet handed to the transport.
+        self._out_bytes = 0
+        self._last_recv = self._last_send = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self._closed = False
         self._close_after_flush = False
         # SASL state: the mechanism chosen by SaslHandshake, a SCRAM exchange in
@@ -128,34 +158,50 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.server.connections.add(self)
         metrics.CONNECTIONS_TOTAL.labels("kafka").inc()
         metrics.CONNECTIONS_ACTIVE.labels("kafka").inc()
+        self._last_recv = self._last_send = self._loop.time()
+        self._watchdog = self._loop.call_later(
+            min(self._idle_s, self._incomplete_s), self._check_stalled)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.server.connections.discard(self)
         metrics.CONNECTIONS_ACTIVE.labels("kafka").dec()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for task in self._tasks:
             task.cancel()
 
     def pause_writing(self) -> None:
         # The client is not reading replies: stop reading its requests until it does.
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._reading_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self._closed:
-            self.transport.resume_reading()
+        self._reading_paused = False
+        self._last_send = self._loop.time()  # the client took answers: not idle
+        if self._held:
+            self._schedule_resume()
+        else:
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or self._closed:
+            return
+        if self._reading_paused or self._held:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         buf = self._buf
         if len(buf) - self._end < _MIN_READ:
             pending = self._end - self._start
-            need = pending + _MIN_READ
-            if pending >= 4:
-                need = max(need, 4 + INT32.unpack_from(buf, self._start)[0])
-            if need > len(buf):
-                # A request larger than the buffer: a bigger one, once (the size is
-                # bounded by socket_request_max_bytes, checked before we get here).
-                grown = bytearray(max(need, 2 * len(buf)))
+            if pending + _MIN_READ > len(buf):
+                # Grow with what has arrived, never with the size a request announces:
+                # doubling keeps the copies linear, and a client that announces 100 MiB
+                # and sends 256 KiB costs at most 512 KiB.
+                grown = bytearray(max(pending + _MIN_READ, 2 * len(buf)))
                 grown[:pending] = buf[self._start : self._end]
                 self._buf = buf = grown
             else:
@@ -166,10 +212,16 @@ class KafkaConnection(asyncio.BufferedProtocol):
         return memoryview(buf)[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        self._last_recv = self._loop.time()
+        if self._held:
+            return  # read before pause_reading took effect: handled on resume
+        self._process()
+
+    def _process(self) -> None:
         # Requests are handled as memoryview slices of the read buffer, with no copy.
         # Handlers decode what they need before returning (kio copies out), so the
         # buffer can be reused for the next read once this returns.
-        self._end += nbytes
         buf = self._buf
         view = memoryview(buf).toreadonly()  # kio reads only read-only buffers
         pos, end = self._start, self._end
@@ -179,6 +231,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._protocol_error("request size out of range", size=size, limit=self.max_request)
                 return
             if end - pos - 4 < size:
+                break
+            if self._over_budget():
+                # Leave the rest unread until the client takes its answers.
+                self._held = True
+                self._update_reading()
                 break
             self._handle(view[pos + 4 : pos + 4 + size])
             pos += 4 + size
@@ -192,6 +249,63 @@ class KafkaConnection(asyncio.BufferedProtocol):
         else:
             self._start = pos
         self._flush()
+
+    def _over_budget(self) -> bool:
+        """Too much answered and not yet taken by the client, or too many requests
+        unanswered: read no further (checked per request, not per message)."""
+        if self._reading_paused or len(self._pending) >= self._max_in_flight:
+            return True
+        transport = self.transport
+        queued = self._out_bytes + (transport.get_write_buffer_size() if transport else 0)
+        return queued > self._high
+
+    def _schedule_resume(self) -> None:
+        if not self._resume_scheduled:
+            self._resume_scheduled = True
+            self._loop.call_soon(self._resume_held)
+
+    def _resume_held(self) -> None:
+        """Answers went out: handle the requests that waited, then read again."""
+        self._resume_scheduled = False
+        if self._closed or not self._held or self._over_budget():
+            return
+        self._held = False
+        self._process()
+        self._update_reading()
+
+    # -- timeouts ----------------------------------------------------------------------
+
+    def _check_stalled(self) -> None:
+        """The lazy watchdog: close a connection stalled mid-request or idle too long,
+        then sleep until the earliest moment either could next be true."""
+        self._watchdog = None
+        if self._closed or self.transport is None:
+            return
+        now = self._loop.time()
+        incomplete = self._end > self._start and not (self._held or self._reading_paused)
+        if incomplete and now - self._last_recv >= self._incomplete_s:
+            self._stalled_close("request incomplete", now - self._last_recv)
+            return
+        busy = self._pending or self._held
+        last = max(self._last_recv, self._last_send)
+        if not busy and now - last >= self._idle_s:
+            self._stalled_close("idle connection", now - last)
+            return
+        wake = self._incomplete_s
+        if incomplete:
+            wake = self._last_recv + self._incomplete_s - now
+        elif not busy:
+            wake = min(wake, last + self._idle_s - now)
+        self._watchdog = self._loop.call_later(max(wake, 0.01), self._check_stalled)
+
+    def _stalled_close(self, why: str, silent_s: float) -> None:
+        metrics.CONNECTION_ERRORS.labels("kafka", why).inc()
+        level = logging.WARNING if why == "request incomplete" else logging.INFO
+        log.log(level, f"{why} for {silent_s:.1f} s; closing the connection",
+                extra={"fields": {"peer": self.peer, "buffered_bytes": self._end - self._start}})
+        self._closed = True
+        assert self.transport is not None
+        self.transport.abort()  # drop what is buffered either way: the peer is gone
 
     # -- request handling ------------------------------------------------------------
 
@@ -254,6 +368,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             )
             return
         _observe(api.schema, started)
+        for piece in buffers:
+            self._out_bytes += len(piece)
         if self._pending:
             slot = _Slot()
             slot.buffers, slot.done = buffers, True
@@ -303,9 +419,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
             out.extend(pending.popleft().buffers)
         if out and self.transport is not None and not self._closed:
             self.transport.writelines(out)
+            self._last_send = self._loop.time()
         out.clear()
+        self._out_bytes = 0
         if self._close_after_flush and not pending:
             self.close()
+        elif self._held and not self._resume_scheduled:
+            self._schedule_resume()
 
     def close_after_reply(self) -> None:
         """Close once the replies queued so far are written (failed authentication)."""

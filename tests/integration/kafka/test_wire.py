@@ -178,6 +178,24 @@ def test_long_poll_is_woken_by_an_append(
     assert b"wake up" in part.records
 
 
+def test_long_poll_sees_an_append_made_before_it_began_waiting(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    # One write: the Fetch finds nothing and becomes a long poll, and the Produce behind
+    # it appends in the same read, before the long poll has started watching. The poll
+    # must see that record at once, not after max_wait_ms.
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    client = WireClient(kafka_broker.kafka_port)
+    started = time.monotonic()
+    client.send(encode_request(fetch_request(topic, 0, max_wait_ms=5000), 1)
+                + encode_request(produce_request(topic, batch([b"just in time"])), 2))
+    cid, fetched = client.read_response(FETCH, 12)
+    assert cid == 1 and time.monotonic() - started < 2.0
+    assert b"just in time" in fetched.responses[0].partitions[0].records
+    assert client.read_response(PRODUCE, 9)[0] == 2
+
+
 def test_bad_crc_gets_corrupt_message_and_nothing_is_stored(
     kafka_broker: BrokerProcess, topic_name: Callable[[], str]
 ) -> None:

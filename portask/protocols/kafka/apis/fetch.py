@@ -167,15 +167,15 @@ async def _long_poll(
     committed = request.isolation_level == READ_COMMITTED
     deadline = loop.time() + max_wait_ms / 1000
     partitions = [w.partition for _, _, wanted in topics for w in wanted if w.partition]
+    # Read before the first wait: this coroutine starts a loop turn after the handler
+    # read nothing, and an append in between woke no one. Nothing runs between a read
+    # and _next_append's watch, so no append is missed.
     while True:
-        remaining = deadline - loop.time()
-        if remaining > 0:
-            await _next_append(partitions, remaining)
-        # Read after every wake-up, and once more when the wait ended before it began
-        # (the first read happened in fetch(), before this coroutine was scheduled).
         total = _read_all(ctx, topics, request.max_bytes, committed)
-        if total >= request.min_bytes or _has_error(topics) or loop.time() >= deadline:
+        remaining = deadline - loop.time()
+        if total >= request.min_bytes or _has_error(topics) or remaining <= 0:
             return _respond(ctx, request, topics)
+        await _next_append(partitions, remaining)
 
 
 async def _next_append(partitions: list[Partition], timeout: float) -> None:
