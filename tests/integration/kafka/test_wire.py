@@ -316,3 +316,36 @@ def test_fetch_waiting_on_a_deleted_topic_gets_an_error_not_a_closed_connection(
     _, fetched = client.read_response(FETCH, 12)
     assert fetched.responses[0].partitions[0].error_code == 3
     client.close()
+
+
+def test_metadata_naming_a_topic_by_neither_name_nor_id_is_answered_with_an_error(
+    kafka_broker: BrokerProcess,
+) -> None:
+    # Found by the end-to-end fuzzer: these closed the connection with a traceback.
+    client = WireClient(kafka_broker.kafka_port)
+    try:
+        for version in (10, 11):
+            m = request_types(METADATA, version)
+            nameless = m.MetadataRequestTopic(topic_id=None, name=None)
+            request = m.MetadataRequest(
+                topics=(nameless, m.MetadataRequestTopic(topic_id=None, name="named")),
+                allow_auto_topic_creation=False,
+                include_topic_authorized_operations=False,
+                **({"include_cluster_authorized_operations": False} if version == 10 else {}),
+            )
+            client.send(encode_request(request, version))
+            cid, resp = client.read_response(METADATA, version)
+            assert cid == version
+            # Kafka's answer (MetadataRequest.getErrorResponse): INVALID_REQUEST for every
+            # topic, "" for the name this version cannot carry as null.
+            assert [(t.name, t.error_code) for t in resp.topics] == [("", 42), ("named", 42)]
+        m = request_types(METADATA, 12)
+        client.send(encode_request(m.MetadataRequest(
+            topics=(m.MetadataRequestTopic(topic_id=None, name=None),),
+            allow_auto_topic_creation=False, include_topic_authorized_operations=False), 12))
+        cid, resp = client.read_response(METADATA, 12)
+        assert cid == 12
+        assert [(t.name, t.error_code) for t in resp.topics] == [(None, 100)]  # UNKNOWN_TOPIC_ID
+    finally:
+        client.close()
+    assert "Traceback" not in kafka_broker.stderr_text()

@@ -10,7 +10,7 @@
     v7   leader epochs
     v8   authorized operations (KIP-430)
     v9   flexible
-    v10  topic ids (KIP-516)
+    v10  topic ids (KIP-516); a null topic name is INVALID_REQUEST before v12, as in Kafka
     v11  drops cluster authorized operations
     v12  topics may be named by id
 
@@ -35,6 +35,10 @@ def metadata(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.METADATA, ctx.api_version)
     topics = ctx.broker.topics
     wanted = request.topics
+    if wanted and ctx.api_version < 12 and any(entry.name is None for entry in wanted):
+        # v10 and v11 have nullable names on the wire but no way to look a topic up by
+        # id yet: Kafka refuses the request (InvalidRequestException).
+        return _invalid_request(types, wanted)
     if wanted is None or (ctx.api_version == 0 and not wanted):
         results = [_topic(types, t) for t in topics]
     else:
@@ -60,12 +64,11 @@ def _requested(ctx: RequestContext, types: Any, entry: Any, allow_create: bool) 
     topics = ctx.broker.topics
     name = getattr(entry, "name", None)
     topic_id = getattr(entry, "topic_id", None)
-    if name is None and topic_id is not None:
-        found = topics.by_id(topic_id)
+    if name is None:
+        found = topics.by_id(topic_id) if topic_id is not None else None
         if found is None:
             return _error(types, None, topic_id, ErrorCode.unknown_topic_id)
         return _topic(types, found)
-    assert name is not None
     found = topics.get(name)
     if found is None:
         try:
@@ -113,3 +116,30 @@ def _error(types: Any, name: str | None, topic_id: Any, code: ErrorCode) -> Any:
         partitions=(),
         topic_authorized_operations=OPERATIONS_UNKNOWN,
     )
+
+
+def _invalid_request(types: Any, wanted: Any) -> Any:
+    """Kafka's error answer to a Metadata request (MetadataRequest.getErrorResponse):
+    every topic asked for, with the error and no partitions; "" for a null name, which
+    this version's response cannot carry."""
+    return registry.make(
+        types.MetadataResponse,
+        throttle_time=NO_THROTTLE,
+        brokers=(),
+        cluster_id=None,
+        controller_id=-1,
+        topics=tuple(
+            registry.make(
+                types.MetadataResponseTopic,
+                error_code=ErrorCode.invalid_request,
+                name=entry.name if entry.name is not None else "",
+                topic_id=getattr(entry, "topic_id", None),
+                is_internal=False,
+                partitions=(),
+                topic_authorized_operations=OPERATIONS_UNKNOWN,
+            )
+            for entry in wanted
+        ),
+        cluster_authorized_operations=OPERATIONS_UNKNOWN,
+    )
+
