@@ -62,6 +62,8 @@ class LogDirectory:
         """fdatasync every log with unflushed entries, off the event loop."""
         loop = asyncio.get_running_loop()
         for opened in list(self.logs.values()):
+            if opened.closed:  # deleted (a topic, a queue) while an earlier log synced
+                continue
             ticket = opened.begin_flush()
             if ticket is None:
                 continue
