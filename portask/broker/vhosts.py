@@ -12,6 +12,7 @@ message log) at start-up. Durable queues keep their messages in ``QueueStorage``
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import datetime
 import logging
@@ -109,6 +110,20 @@ def queue_totals(queue: AnyQueue) -> QueueTotals:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+# The message and byte counters are labelled by exchange or queue name alone, so
+# same-named objects in different vhosts share a series: it is removed only when the
+# last of them is deleted.
+_NAMED_METRIC_USERS: collections.Counter[tuple[str, str]] = collections.Counter()
+
+
+def _last_user(kind: str, name: str) -> bool:
+    _NAMED_METRIC_USERS[kind, name] -= 1
+    if _NAMED_METRIC_USERS[kind, name] > 0:
+        return False
+    del _NAMED_METRIC_USERS[kind, name]
+    return True
 
 
 class VirtualHost:
@@ -243,6 +258,7 @@ class VirtualHost:
         self.retired_published_bytes += exchange.published_bytes + exchange.published_bytes_flushed
         exchange.deleted = True
         self.exchanges.pop(exchange.name, None)
+        self._release_exchange_metrics(exchange)
         for binding in exchange.bindings.values():
             self._forget_binding(exchange, binding.destination, binding.routing_key,
                                  binding.arguments)
@@ -530,6 +546,7 @@ class VirtualHost:
                       metrics.AMQP_QUEUE_CONSUMERS):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.name, queue.name)
+        self._release_queue_metrics(queue)
         return count
 
     def connection_closed(self, owner: object) -> None:
@@ -696,10 +713,32 @@ class VirtualHost:
     def _bind_exchange_metrics(self, exchange: Exchange) -> None:
         exchange.metric_messages = metrics.MESSAGES_PRODUCED.labels("amqp", "", exchange.name)
         exchange.metric_bytes = metrics.BYTES_PRODUCED.labels("amqp", "", exchange.name)
+        _NAMED_METRIC_USERS["exchange", exchange.name] += 1
+
+    def _release_exchange_metrics(self, exchange: Exchange) -> None:
+        """A deleted exchange's series go with it, or every name ever declared (server-
+        named, per-client) would stay in memory and in /metrics for good."""
+        with contextlib.suppress(KeyError):
+            metrics.AMQP_MESSAGES_UNROUTABLE.remove(self.name, exchange.name)
+        if _last_user("exchange", exchange.name):
+            for counter in (metrics.MESSAGES_PRODUCED, metrics.BYTES_PRODUCED):
+                with contextlib.suppress(KeyError):
+                    counter.remove("amqp", "", exchange.name)
+
+    def _release_queue_metrics(self, queue: AnyQueue) -> None:
+        """As _release_exchange_metrics, for a deleted queue (exclusive reply queues come
+        and go by the thousand)."""
+        with contextlib.suppress(KeyError):
+            metrics.AMQP_MESSAGES_REDELIVERED.remove(self.name, queue.name)
+        if _last_user("queue", queue.name):
+            for counter in (metrics.MESSAGES_CONSUMED, metrics.BYTES_CONSUMED):
+                with contextlib.suppress(KeyError):
+                    counter.remove("amqp", "", queue.name)
 
     def _bind_queue_metrics(self, queue: AnyQueue) -> None:
         queue.metric_messages = metrics.MESSAGES_CONSUMED.labels("amqp", "", queue.name)
         queue.metric_bytes = metrics.BYTES_CONSUMED.labels("amqp", "", queue.name)
+        _NAMED_METRIC_USERS["queue", queue.name] += 1
         metrics.AMQP_QUEUE_MESSAGES_READY.labels(self.name, queue.name).set_function(
             lambda: float(queue.message_count)
         )
