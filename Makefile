@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 JS_STAMP := tests/js/node_modules/.installed
 JS_DEPS  := $(if $(shell command -v npm),$(JS_STAMP))
 
-.PHONY: run test lint bench smoke clean
+.PHONY: run test lint bench fuzz smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-enable -p no:randomly $(PYTEST_ARGS)
+
+# Long fuzzing: every fuzz target with the long hypothesis profile, then the end-to-end
+# fuzz test against a running broker for FUZZ_SECONDS (tests/conftest.py gives these
+# tests per-test timeouts that fit).
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -m fuzz --fuzz-profile=fuzz-long --fuzz-seconds=$(FUZZ_SECONDS) \
+		-rxX $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache tests/js/node_modules
