@@ -268,6 +268,9 @@ def _check_zstd_frames(data: memoryview) -> None:
         raise CodecError("zstd frame truncated")
 
 
+_SNAPPY_MAX_RATIO = 32
+
+
 def _snappy_chunks(data: memoryview, limit: int) -> Iterator[memoryview]:
     if bytes(data[: len(_XERIAL_MAGIC)]) != _XERIAL_MAGIC:
         yield _snappy_block(data, limit)
@@ -289,6 +292,10 @@ def _snappy_block(block: memoryview, limit: int) -> memoryview:
     # it is the one output not chunked; it starts with its uncompressed length, which
     # is checked against the limit before anything is allocated.
     size = cramjam.snappy.decompress_raw_len(block)
+    # No snappy element expands more than 64 bytes out of 3 in, so a block declaring
+    # more than 32 times its own length is lying: refuse it before allocating for it.
+    if size > _SNAPPY_MAX_RATIO * len(block):
+        raise CodecError(f"snappy block of {len(block)} bytes declares {size} bytes")
     if size > limit:
         raise LimitExceeded(f"snappy block declares {size} bytes, more than {limit}")
     out = _scratch_view(size)

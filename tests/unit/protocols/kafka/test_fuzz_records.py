@@ -14,11 +14,8 @@ Contracts:
 
 from __future__ import annotations
 
-import inspect
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import crc32c
 import pytest
@@ -127,24 +124,14 @@ def test_record_batches_parse_or_are_refused_as_invalid(case: tuple[Built, bytes
 _UNCOMPRESSED_LIMIT = 64 << 20
 
 
-def _call(function: Callable[..., Any], *args: Any) -> Any:
-    """Branch i9-kafka gives the codecs and record readers a ``limit`` (the most a batch
-    may decompress to) and adds a produce-time check_records; pass the limit where a
-    function takes one, so that these targets run the same before and after it merges."""
-    if "limit" in inspect.signature(function).parameters:
-        return function(*args, limit=_UNCOMPRESSED_LIMIT)
-    return function(*args)
-
-
 def _accepted(payload: bytes) -> bool:
-    """What produce accepts and stores: the batches parse and, where produce checks the
-    records too (check_records), those pass."""
+    """What produce accepts and stores: the batches parse and their records pass."""
     try:
         infos = records.parse_batches(payload)
-        check = getattr(records, "check_records", None)
-        if check is not None:
-            for info in infos:
-                _call(check, payload[info.start : info.start + info.size], info)
+        for info in infos:
+            records.check_records(
+                payload[info.start : info.start + info.size], info, _UNCOMPRESSED_LIMIT
+            )
     except records.InvalidBatch:
         return False
     return True
@@ -153,13 +140,15 @@ def _accepted(payload: bytes) -> bool:
 def _look_inside(batch_bytes: bytes, info: records.BatchInfo) -> list[object]:
     """What the broker's readers of stored batches do with one: ListOffsets by timestamp,
     compaction (keys, then a rewrite keeping some records) and recompression."""
-    keys = list(_call(records.record_keys, batch_bytes))
-    timestamps = list(_call(records.record_timestamps, batch_bytes))
-    kept = _call(records.keep_records, batch_bytes, {delta for delta, *_ in keys[::2]})
+    keys = list(records.record_keys(batch_bytes, _UNCOMPRESSED_LIMIT))
+    timestamps = list(records.record_timestamps(batch_bytes, _UNCOMPRESSED_LIMIT))
+    kept = records.keep_records(
+        batch_bytes, {delta for delta, *_ in keys[::2]}, _UNCOMPRESSED_LIMIT
+    )
     other = compression.GZIP if info.compression != compression.GZIP else compression.ZSTD
-    recompressed = _call(records.recompress, batch_bytes, info, other)
-    return [keys, timestamps, list(_call(records.record_keys, kept)),
-            list(_call(records.record_keys, recompressed))]
+    recompressed = records.recompress(batch_bytes, info, other, _UNCOMPRESSED_LIMIT)
+    return [keys, timestamps, list(records.record_keys(kept, _UNCOMPRESSED_LIMIT)),
+            list(records.record_keys(recompressed, _UNCOMPRESSED_LIMIT))]
 
 
 def _look_inside_all(payload: bytes) -> list[list[object]]:
@@ -168,7 +157,7 @@ def _look_inside_all(payload: bytes) -> list[list[object]]:
 
 
 def _decompress(codec: int, data: bytes) -> bytes:
-    return _call(compression.decompress, codec, data)  # type: ignore[no-any-return]
+    return compression.decompress(codec, data, _UNCOMPRESSED_LIMIT)
 
 
 def _count_lie() -> tuple[Built, bytes]:
@@ -180,10 +169,9 @@ def _count_lie() -> tuple[Built, bytes]:
     return Built(valid, ((compression.NONE, rs),)), fix_checksums(bytes(lying))
 
 
-# Found by this target: an uncompressed batch that announces more records than it holds
-# is accepted and stored, and every later reader (ListOffsets by timestamp, compaction)
+# Found by this target (fixed): an uncompressed batch that announces more records than it holds
+# was accepted and stored, and every later reader (ListOffsets by timestamp, compaction)
 # fails on it with IndexError.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="fixed on branch i9-kafka")
 @fuzz_settings(scale=2)
 @example(case=_count_lie())
 @given(case=_mutated_payloads())
@@ -251,10 +239,9 @@ def _zstd_with_window_log(log: int) -> tuple[int, bytes, bytes, bytes]:
     return compression.ZSTD, raw, b"", frame[:4] + bytes((0, (log - 10) << 3)) + frame[6:]
 
 
-# Found by this target: codecs that reserve what a header announces. A raw snappy block
+# Found by this target (fixed): codecs that reserve what a header announces. A raw snappy block
 # announcing 4 GiB (23 bytes) makes cramjam allocate it, and abort the process where
 # memory is limited; an lz4 frame announcing 8 GiB makes lz4 reserve it.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="fixed on branch i9-kafka")
 @fuzz_settings(scale=2)
 @example(case=_snappy_announcing(2**32 - 1))
 @example(case=_lz4_announcing(2**33))
@@ -277,7 +264,7 @@ def test_compressed_records_decompress_or_are_refused_as_corrupt(
 # (zstd's default limit, which Kafka's zstd-jni shares) makes the decoder reserve the
 # whole window. Refusing windows past what producers use (2-8 MiB) would bound it.
 @pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="Kafka compression (branch i9-kafka's area), not fixed there yet")
+                   reason="not fixed yet: zstd frames may declare up to a 128 MiB window")
 def test_a_zstd_frame_declaring_a_huge_window_is_read_or_refused_without_reserving_it() -> None:
     codec, raw, _, frame = _zstd_with_window_log(27)
     out, error = bounded(_decompress, (codec, frame), len(frame), "zstd, 128 MiB window")
