@@ -10,8 +10,7 @@ publisher with confirms check that every message they send comes back intact.
 
 The test fails if the broker dies, if its log holds a traceback, if a well-behaved
 client sees any error, or if the broker's RSS grew by more than 50 MB from after the
-warm-up to the end. Tracebacks of defects being fixed on other branches (KNOWN_DEFECTS)
-make it xfail instead, naming the branch; remove an entry once its branch is merged.
+warm-up to the end.
 Everything is on loopback, and every loop is bounded by the deadline or a count.
 """
 
@@ -63,28 +62,6 @@ PRODUCE, FETCH, LIST_OFFSETS, DELETE_TOPICS = 0, 1, 2, 20
 # would otherwise grow with the minutes of traffic, not with any leak.
 GOOD_TOPIC = {"segment.bytes": str(1 << 20), "retention.bytes": str(4 << 20)}
 BROKER_ENV = {"PORTASK_STORAGE_RETENTION_CHECK_MS": "1000"}
-
-# Defects this fuzzer finds whose fixes are on other branches: (branch, what, pattern
-# in the traceback). Remove an entry once its branch is merged.
-KNOWN_DEFECTS: list[tuple[str, str, re.Pattern[str]]] = [
-    ("i9-limits", "malformed publish/ack/content header: 541 instead of 502",
-     re.compile(r"portask/protocols/amqp/frames\.py.*\n.*\n\S*FrameSyntaxError")),
-    ("i9-limits", "a name the reply encoder rejects: 541",
-     re.compile(r"ValueError: (Invalid value for|Max length exceeded for)")),
-    ("i9-limits", "field tables nested too deep: RecursionError",
-     re.compile(r"RecursionError: maximum recursion depth")),
-    ("i9-limits", "headers routing on malformed properties: IndexError",
-     re.compile(r"in headers_from_properties")),
-    ("i9-limits", "properties accepted at publish break dead-lettering",
-     re.compile(r"portask/protocols/amqp/properties\.py")),
-    ("i9-kafka", "records of a stored batch break a reader",
-     re.compile(r"portask/protocols/kafka/records\.py\", line \d+, in _records")),
-]
-
-# RSS a known defect explains, per partition created during the run: on main, opening
-# a partition's (sparse, 10 MiB) index faults about 512 KiB of its mapping in; branch
-# i9-kafka probes it with pread instead. Set to 0 once that branch is merged.
-PARTITION_RSS_DEFECT = ("i9-kafka", 1 << 20)
 
 SERVED = sorted(
     (api.key, version)
@@ -418,18 +395,6 @@ def _tracebacks(log: str) -> list[str]:
     return out
 
 
-def _classify(tracebacks: list[str]) -> tuple[Counter[str], list[str]]:
-    known: Counter[str] = Counter()
-    unknown = []
-    for tb in tracebacks:
-        match = next(((b, w) for b, w, p in KNOWN_DEFECTS if p.search(tb)), None)
-        if match is None:
-            unknown.append(tb)
-        else:
-            known[f"{match[1]} (fixed on branch {match[0]})"] += 1
-    return known, unknown
-
-
 def _start(tmp_path: Path) -> BrokerProcess:
     return start_broker(tmp_path / "data", env=BROKER_ENV)
 
@@ -482,28 +447,16 @@ def test_broker_survives_mutated_frames_while_clients_keep_working(
         if broker.proc.poll() is None:
             broker.stop()
     log = broker.stderr_text()
-    known, unknown = _classify(_tracebacks(log))
+    tracebacks = _tracebacks(log)
     summary = (f"seed {seed}, {seconds:.0f} s after {setup_s:.1f} s of setup: "
                f"{dict(run.counts)}; RSS {before} -> {after}, samples {samples} MiB, "
                f"{new_partitions} partitions created; "
-               f"known defects hit: {dict(known)}; 541 texts: {dict(run.internal_errors)}")
+               f"541 texts: {dict(run.internal_errors)}")
     print(summary)
     assert alive, f"the broker died ({broker.proc.returncode}): {log[-3000:]}\n{summary}"
     assert not [t for t in threads if t.is_alive()], f"a thread did not finish\n{summary}"
     assert not run.errors, f"well-behaved clients saw errors: {run.errors[:5]}\n{summary}"
-    assert not unknown, f"tracebacks in the broker's log:\n{unknown[0]}\n...\n{summary}"
-    grown = after.rss - before.rss
-    branch, per_partition = PARTITION_RSS_DEFECT
-    if grown > RSS_GROWTH_LIMIT and per_partition and new_partitions > 0:
-        # Partitions the fuzzers created (CreatePartitions with a count that lies) may
-        # account for it; the heap (anon) must not have grown past the limit regardless.
-        assert grown - new_partitions * per_partition <= RSS_GROWTH_LIMIT, summary
-        assert after.anon - before.anon <= RSS_GROWTH_LIMIT, summary
-        known[f"{new_partitions} new partitions kept their index pages resident "
-              f"(fixed on branch {branch})"] += 1
-    else:
-        assert grown <= RSS_GROWTH_LIMIT, f"RSS grew too much\n{summary}"
+    assert not tracebacks, f"tracebacks in the broker's log:\n{tracebacks[0]}\n...\n{summary}"
+    assert after.rss - before.rss <= RSS_GROWTH_LIMIT, f"RSS grew too much\n{summary}"
     assert run.counts["kafka messages checked"] and run.counts["amqp messages checked"], summary
     assert run.counts["kafka connections"] and run.counts["amqp connections"], summary
-    if known:
-        pytest.xfail(f"only defects being fixed on other branches: {dict(known)}")

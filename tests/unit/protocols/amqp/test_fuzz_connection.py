@@ -183,7 +183,6 @@ def _check_session(stream: bytes) -> list[int]:
     return [code for code, _ in closes]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="fixed on branch i9-limits")
 @fuzz_settings(scale=0.5)
 @example(case=(_NOT_UTF8_EXCHANGE, "exact bytes"))
 @example(case=(_MISSING_REPLY_TO, "exact bytes"))

@@ -125,7 +125,6 @@ def _nested_tables(depth: int) -> bytes:
 _DEEP_TABLES = b"\x00\x32\x00\x0a\x00\x00\x01q\x00" + _nested_tables(2000)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="fixed on branch i9-limits")
 @fuzz_settings(scale=2)
 @example(case=(b"", _DEEP_TABLES))  # b"": no valid original to compare with
 @given(case=mutated(st.sampled_from(_PAYLOADS), _PAYLOADS))
@@ -214,7 +213,6 @@ def test_hot_path_parsers_parse_or_refuse_as_a_syntax_error(case: tuple[bytes, b
 _CONTINUED_FLAGS = b"\xff\xff\xff\xff\x0f"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="fixed on branch i9-limits")
 @fuzz_settings()
 @example(case=(b"", _CONTINUED_FLAGS))
 @given(case=mutated(st.sampled_from(_PROPERTIES).map(lambda h: h[12:]), _PROPERTIES))
