@@ -53,10 +53,17 @@ def compact(partition: Partition, now_ms: int, limit: int) -> int:
     def transform(entry: LogRecord) -> bytearray | None:
         if entry.offset in unreadable or _is_control(entry.payload):
             return None
-        found = records.record_keys(entry.payload, limit)
+        try:
+            found = records.record_keys(entry.payload, limit)
+        except records.InvalidBatch:
+            unreadable.add(entry.offset)
+            return None
+        # A record goes only when a later one with its key was seen; a key the first
+        # pass did not see (an entry it could not read) keeps its record.
         keep = {
             delta for delta, key, tombstone, ts in found
-            if key is not None and latest.get(key) == entry.offset + delta
+            if key is not None
+            and latest.get(key, entry.offset + delta) == entry.offset + delta
             and not (tombstone and now_ms - ts > delete_retention_ms)
         }
         if len(keep) == len(found):
