@@ -652,7 +652,7 @@ class VirtualHost:
                     exchange=message.exchange, routing_keys=[message.routing_key], time=now)
             except UndecodableProperties as err:
                 # Without x-death a dead-letter cycle could not be detected: drop it.
-                log.warning("dead letter dropped: its properties do not decode",
+                log.warning("dead letter dropped: its properties cannot be read or re-encoded",
                             extra={"fields": {"vhost": self.name, "queue": queue.name,
                                               "reason": reason, "detail": str(err)}})
                 continue

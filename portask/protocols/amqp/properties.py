@@ -128,4 +128,8 @@ class AmqpPropertyCodec:
                 headers[key] = value
         headers["x-death"] = deaths
         props.headers = headers
-        return props.marshal(), deaths
+        try:
+            return props.marshal(), deaths
+        except (TypeError, ValueError) as err:
+            # A long string that is not UTF-8 is read as bytes, which pamqp cannot write.
+            raise UndecodableProperties(f"cannot re-encode the properties: {err}") from None
