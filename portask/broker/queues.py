@@ -162,7 +162,23 @@ class PriorityStore:
             lane.delete()
 
 
-class Queue:
+class QueueTotals:
+    """Lifetime totals every queue kind keeps for the management API and metrics."""
+
+    def _start_totals(self) -> None:
+        self.delivered_flushed = 0
+        self.redelivered_flushed = 0
+        self.published_total = 0
+        self.acked_total = 0
+        self.deliveries_no_ack = 0
+        self.gets = 0
+        self.gets_no_ack = 0
+        self.gets_empty = 0
+        self.metric_messages: Any = None
+        self.metric_bytes: Any = None
+
+
+class Queue(QueueTotals):
     is_stream = False
     # Whether its messages live in the broker's storage (a durable, non-exclusive queue).
     on_disk = False
@@ -204,16 +220,7 @@ class Queue:
         # Lifetime totals for the management API's message_stats: the counters above
         # are added here when copied to Prometheus; the rest change per batch or on
         # paths that are already slow (get), except one increment per publish.
-        self.delivered_flushed = 0
-        self.redelivered_flushed = 0
-        self.published_total = 0
-        self.acked_total = 0
-        self.deliveries_no_ack = 0
-        self.gets = 0
-        self.gets_no_ack = 0
-        self.gets_empty = 0
-        self.metric_messages: Any = None
-        self.metric_bytes: Any = None
+        self._start_totals()
         self._dead_letter_fn = dead_letter
         self._set_header = set_header
         self._on_idle_expired = on_idle_expired

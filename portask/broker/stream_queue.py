@@ -17,7 +17,7 @@ from typing import Any
 from portask.broker.amqp_errors import PreconditionFailed
 from portask.broker.message_store import Message, QueueStorage, decode_record, encode_record
 from portask.broker.queue_args import QueueArgs, parse_max_age
-from portask.broker.queues import Consumer
+from portask.broker.queues import Consumer, QueueTotals
 from portask.storage.log import Log, LogRecord, OffsetOutOfRange, StorageError
 
 _READ_AHEAD_BYTES = 64 * 1024
@@ -32,7 +32,7 @@ class _Reader:
         self.readahead: deque[LogRecord] = deque()
 
 
-class StreamQueue:
+class StreamQueue(QueueTotals):
     is_stream = True
     on_disk = True
     durable = True
@@ -58,16 +58,7 @@ class StreamQueue:
         self.redelivered = 0
         # Lifetime totals for the management API, as on Queue (streams have no get
         # and refuse no-ack consumers, so those stay 0).
-        self.delivered_flushed = 0
-        self.redelivered_flushed = 0
-        self.published_total = 0
-        self.acked_total = 0
-        self.deliveries_no_ack = 0
-        self.gets = 0
-        self.gets_no_ack = 0
-        self.gets_empty = 0
-        self.metric_messages: Any = None
-        self.metric_bytes: Any = None
+        self._start_totals()
 
     @property
     def consumers(self) -> list[Consumer]:
