@@ -160,8 +160,8 @@ class App:
     def _amqp_server(self, broker: Broker) -> AmqpServer:
         """AMQP's model on the broker: vhosts restored from the definitions and queue logs,
         messages stored by the AMQP property codec, publishers blocked by the alarms."""
-        from portask.broker.message_store import QueueStorage
-        from portask.broker.vhosts import VirtualHosts
+        from portask.broker.amqp.message_store import QueueStorage
+        from portask.broker.amqp.vhosts import VirtualHosts
         from portask.protocols.amqp.context import AmqpContext
         from portask.protocols.amqp.properties import AmqpPropertyCodec
         from portask.protocols.amqp.server import AmqpServer

@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING
 from portask import metrics
 from portask.broker.alarms import Alarms
 from portask.broker.clients import Clients
-from portask.broker.groups import Groups
-from portask.broker.metadata import CLUSTER, Definitions
-from portask.broker.producers import ProducerIds
-from portask.broker.topics import Topics
-from portask.broker.transactions import TransactionCoordinator
+from portask.broker.definitions import CLUSTER, Definitions
+from portask.broker.kafka.groups import Groups
+from portask.broker.kafka.producers import ProducerIds
+from portask.broker.kafka.topics import Topics
+from portask.broker.kafka.transactions import TransactionCoordinator
 from portask.config import Settings
 from portask.storage.directory import LogDirectory
 from portask.storage.log import LogConfig
 
 if TYPE_CHECKING:
-    from portask.broker.vhosts import VirtualHosts
+    from portask.broker.amqp.vhosts import VirtualHosts
 
 log = logging.getLogger("portask.broker")
 

@@ -23,7 +23,7 @@ from pamqp.base import Frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from portask.broker.vhosts import VirtualHosts
+from portask.broker.amqp.vhosts import VirtualHosts
 from portask.config import Settings
 from portask.protocols.amqp.context import AmqpContext
 from portask.protocols.amqp.server import AmqpServer

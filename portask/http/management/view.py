@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from portask import __version__
-from portask.broker.amqp_errors import AccessRefused, BrokerError, NotFound
+from portask.broker.amqp.errors import AccessRefused, BrokerError, NotFound
+from portask.broker.amqp.queues import Message
+from portask.broker.amqp.vhosts import AnyQueue, QueueTotals, VirtualHost, queue_totals
 from portask.broker.clients import ConnectionView
-from portask.broker.queues import Message
 from portask.broker.users import Users
-from portask.broker.vhosts import AnyQueue, QueueTotals, VirtualHost, queue_totals
 
 __all__ = ["API_OWNER", "AnyQueue", "BrokerView", "VirtualHost", "broker_errors", "new_message"]
 from portask.http.management.api import ApiError, bad_request, not_found

@@ -19,17 +19,17 @@ from pamqp import commands
 from pamqp.base import Frame as PamqpMethod
 
 from portask import metrics
-from portask.broker.amqp_errors import (
+from portask.broker.amqp.errors import (
     AccessRefused,
     NotFound,
     NotImplementedFeature,
     PreconditionFailed,
 )
+from portask.broker.amqp.exchanges import Exchange
+from portask.broker.amqp.queue_args import amqp_type, parse_expiration
+from portask.broker.amqp.queues import Message
+from portask.broker.amqp.vhosts import AnyQueue, VirtualHost
 from portask.broker.clients import ChannelView, ConsumerView
-from portask.broker.exchanges import Exchange
-from portask.broker.queue_args import amqp_type, parse_expiration
-from portask.broker.queues import Message
-from portask.broker.vhosts import AnyQueue, VirtualHost
 from portask.protocols.amqp import frames
 from portask.protocols.amqp.constants import (
     BASIC_CONSUME,

@@ -51,7 +51,7 @@ from pamqp import commands
 from pamqp.base import Frame as PamqpMethod
 
 from portask import metrics
-from portask.broker.amqp_errors import BrokerError
+from portask.broker.amqp.errors import BrokerError
 from portask.broker.clients import ConnectionView
 from portask.listeners import configure_accepted
 from portask.protocols.amqp import frames

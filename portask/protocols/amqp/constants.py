@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from portask.broker import amqp_errors
+from portask.broker.amqp import errors as amqp_errors
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 

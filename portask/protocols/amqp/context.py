@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from portask.broker.alarms import DISK, MEMORY
+from portask.broker.amqp.vhosts import VirtualHosts
 from portask.broker.clients import Clients
-from portask.broker.vhosts import VirtualHosts
 from portask.config import AmqpSettings, NetworkSettings
 
 

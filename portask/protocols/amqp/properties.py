@@ -12,7 +12,7 @@ from typing import Any
 
 from pamqp import commands
 
-from portask.broker.dead_letter import UndecodableProperties
+from portask.broker.amqp.dead_letter import UndecodableProperties
 from portask.protocols.amqp import frames
 
 _FIRST_DEATH = ("x-first-death-reason", "x-first-death-queue", "x-first-death-exchange")
@@ -42,7 +42,7 @@ def _decode(properties: bytes | memoryview) -> commands.Basic.Properties:
 
 
 class AmqpPropertyCodec:
-    """The ``PropertyCodec`` the broker's dead-letter path calls (see broker/dead_letter)."""
+    """The ``PropertyCodec`` the broker's dead-letter path calls (see broker/amqp/dead_letter)."""
 
     def headers(self, properties: bytes | memoryview) -> dict[str, Any] | None:
         return frames.headers_from_properties(properties) or None

@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Callable
 
-from portask.broker.topics import Partition
+from portask.broker.kafka.topics import Partition
 from portask.protocols.kafka import records
 from portask.storage import LogRecord
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kio.schema.errors import ErrorCode
 
-from portask.broker.groups import GroupError
+from portask.broker.kafka.groups import GroupError
 
 __all__ = ["GROUP_ERRORS", "ErrorCode"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from portask.broker.producers import SequencedBatch
-from portask.broker.topics import Partition
+from portask.broker.kafka.producers import SequencedBatch
+from portask.broker.kafka.topics import Partition
 from portask.protocols.kafka import records
 
 

@@ -13,9 +13,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from portask.broker.metadata import TXN_PARTITIONS
-from portask.broker.topics import Partition
-from portask.broker.transactions import Transaction
+from portask.broker.definitions import TXN_PARTITIONS
+from portask.broker.kafka.topics import Partition
+from portask.broker.kafka.transactions import Transaction
 from portask.protocols.kafka import records
 from portask.storage import LogRecord
 

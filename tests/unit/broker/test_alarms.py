@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from portask.broker.alarms import DISK, MEMORY, Alarms
-from portask.broker.message_store import MemoryStore, Message
-from portask.broker.queues import PriorityStore, Queue
+from portask.broker.amqp.message_store import MemoryStore, Message
+from portask.broker.amqp.queues import PriorityStore, Queue
 
 PROPS = b"\x10\x00\x02"
 

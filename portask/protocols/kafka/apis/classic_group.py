@@ -30,7 +30,7 @@ SyncGroup, versions 0-5:
     v4  flexible
     v5  protocol type and name
 
-This node coordinates every group (the state machine is in broker/groups.py). JoinGroup
+This node coordinates every group (the state machine is in broker/kafka/groups.py). JoinGroup
 and SyncGroup answer when the rebalance allows: their handlers return the coordinator's
 future, and server.py keeps the replies of each connection in order.
 """
@@ -41,7 +41,7 @@ import datetime
 from collections.abc import Awaitable
 from typing import Any
 
-from portask.broker.groups import JoinRequest, JoinResult, SyncResult
+from portask.broker.kafka.groups import JoinRequest, JoinResult, SyncResult
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext

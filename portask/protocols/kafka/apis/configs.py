@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from portask.broker import topic_configs
-from portask.broker.topic_configs import InvalidTopicConfig
+from portask.broker.kafka import topic_configs
+from portask.broker.kafka.topic_configs import InvalidTopicConfig
 from portask.config import Settings
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey

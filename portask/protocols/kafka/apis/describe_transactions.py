@@ -13,7 +13,7 @@ import datetime
 import time
 from typing import Any
 
-from portask.broker.transactions import TxnState
+from portask.broker.kafka.transactions import TxnState
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext

@@ -29,7 +29,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from portask import metrics
-from portask.broker.topics import Partition
+from portask.broker.kafka.topics import Partition
 from portask.protocols.kafka import txn_markers
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext

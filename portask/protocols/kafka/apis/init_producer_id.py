@@ -7,7 +7,7 @@
         error and keep its id (KIP-360)
     v4  PRODUCER_FENCED may be answered
 
-A transactional id goes to the transaction coordinator (broker/transactions.py), which
+A transactional id goes to the transaction coordinator (broker/kafka/transactions.py), which
 fences any earlier producer using the same id by bumping the epoch and aborting its
 open transaction. The sequence checks that idempotence promises are in Produce (see
 producer_state.py).

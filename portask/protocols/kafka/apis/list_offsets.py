@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from portask.broker.topics import Partition
+from portask.broker.kafka.topics import Partition
 from portask.protocols.kafka import records, registry, txn_markers
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import LEADER_EPOCH, RequestContext

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portask.broker.topics import InvalidTopicName, Topic, check_name
+from portask.broker.kafka.topics import InvalidTopicName, Topic, check_name
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import LEADER_EPOCH, NODE_ID, RequestContext

@@ -11,7 +11,7 @@
     v9  same as v8 for classic groups (member epoch for the new consumer protocol)
 
 A commit with generation -1 from a consumer outside any group is accepted while the
-group is empty, as Kafka does. Offsets are stored by the coordinator (broker/groups.py)
+group is empty, as Kafka does. Offsets are stored by the coordinator (broker/kafka/groups.py)
 in the durable definitions store, so a restart keeps them.
 """
 
@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from portask.broker.groups import OffsetEntry, TopicPartition
+from portask.broker.kafka.groups import OffsetEntry, TopicPartition
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portask.broker.groups import OffsetEntry
+from portask.broker.kafka.groups import OffsetEntry
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext

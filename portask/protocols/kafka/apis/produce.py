@@ -25,8 +25,8 @@ import time
 from typing import Any
 
 from portask import metrics
-from portask.broker.producers import Verdict
-from portask.broker.topics import Partition
+from portask.broker.kafka.producers import Verdict
+from portask.broker.kafka.topics import Partition
 from portask.protocols.kafka import compression, producer_state, records, txn_markers
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext

@@ -33,8 +33,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from portask.broker.topic_configs import InvalidTopicConfig
-from portask.broker.topics import (
+from portask.broker.kafka.topic_configs import InvalidTopicConfig
+from portask.broker.kafka.topics import (
     InvalidPartitionCount,
     InvalidTopicName,
     TopicError,

@@ -18,7 +18,7 @@ TxnOffsetCommit, versions 0-3:
     v2  committed leader epochs
     v3  flexible; member id, generation and group.instance.id
 
-The coordinator (broker/transactions.py) keeps each transaction's state. Ending one
+The coordinator (broker/kafka/transactions.py) keeps each transaction's state. Ending one
 writes a control batch (commit or abort marker) into every partition it touched
 (txn_markers.py); read_committed fetches stop at the last stable offset and list the
 aborted spans so consumers drop aborted records. InitProducerId for a transactional id
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portask.broker.transactions import TxnError, TxnState
+from portask.broker.kafka.transactions import TxnError, TxnState
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portask.broker.exchanges import HeadersExchange, TopicExchange
-from portask.broker.exchanges.headers import headers_match
-from portask.broker.queues import Queue
+from portask.broker.amqp.exchanges import HeadersExchange, TopicExchange
+from portask.broker.amqp.exchanges.headers import headers_match
+from portask.broker.amqp.queues import Queue
 
 
 def _topic_regex_match(pattern: str, key: str) -> bool:

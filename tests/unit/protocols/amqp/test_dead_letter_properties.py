@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from portask.broker.dead_letter import UndecodableProperties
+from portask.broker.amqp.dead_letter import UndecodableProperties
 from portask.protocols.amqp.properties import AmqpPropertyCodec
 
 HEADERS_FLAG = 0x2000

@@ -29,7 +29,7 @@ from pamqp.body import ContentBody
 from pamqp.exceptions import UnmarshalingException
 from pamqp.header import ContentHeader
 
-from portask.broker.vhosts import VirtualHosts
+from portask.broker.amqp.vhosts import VirtualHosts
 from portask.config import load_settings
 from portask.protocols.amqp.context import AmqpContext
 from portask.protocols.amqp.properties import AmqpPropertyCodec

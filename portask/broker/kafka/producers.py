@@ -15,7 +15,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from portask.broker.metadata import PRODUCER_IDS, Definitions
+from portask.broker.definitions import PRODUCER_IDS, Definitions
 
 # Kafka keeps the last five batches per producer, matching max.in.flight=5.
 RECENT_BATCHES = 5

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from portask.broker.exchanges.base import Binding, Destination, Exchange, HeadersSource
+from portask.broker.amqp.exchanges.base import Binding, Destination, Exchange, HeadersSource
 
 _MEMO_LIMIT = 4096
 

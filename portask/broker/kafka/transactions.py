@@ -21,8 +21,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from portask.broker.metadata import CONSUMER_OFFSETS, TRANSACTIONS, Definitions
-from portask.broker.producers import MAX_EPOCH, ProducerIds
+from portask.broker.definitions import CONSUMER_OFFSETS, TRANSACTIONS, Definitions
+from portask.broker.kafka.producers import MAX_EPOCH, ProducerIds
 
 log = logging.getLogger("portask.broker")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from portask.broker.vhosts import VirtualHosts
+from portask.broker.amqp.vhosts import VirtualHosts
 
 
 def _consumed(queue: str) -> float | None:

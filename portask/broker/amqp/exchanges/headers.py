@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from portask.broker.exchanges.base import Binding, Destination, Exchange, HeadersSource
+from portask.broker.amqp.exchanges.base import Binding, Destination, Exchange, HeadersSource
 
 _MATCH_MODES = ("all", "any", "all-with-x", "any-with-x")
 _ABSENT = object()

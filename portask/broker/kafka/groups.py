@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from portask import metrics
-from portask.broker.metadata import CONSUMER_OFFSETS, Definitions
-from portask.broker.topics import Topics
+from portask.broker.definitions import CONSUMER_OFFSETS, Definitions
+from portask.broker.kafka.topics import Topics
 from portask.config import Settings
 
 log = logging.getLogger("portask.groups")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 if TYPE_CHECKING:
-    from portask.broker.queues import Queue
+    from portask.broker.amqp.queues import Queue
 
 Destination: TypeAlias = "Queue | Exchange"
 # Called only by exchanges that look at headers, so other routes never decode properties.

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from portask.broker.amqp_errors import PreconditionFailed
+from portask.broker.amqp.errors import PreconditionFailed
 
 CLASSIC, QUORUM, STREAM = "classic", "quorum", "stream"
 _TYPE_MODULES = {CLASSIC: "rabbit_classic_queue", QUORUM: "rabbit_quorum_queue",

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from portask.broker.message_store import MemoryStore, Message, MessageStore, StoreFailed
-from portask.broker.queue_args import QUORUM, QueueArgs
+from portask.broker.amqp.message_store import MemoryStore, Message, MessageStore, StoreFailed
+from portask.broker.amqp.queue_args import QUORUM, QueueArgs
 
 __all__ = ["Consumer", "Message", "PriorityStore", "Queue"]
 

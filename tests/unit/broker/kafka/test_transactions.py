@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from portask.broker.metadata import CONSUMER_OFFSETS, Definitions
-from portask.broker.producers import ProducerIds
-from portask.broker.transactions import (
+from portask.broker.definitions import CONSUMER_OFFSETS, Definitions
+from portask.broker.kafka.producers import ProducerIds
+from portask.broker.kafka.transactions import (
     PartitionTransactions,
     Transaction,
     TransactionCoordinator,

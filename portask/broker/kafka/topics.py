@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from portask.broker import topic_configs
-from portask.broker.metadata import TOPICS, Definitions
-from portask.broker.producers import PartitionProducers
-from portask.broker.transactions import PartitionTransactions
+from portask.broker.definitions import TOPICS, Definitions
+from portask.broker.kafka import topic_configs
+from portask.broker.kafka.producers import PartitionProducers
+from portask.broker.kafka.transactions import PartitionTransactions
 from portask.config import Settings
 from portask.storage.directory import LogDirectory
 from portask.storage.log import Log, LogRecord

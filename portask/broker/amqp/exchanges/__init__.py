@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from portask.broker.exchanges.base import Binding, Destination, Exchange, HeadersSource
-from portask.broker.exchanges.default import DefaultExchange
-from portask.broker.exchanges.direct import DirectExchange
-from portask.broker.exchanges.fanout import FanoutExchange
-from portask.broker.exchanges.headers import HeadersExchange
-from portask.broker.exchanges.topic import TopicExchange
+from portask.broker.amqp.exchanges.base import Binding, Destination, Exchange, HeadersSource
+from portask.broker.amqp.exchanges.default import DefaultExchange
+from portask.broker.amqp.exchanges.direct import DirectExchange
+from portask.broker.amqp.exchanges.fanout import FanoutExchange
+from portask.broker.amqp.exchanges.headers import HeadersExchange
+from portask.broker.amqp.exchanges.topic import TopicExchange
 
 EXCHANGE_TYPES: dict[str, type[Exchange]] = {
     cls.kind: cls for cls in (DirectExchange, FanoutExchange, TopicExchange, HeadersExchange)

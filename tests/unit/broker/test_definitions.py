@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from portask.broker.metadata import CONSUMER_OFFSETS, TOPICS, Definitions
+from portask.broker.definitions import CONSUMER_OFFSETS, TOPICS, Definitions
 
 
 def test_definitions_and_offsets_survive_restart(tmp_path: Path) -> None:

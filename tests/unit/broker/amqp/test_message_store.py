@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from portask.broker.message_store import LogStore, Message, QueueStorage, StoreFailed, _ranges
-from portask.broker.queues import Queue
+from portask.broker.amqp.message_store import LogStore, Message, QueueStorage, StoreFailed, _ranges
+from portask.broker.amqp.queues import Queue
 from portask.storage.directory import LogDirectory
 from portask.storage.log import LogConfig
 

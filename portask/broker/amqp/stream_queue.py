@@ -14,10 +14,10 @@ import time
 from collections import deque
 from typing import Any
 
-from portask.broker.amqp_errors import PreconditionFailed
-from portask.broker.message_store import Message, QueueStorage, decode_record, encode_record
-from portask.broker.queue_args import QueueArgs, parse_max_age
-from portask.broker.queues import Consumer, QueueTotals
+from portask.broker.amqp.errors import PreconditionFailed
+from portask.broker.amqp.message_store import Message, QueueStorage, decode_record, encode_record
+from portask.broker.amqp.queue_args import QueueArgs, parse_max_age
+from portask.broker.amqp.queues import Consumer, QueueTotals
 from portask.storage.log import Log, LogRecord, OffsetOutOfRange, StorageError
 
 _READ_AHEAD_BYTES = 64 * 1024

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from portask.broker.exchanges.base import Binding, Destination, Exchange, HeadersSource
+from portask.broker.amqp.exchanges.base import Binding, Destination, Exchange, HeadersSource
 
 if TYPE_CHECKING:
-    from portask.broker.queues import Queue
+    from portask.broker.amqp.queues import Queue
 
 
 class DefaultExchange(Exchange):

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from portask.broker.amqp_errors import PreconditionFailed
-from portask.broker.queue_args import parse_expiration, parse_max_age, parse_queue_arguments
+from portask.broker.amqp.errors import PreconditionFailed
+from portask.broker.amqp.queue_args import parse_expiration, parse_max_age, parse_queue_arguments
 
 
 def parse(arguments: dict[str, Any], durable: bool = False) -> Any:

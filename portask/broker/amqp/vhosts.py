@@ -22,8 +22,9 @@ from typing import Any, TypeAlias
 
 from portask import metrics
 from portask.broker.alarms import MemoryUse
-from portask.broker.amqp_definitions import table_from_plain, table_to_plain
-from portask.broker.amqp_errors import (
+from portask.broker.amqp.dead_letter import PropertyCodec, UndecodableProperties, is_cycle
+from portask.broker.amqp.definitions import table_from_plain, table_to_plain
+from portask.broker.amqp.errors import (
     AccessRefused,
     CommandInvalid,
     NotFound,
@@ -31,26 +32,25 @@ from portask.broker.amqp_errors import (
     PreconditionFailed,
     ResourceLocked,
 )
-from portask.broker.dead_letter import PropertyCodec, UndecodableProperties, is_cycle
-from portask.broker.exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, HeadersSource
-from portask.broker.exchanges.base import arguments_key
-from portask.broker.exchanges.headers import match_mode
-from portask.broker.message_store import (
+from portask.broker.amqp.exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, HeadersSource
+from portask.broker.amqp.exchanges.base import arguments_key
+from portask.broker.amqp.exchanges.headers import match_mode
+from portask.broker.amqp.message_store import (
     MemoryStore,
     MessageStore,
     Publisher,
     QueueStorage,
 )
-from portask.broker.metadata import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
-from portask.broker.queue_args import (
+from portask.broker.amqp.queue_args import (
     KNOWN_ARGS,
     STREAM,
     QueueArgs,
     amqp_type,
     parse_queue_arguments,
 )
-from portask.broker.queues import Message, PriorityStore, Queue
-from portask.broker.stream_queue import StreamQueue
+from portask.broker.amqp.queues import Message, PriorityStore, Queue
+from portask.broker.amqp.stream_queue import StreamQueue
+from portask.broker.definitions import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
 
 log = logging.getLogger("portask.amqp")
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from portask.broker.groups import (
+from portask.broker.definitions import Definitions
+from portask.broker.kafka.groups import (
     COMPLETING,
     EMPTY,
     PREPARING,
@@ -20,7 +21,6 @@ from portask.broker.groups import (
     JoinRequest,
     OffsetEntry,
 )
-from portask.broker.metadata import Definitions
 from portask.config import KafkaSettings, Settings
 
 SESSION_MS = 200
