@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from portask import __version__
-from portask.config import ConfigError, Settings, load_settings, to_yaml
+from portask.config import ConfigError, Settings, environment_warnings, load_settings, to_yaml
 
 # Flags that are shorthands for a setting: flag dest -> "section.key".
 _SHORTHANDS = {
@@ -83,6 +84,8 @@ def _serve(settings: Settings) -> int:
     from portask.listeners import ListenerError, bind_all
 
     logs.configure(settings.server.log_level, settings.server.log_format)
+    for line in environment_warnings():
+        logging.getLogger("portask.config").warning(line)
     # Bind before importing the rest: ports accept connections (queued by the kernel)
     # from here on, and a busy port is reported before anything else happens.
     try:

@@ -2,14 +2,21 @@
 
 Layers, lowest first: the defaults below < a YAML file (``--config``) < ``PORTASK_*``
 environment variables (``PORTASK_<SECTION>_<KEY>``, e.g. ``PORTASK_KAFKA_PORT=19092``)
-< command-line flags. Every key a layer names must exist and every value must fit its
-type and range; anything else is refused with a message naming the key, the value,
+< command-line flags. Every key a file or flag names must exist and every value must fit
+its type and range; anything else is refused with a message naming the key, the value,
 where it came from and what is allowed. ``configs/portask.yaml`` documents every key.
+
+The environment is shared with everything else in a container, so a ``PORTASK_*``
+variable that names no setting (Kubernetes injects ``PORTASK_PORT``,
+``PORTASK_SERVICE_HOST``, ... for a Service named ``portask``; wrappers export their own)
+is ignored with one warning line (``environment_warnings``); only a real key with a bad
+value stops the broker.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import typing
@@ -456,21 +463,39 @@ def load_settings(
             for key, raw in body.items():
                 _apply(values, section, str(key), raw, str(config_file), from_text=False)
     env = os.environ if environ is None else environ
-    for name in sorted(env):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        rest = name[len(ENV_PREFIX):].lower()
-        section, _, key = rest.partition("_")
-        if section not in _FIELDS or not key:
-            raise ConfigError(
-                f"{name}: not a Portask setting; environment variables look like "
-                f"PORTASK_<SECTION>_<KEY> with a section among {', '.join(_FIELDS)}"
-            )
+    for name, section, key in _setting_variables(env):
         _apply(values, section, key, env[name], f"environment {name}", from_text=True)
     for dotted, raw in overrides:
         section, _, key = dotted.partition(".")
         _apply(values, section, key, raw, f"flag {dotted}", from_text=isinstance(raw, str))
     return _build(values)
+
+
+def _split_variable(name: str) -> tuple[str, str] | None:
+    """(section, key) when ``name`` names a setting, else None."""
+    if not name.startswith(ENV_PREFIX):
+        return None
+    section, _, key = name[len(ENV_PREFIX):].lower().partition("_")
+    return (section, key) if key in _FIELDS.get(section, {}) else None
+
+
+def _setting_variables(env: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    return [(name, *split) for name in sorted(env) if (split := _split_variable(name))]
+
+
+def environment_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line naming every ``PORTASK_*`` variable that is not a setting, with a
+    did-you-mean for near misses of real keys; empty when there are none."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(n for n in env if n.startswith(ENV_PREFIX) and not _split_variable(n))
+    if not unknown:
+        return []
+    real = [f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, keys in _FIELDS.items() for k in keys]
+    hints = [f"{name} -> {close[0]}?" for name in unknown
+             if (close := difflib.get_close_matches(name, real, n=1, cutoff=0.85))]
+    line = (f"ignoring environment variables that are not Portask settings: "
+            f"{', '.join(unknown)} (settings look like PORTASK_<SECTION>_<KEY>)")
+    return [line + (f"; did you mean: {'; '.join(hints)}" if hints else "")]
 
 
 def to_yaml(settings: Settings) -> str:

@@ -125,6 +125,29 @@ def test_env_setting_is_applied(tmp_path: Path) -> None:
         b.stop()
 
 
+def test_kubernetes_service_link_variables_do_not_stop_the_broker(tmp_path: Path) -> None:
+    # What a pod gets when its namespace has a Service named "portask".
+    links = {
+        "PORTASK_PORT": "tcp://10.0.0.5:9092",
+        "PORTASK_SERVICE_HOST": "10.0.0.5",
+        "PORTASK_SERVICE_PORT": "9092",
+        "PORTASK_PORT_9092_TCP": "tcp://10.0.0.5:9092",
+        "PORTASK_PORT_9092_TCP_ADDR": "10.0.0.5",
+        "PORTASK_PORT_9092_TCP_PORT": "9092",
+        "PORTASK_PORT_9092_TCP_PROTO": "tcp",
+    }
+    b = start_broker(tmp_path / "data", env={**links, "PORTASK_KAFKA_ENABLED": "false"},
+                     expect=("amqp", "http"))
+    try:
+        report = json.loads(_get(b.http_port, "/health")[2])
+        assert "kafka" not in report["listeners"]
+        warnings = [line for line in b.stderr_text().splitlines() if "ignoring environment" in line]
+        assert len(warnings) == 1
+        assert all(name in warnings[0] for name in links)
+    finally:
+        b.stop()
+
+
 def test_check_config_and_version() -> None:
     root = Path(__file__).resolve().parents[2]
     ok = _run_cli("check-config", str(root / "configs" / "high_throughput.yaml"))
