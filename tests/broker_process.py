@@ -23,6 +23,8 @@ class BrokerProcess:
     stderr_path: Path
     ports: dict[str, int] = field(default_factory=dict)
     stdout_lines: list[str] = field(default_factory=list)
+    # "portask", or "rabbitmq" for the reference node of the differential AMQP tests.
+    kind: str = "portask"
 
     @property
     def kafka_port(self) -> int:

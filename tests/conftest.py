@@ -42,6 +42,11 @@ def fuzz_seed(request: pytest.FixtureRequest) -> int:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("amqp", "differential AMQP tests").addoption(
+        "--amqp-reference", default="auto", choices=("auto", "on", "off"),
+        help="run the AMQP integration tests against a real RabbitMQ 3.10 too: auto (when "
+        "rabbitmq-server is installed), on (fail without it), off",
+    )
     group = parser.getgroup("fuzz", "Portask fuzzing (see `make fuzz`)")
     group.addoption(
         "--fuzz-profile", default=mutation.SHORT, choices=(mutation.SHORT, mutation.LONG),

@@ -66,6 +66,8 @@ _PREDECLARED = (
 )
 
 
+DEFAULT_EXCHANGE_REFUSED = "operation not permitted on the default exchange"
+
 class QueueTotals:
     """Lifetime message counters summed over queues (read by the management API)."""
 
@@ -190,6 +192,8 @@ class VirtualHost:
         arguments = dict(arguments or {})
         existing = self.exchanges.get(name)
         if passive:
+            if name == "":
+                raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
             if existing is None:
                 raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
             return existing
@@ -198,7 +202,7 @@ class VirtualHost:
                 return existing
             raise AccessRefused(
                 f"exchange name '{name}' contains reserved prefix 'amq.*'"
-                if name else "operation not permitted on the default exchange"
+                if name else DEFAULT_EXCHANGE_REFUSED
             )
         cls = EXCHANGE_TYPES.get(kind)
         if cls is None:
@@ -241,8 +245,11 @@ class VirtualHost:
             )
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
-        if name == "" or name.startswith("amq."):
-            raise AccessRefused(f"operation not permitted on exchange '{name}'")
+        if name == "":
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
+        if name.startswith("amq."):
+            raise AccessRefused(f"deletion of system exchange '{name}' in vhost "
+                                f"'{self.name}' not allowed")
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # RabbitMQ makes delete idempotent
@@ -290,18 +297,25 @@ class VirtualHost:
     def unbind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
     ) -> None:
-        dest = self._bindable(destination, "destination")
-        src = self._bindable(source, "source")
-        if src.unbind(dest, routing_key, arguments):
+        # Idempotent, as in RabbitMQ 3.x: a missing end means there is no such binding.
+        self._check_not_default(destination)
+        self._check_not_default(source)
+        dest = self.exchanges.get(destination)
+        src = self.exchanges.get(source)
+        if dest is not None and src is not None and src.unbind(dest, routing_key, arguments):
             self._forget_binding(src, dest, routing_key, arguments)
             if not src.has_binding_to(dest):
                 dest.bound_from.discard(src)
             self._auto_delete_exchange(src)
 
     def _bindable(self, name: str, role: str) -> Exchange:
-        if name == "":
-            raise AccessRefused("operation not permitted on the default exchange")
+        self._check_not_default(name)
         return self.exchange(name)
+
+    @staticmethod
+    def _check_not_default(name: str) -> None:
+        if name == "":
+            raise AccessRefused(DEFAULT_EXCHANGE_REFUSED)
 
     def _check_binding_arguments(self, exchange: Exchange, arguments: dict[str, Any]) -> None:
         if exchange.kind == "headers" and match_mode(arguments) is None:
@@ -494,8 +508,14 @@ class VirtualHost:
         self, queue_name: str, exchange_name: str, routing_key: str, arguments: dict[str, Any],
         owner: object,
     ) -> None:
-        queue = self.queue(queue_name, owner)
-        exchange = self._bindable(exchange_name, "source")
+        # Idempotent, as in RabbitMQ 3.x (RPC helpers unbind auto-deleted queues): a
+        # missing queue or exchange means there is no such binding.
+        self._check_not_default(exchange_name)
+        queue = self.queues.get(queue_name)
+        exchange = self.exchanges.get(exchange_name)
+        if queue is None or exchange is None:
+            return
+        self._check_owner(queue, owner)
         if exchange.unbind(queue, routing_key, arguments):
             self._forget_binding(exchange, queue, routing_key, arguments)
             if not exchange.has_binding_to(queue):

@@ -50,6 +50,12 @@ Unacked = tuple[AnyQueue, Any, "ChannelConsumer | None"]
 ACK, REQUEUE, REJECT = 0, 1, 2
 
 
+# RabbitMQ's command assembler's words for a frame that is not the one it waits for.
+EXPECTED_METHOD = "expected method frame, got non method frame instead"
+EXPECTED_HEADER = (f"expected content header for class {CLASS_BASIC}, "
+                   "got non content header frame instead")
+EXPECTED_BODY = "expected content body, got non content body frame instead"
+
 class ChannelConnection(Protocol):
     """What a channel uses of its connection (``AmqpConnection``, which creates channels
     and so is not imported here). It is also the owner of exclusive queues."""
@@ -101,7 +107,7 @@ class ChannelConsumer:
 
     def ready(self) -> bool:
         channel = self.channel
-        if not channel.flow_active or channel.conn.writing_paused:
+        if channel.conn.writing_paused:
             return False
         if self.no_ack:
             return True
@@ -122,7 +128,6 @@ class Channel:
         self.number = number
         self.vhost = vhost
         self.closing = False
-        self.flow_active = True
         self.consumers: dict[str, ChannelConsumer] = {}
         self.unacked: dict[int, Unacked] = {}
         self.unacked_count = 0
@@ -157,6 +162,10 @@ class Channel:
     def awaiting_content(self) -> bool:
         return self._publish is not None
 
+    def content_expected(self) -> str:
+        """RabbitMQ's words for what this channel waits for, when another frame came."""
+        return EXPECTED_HEADER if self._body_size == -1 else EXPECTED_BODY
+
     # -- publish (hot path) -------------------------------------------------------------
 
     def on_basic_publish(self, payload: bytes) -> None:
@@ -169,11 +178,17 @@ class Channel:
         self.publisher = True
 
     def on_content_header(self, payload: bytes) -> None:
-        if self._publish is None or self._body_size != -1:
-            raise ConnectionClose(UNEXPECTED_FRAME, "content header without a content method")
-        class_id, size, properties = frames.parse_content_header(payload)
+        if self._publish is None:
+            raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_METHOD)
+        if self._body_size != -1:
+            raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_BODY, CLASS_BASIC, BASIC_PUBLISH)
+        class_id, weight, size, properties = frames.parse_content_header(payload)
         if class_id != CLASS_BASIC:
-            raise ConnectionClose(UNEXPECTED_FRAME, f"content header for class {class_id}")
+            raise ConnectionClose(UNEXPECTED_FRAME, f"expected content header for class "
+                                  f"{CLASS_BASIC}, got one for class {class_id} instead",
+                                  CLASS_BASIC, BASIC_PUBLISH)
+        if weight != 0:
+            raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_HEADER, CLASS_BASIC, BASIC_PUBLISH)
         if size > self.conn.max_message_bytes:
             self._publish = None
             raise PreconditionFailed(
@@ -193,8 +208,10 @@ class Channel:
             self._complete_publish(b"")
 
     def on_content_body(self, payload: bytes) -> None:
-        if self._publish is None or self._body_size < 0:
-            raise ConnectionClose(UNEXPECTED_FRAME, "content body without a content header")
+        if self._publish is None:
+            raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_METHOD)
+        if self._body_size < 0:
+            raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_HEADER, CLASS_BASIC, BASIC_PUBLISH)
         received = self._body_received + len(payload)
         if received > self._body_size:
             raise ConnectionClose(UNEXPECTED_FRAME, "content body longer than announced")
@@ -388,13 +405,6 @@ class Channel:
 
     def reply(self, method: PamqpMethod) -> None:
         self.conn.send(frames.method_frame(self.number, method))
-
-    def flow(self, active: bool) -> None:
-        """Channel.Flow: the client stops or restarts deliveries to this channel."""
-        self.flow_active = active
-        self.reply(commands.Channel.FlowOk(active=active))
-        if active:
-            self.dispatch_all()
 
     def on_exchange_declare(self, m: commands.Exchange.Declare) -> None:
         self.vhost.declare_exchange(

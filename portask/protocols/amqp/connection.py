@@ -54,8 +54,8 @@ from portask import metrics
 from portask.broker.amqp.errors import BrokerError
 from portask.broker.clients import ConnectionView
 from portask.listeners import configure_accepted
-from portask.protocols.amqp import frames
-from portask.protocols.amqp.channel import Channel
+from portask.protocols.amqp import frames, octets
+from portask.protocols.amqp.channel import EXPECTED_METHOD, Channel
 from portask.protocols.amqp.constants import (
     ACCESS_REFUSED,
     BASIC_PUBLISH,
@@ -100,6 +100,7 @@ _METHOD_INDEX = struct.Struct(">I")
 _CHANNEL_OPEN = commands.Channel.Open.index
 _CHANNEL_CLOSE = commands.Channel.Close.index
 _CHANNEL_CLOSE_OK = commands.Channel.CloseOk.index
+SECOND_OPEN = "second 'channel.open' seen"
 
 
 class AmqpConnection(asyncio.Protocol):
@@ -116,7 +117,9 @@ class AmqpConnection(asyncio.Protocol):
         self._confirming: list[Channel] = []
         self.channels: dict[int, Channel] = {}
         self.frame_max = int(settings.frame_max)
-        self._max_payload = self.frame_max - FRAME_OVERHEAD
+        # RabbitMQ lets a frame's payload reach frame_max (the 8 bytes of framing as
+        # slack), because clients get that off by 8; some send body frames that size.
+        self._max_payload = self.frame_max
         self.channel_max = settings.channel_max
         self.heartbeat = 0
         self.max_message_bytes = int(settings.max_message_bytes)
@@ -279,17 +282,15 @@ class AmqpConnection(asyncio.Protocol):
                 ftype, channel, size = unpack(buf, pos)
                 if size > self._max_payload:
                     raise ConnectionClose(
-                        FRAME_ERROR,
-                        f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max "
-                        f"{self._max_payload + FRAME_OVERHEAD}",
-                    )
+                        FRAME_ERROR, f"{octets.frame_octets(ftype, b'')}: {{frame_too_large,"
+                        f"{size},{self.frame_max - FRAME_OVERHEAD}}}")
                 end = pos + 7 + size
                 if end >= n:
                     break
                 if buf[end] != FRAME_END:
-                    raise ConnectionClose(
-                        FRAME_ERROR, f"frame end byte 0x{buf[end]:02x} is not 0xce"
-                    )
+                    raise ConnectionClose(FRAME_ERROR, (
+                        f"{octets.frame_octets(ftype, buf[pos + 7:end])}: "
+                        f"{{invalid_frame_end_marker,{buf[end]}}}"))
                 payload = bytes(buf[pos + 7 : end])
                 pos = end + 1
                 self._frame(ftype, channel, payload)
@@ -317,10 +318,12 @@ class AmqpConnection(asyncio.Protocol):
         if channel is None or channel.closing:
             self._other_frame(ftype, number, channel, payload)
         elif ftype == FRAME_METHOD:
+            if len(payload) < 4:
+                raise _unknown_frame(ftype, payload)
             if channel.awaiting_content:
-                raise ConnectionClose(
-                    UNEXPECTED_FRAME, f"method frame on channel {number} in the middle of content")
-            index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
+                raise ConnectionClose(UNEXPECTED_FRAME, channel.content_expected(),
+                                      CLASS_BASIC, BASIC_PUBLISH)
+            index = _METHOD_INDEX.unpack_from(payload)[0]
             try:
                 fast = _FAST_PATH.get(index)
                 if fast is not None:
@@ -332,8 +335,10 @@ class AmqpConnection(asyncio.Protocol):
             except ChannelClose as err:
                 self._close_channel(channel, err)
             except frames.FrameSyntaxError as err:  # the fast-path parsers' refusals
-                raise ConnectionClose(SYNTAX_ERROR, str(err), *_ids(payload)) from None
+                raise _undecodable(payload, err) from None
         elif ftype in (FRAME_HEADER, FRAME_BODY):
+            if ftype == FRAME_HEADER and len(payload) < frames.CONTENT_HEADER_MIN:
+                raise _unknown_frame(ftype, payload)
             try:
                 if ftype == FRAME_HEADER:
                     channel.on_content_header(payload)
@@ -349,47 +354,48 @@ class AmqpConnection(asyncio.Protocol):
     def _other_frame(self, ftype: int, number: int, channel: Channel | None,
                      payload: bytes) -> None:
         """Every frame but an open channel's method and content frames: heartbeats, the
-        connection class on channel 0, and a channel's lifecycle (not open, or closing)."""
-        if ftype == FRAME_HEARTBEAT:
-            if number != 0:
-                raise ConnectionClose(FRAME_ERROR, "heartbeat frame on a non-zero channel")
+        connection class on channel 0, and a channel's lifecycle (not open, or closing).
+        The codes and texts are RabbitMQ's reader's (rabbit_reader:handle_frame)."""
+        if self._state == CLOSING:
+            # Once we sent Connection.Close only channel 0's close and close-ok count.
+            if ftype == FRAME_METHOD and number == 0 and len(payload) >= 4:
+                self._connection_method(payload)
             return
-        if ftype not in (FRAME_METHOD, FRAME_HEADER, FRAME_BODY):
-            raise ConnectionClose(FRAME_ERROR, f"unknown frame type {ftype}")
-        if ftype == FRAME_METHOD and number == 0:
-            self._connection_method(payload)
-        elif self._state != OPEN:
-            if self._state == CLOSING:
-                return
+        if (ftype not in (FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT)
+                or (ftype == FRAME_HEARTBEAT and payload)
+                or (ftype == FRAME_METHOD and len(payload) < 4)
+                or (ftype == FRAME_HEADER and len(payload) < frames.CONTENT_HEADER_MIN)):
+            raise _unknown_frame(ftype, payload)
+        if number == 0:
             if ftype == FRAME_METHOD:
-                raise ConnectionClose(COMMAND_INVALID, "channel method before connection.open")
-            raise ConnectionClose(UNEXPECTED_FRAME,
-                                  f"content frame on channel {number}, which is not open")
+                self._connection_method(payload)
+            elif ftype != FRAME_HEARTBEAT:
+                raise ConnectionClose(UNEXPECTED_FRAME, octets.frame_octets(ftype, payload))
+        elif self._state != OPEN or ftype == FRAME_HEARTBEAT:
+            raise ConnectionClose(UNEXPECTED_FRAME, octets.frame_octets(ftype, payload))
         elif ftype == FRAME_METHOD:
             self._channel_lifecycle_method(number, channel, payload)
         elif channel is None:
-            raise ConnectionClose(CHANNEL_ERROR,
-                                  f"content frame on channel {number}, which is not open")
+            raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_METHOD)
         # else content for a channel we are closing: dropped
 
     def _channel_lifecycle_method(self, number: int, channel: Channel | None,
                                   payload: bytes) -> None:
         """A method on a channel that is not open (only Channel.Open opens it) or that we
-        are closing: after our Channel.Close only close and close-ok mean anything (spec).
-        Nothing in these methods changes what happens, but like RabbitMQ's reader we
-        decode them all and refuse malformed ones (502)."""
-        index = _METHOD_INDEX.unpack_from(payload)[0] if len(payload) >= 4 else -1
-        self._decode(payload)
+        are closing (rabbit_channel's ``closing`` state: Close gets Close-Ok, Close-Ok
+        releases the number, a second Open is an error, the rest is dropped). Like
+        RabbitMQ's reader we decode them all and refuse malformed ones (501)."""
+        index = self._decode(payload).index
         if channel is None:
             if index != _CHANNEL_OPEN:
-                raise ConnectionClose(CHANNEL_ERROR,
-                                      f"expected 'channel.open' on channel {number}",
-                                      *_ids(payload))
+                raise ConnectionClose(CHANNEL_ERROR, "expected 'channel.open'", *_ids(payload))
             self.on_channel_open(number, payload)
+        elif index == _CHANNEL_OPEN:
+            raise ConnectionClose(CHANNEL_ERROR, SECOND_OPEN, *_split(index))
         elif index == _CHANNEL_CLOSE:
-            self.on_channel_close(channel, None)
+            self.send(frames.method_frame(number, commands.Channel.CloseOk()))
         elif index == _CHANNEL_CLOSE_OK:
-            self.on_channel_close_ok(channel, None)
+            self._drop_channel(channel)
 
     def _decoded_channel_method(self, channel: Channel, index: int, payload: bytes) -> None:
         method = self._decode(payload)
@@ -398,17 +404,17 @@ class AmqpConnection(asyncio.Protocol):
             own(self, channel, method)
             return
         handler = _CHANNEL_HANDLERS.get(index)
-        if handler is None:
-            raise ConnectionClose(COMMAND_INVALID, f"unexpected method {method.name}",
-                                  *_ids(payload))
+        if handler is None:  # the server's to send (Basic.Deliver ...), or Close-Ok unasked
+            raise ConnectionClose(COMMAND_INVALID, "unimplemented method", *_ids(payload))
         handler(channel, method)
 
     def _decode(self, payload: bytes) -> PamqpMethod:
         try:
             return frames.decode_method(payload)
         except frames.FrameSyntaxError as err:
-            raise ConnectionClose(SYNTAX_ERROR, str(err), *_ids(payload)) from None
+            raise _undecodable(payload, err) from None
         except LookupError as err:
+            # RabbitMQ drops the connection without a Close here; 540 says why.
             raise ConnectionClose(NOT_IMPLEMENTED, str(err), *_ids(payload)) from None
 
     # -- connection class (channel 0) -------------------------------------------------------
@@ -416,16 +422,12 @@ class AmqpConnection(asyncio.Protocol):
     def _connection_method(self, payload: bytes) -> None:
         method = self._decode(payload)
         state = self._state
-        accepted = _CONNECTION_ACCEPTS.get(state, ())
-        if type(method) in accepted:
-            CONNECTION_METHODS[type(method)](self, method)
-        elif state == OPEN:
-            raise ConnectionClose(COMMAND_INVALID, f"unexpected method {method.name}",
-                                  *_ids(payload))
+        handler = CONNECTION_METHODS.get(state, {}).get(type(method))
+        if handler is not None:
+            handler(self, method)
         elif state != CLOSING:  # once we sent Close, anything but close / close-ok is dropped
-            raise ConnectionClose(COMMAND_INVALID,
-                                  f"expected {accepted[0].name}, got {method.name}",
-                                  *_ids(payload))
+            raise ConnectionClose(CHANNEL_ERROR, f"unexpected method in connection state "
+                                  f"{_STATE_NAMES[state]}", *_ids(payload))
 
     def on_connection_start_ok(self, m: commands.Connection.StartOk) -> None:
         self.client_properties = dict(m.client_properties or {})
@@ -446,7 +448,7 @@ class AmqpConnection(asyncio.Protocol):
     def on_connection_tune_ok(self, m: commands.Connection.TuneOk) -> None:
         check_tune_ok(m, self.frame_max, self.channel_max)
         self.frame_max = m.frame_max
-        self._max_payload = m.frame_max - FRAME_OVERHEAD
+        self._max_payload = m.frame_max
         self.channel_max = m.channel_max
         self.heartbeat = m.heartbeat
         self._state = AWAIT_OPEN
@@ -467,39 +469,51 @@ class AmqpConnection(asyncio.Protocol):
         self._flush()
         self._finish()
 
+    def on_connection_close_crossing(self, m: commands.Connection.Close) -> None:
+        """The client's Close crossed ours: Close-Ok, and we still wait for its Close-Ok
+        (RabbitMQ keeps the socket open until then)."""
+        self.send(frames.method_frame(0, commands.Connection.CloseOk()))
+
     def on_connection_close_ok(self, m: commands.Connection.CloseOk) -> None:
         self._finish()
+
+    def on_connection_update_secret(self, m: commands.Connection.UpdateSecret) -> None:
+        """RabbitMQ's extension for refreshing credentials (OAuth tokens). Logins are
+        checked once, at Start-Ok, against the configured users, so a new secret has
+        nothing to re-check: accepted, as RabbitMQ's internal backend accepts it."""
+        log.info("client updated its secret", extra={"fields": {
+            "peer": self.peer, "user": self.user, "reason": m.reason}})
+        self.send(frames.method_frame(0, commands.Connection.UpdateSecretOk()))
 
     # -- channel class: the connection opens, closes and forgets its channels ---------------
 
     def on_channel_open(self, number: int, payload: bytes) -> None:
         """Channel.Open on a channel that is not open (decoded already; its one field is
-        reserved)."""
-        if number > self.channel_max:
-            raise ConnectionClose(NOT_ALLOWED, f"channel {number} is above the negotiated "
-                                  f"channel_max ({self.channel_max})", *_ids(payload))
+        reserved). Like RabbitMQ, channel_max limits how many channels are open at once
+        (closing ones count until their Close-Ok), not which numbers they have."""
+        if self.channel_max and len(self.channels) >= self.channel_max:
+            raise ConnectionClose(NOT_ALLOWED, f"number of channels opened "
+                                  f"({len(self.channels)}) has reached the negotiated "
+                                  f"channel_max ({self.channel_max})")
         self.channels[number] = Channel(self, number, self.vhost)
         self.send(frames.method_frame(number, commands.Channel.OpenOk()))
 
     def on_channel_open_again(self, channel: Channel, m: commands.Channel.Open) -> None:
-        raise ConnectionClose(CHANNEL_ERROR, "second 'channel.open' seen", *_split(m.index))
+        raise ConnectionClose(CHANNEL_ERROR, SECOND_OPEN, *_split(m.index))
 
     def on_channel_flow(self, channel: Channel, m: commands.Channel.Flow) -> None:
-        channel.flow(bool(m.active))
+        """RabbitMQ 3.x serves only flow(active=true), and closes the connection with 540
+        on active=false; so does Portask, so no client learns to rely on it here."""
+        if not m.active:
+            raise ConnectionClose(NOT_IMPLEMENTED, "active=false", *_split(m.index))
+        channel.reply(commands.Channel.FlowOk(active=True))
 
-    def on_channel_close(self, channel: Channel, m: commands.Channel.Close | None) -> None:
-        """The client closes a channel (``m``), or answers our Channel.Close with its own
-        (``m`` None: not decoded): what it holds is settled, then Close-Ok."""
+    def on_channel_close(self, channel: Channel, m: commands.Channel.Close) -> None:
+        """The client closes an open channel: what it holds is settled, then Close-Ok."""
         self._confirm_now(channel)
         channel.close()
         self._drop_channel(channel)
         self.send(frames.method_frame(channel.number, commands.Channel.CloseOk()))
-
-    def on_channel_close_ok(self, channel: Channel, m: commands.Channel.CloseOk | None) -> None:
-        if not channel.closing:
-            raise ConnectionClose(COMMAND_INVALID, "unexpected channel.close-ok",
-                                  *_split(_CHANNEL_CLOSE_OK))
-        self._drop_channel(channel)
 
     def _drop_channel(self, channel: Channel) -> None:
         if self.channels.pop(channel.number, None) is not None:
@@ -613,6 +627,11 @@ class AmqpConnection(asyncio.Protocol):
         level = logging.WARNING if FRAME_ERROR <= err.code <= UNEXPECTED_FRAME else logging.INFO
         log.log(level, "closing AMQP connection", extra={"fields": {
             "peer": self.peer, "code": err.code, "reason": err.text}})
+        if self._closes_silently(err):
+            self._state = CLOSING
+            self._broken_framing = True  # read nothing more from it
+            self._finish()
+            return
         for channel in list(self.channels.values()):
             self._confirm_now(channel)
         self._release_channels()
@@ -622,6 +641,16 @@ class AmqpConnection(asyncio.Protocol):
         )))
         self._state = CLOSING
         self._timers.append(self._loop.call_later(CLOSE_OK_TIMEOUT_S, self._finish))
+
+    def _closes_silently(self, err: AmqpError) -> bool:
+        """RabbitMQ answers an error before Tune-Ok by closing the socket without a
+        Connection.Close (rabbit_reader's handshake_error; it first waits 3 s to slow down
+        password guessing, which a broker for tests does not), except a refused login for
+        a client with the ``authentication_failure_close`` capability and a refused Tune-Ok."""
+        if self._state == AWAIT_START_OK:
+            return not (err.code == ACCESS_REFUSED
+                        and self.client_capability("authentication_failure_close"))
+        return self._state == AWAIT_TUNE_OK and err.code != NOT_ALLOWED
 
     def _release_channels(self) -> None:
         channels = list(self.channels.values())
@@ -701,12 +730,27 @@ def _split(index: int) -> tuple[int, int]:
     return divmod(index, 0x10000)
 
 
+def _unknown_frame(ftype: int, payload: bytes) -> ConnectionClose:
+    """A frame RabbitMQ's reader cannot even classify: an unknown type, a heartbeat with
+    a payload, a method or content header shorter than its fixed fields."""
+    return ConnectionClose(FRAME_ERROR, f"{octets.frame_octets(ftype, payload)}: unknown_frame")
+
+
+def _undecodable(payload: bytes, err: frames.FrameSyntaxError) -> ConnectionClose:
+    """A method whose arguments do not decode, in RabbitMQ's words: its generated decoder
+    reports a short string that is not UTF-8 apart, without naming the method."""
+    if err.utf8:
+        return ConnectionClose(FRAME_ERROR, "Malformed UTF-8 in shortstr")
+    return ConnectionClose(FRAME_ERROR, f"cannot decode {octets.erlang_w(payload[4:])}",
+                           *_ids(payload))
+
+
 # -- dispatch: every method a client sends, one table per class -----------------------------
 #
 # Read top to bottom, in the spec's order. A method that is not in its class's table is
-# the server's to send (Basic.Deliver, Channel.OpenOk ...): 503 COMMAND_INVALID; one
-# pamqp does not know: 540 NOT_IMPLEMENTED. To serve a new method, add its row here and
-# write its handler.
+# the server's to send (Basic.Deliver, Channel.OpenOk ...): 503 COMMAND_INVALID
+# "unimplemented method", as RabbitMQ answers; one pamqp does not know: 540
+# NOT_IMPLEMENTED. To serve a new method, add its row here and write its handler.
 
 
 class Fast(NamedTuple):
@@ -715,23 +759,35 @@ class Fast(NamedTuple):
     handler: Callable[[Channel, bytes], None]
 
 
-# Channel 0; handler(connection, method). Which state takes which: _CONNECTION_ACCEPTS.
-CONNECTION_METHODS: dict[type[PamqpMethod], Callable[[AmqpConnection, Any], None]] = {
-    commands.Connection.StartOk: AmqpConnection.on_connection_start_ok,
-    commands.Connection.TuneOk: AmqpConnection.on_connection_tune_ok,
-    commands.Connection.Open: AmqpConnection.on_connection_open,
-    commands.Connection.Close: AmqpConnection.on_connection_close,
-    commands.Connection.CloseOk: AmqpConnection.on_connection_close_ok,
+# Channel 0, by connection state: the handshake takes its replies in order, an open
+# connection Close and UpdateSecret, one we are closing Close and Close-Ok. Anything else
+# is 504 "unexpected method in connection state <name>", RabbitMQ's answer.
+# handler(connection, method).
+ConnectionTable = dict[type[PamqpMethod], Callable[[AmqpConnection, Any], None]]
+CONNECTION_METHODS: dict[int, ConnectionTable] = {
+    AWAIT_START_OK: {commands.Connection.StartOk: AmqpConnection.on_connection_start_ok},
+    AWAIT_TUNE_OK: {commands.Connection.TuneOk: AmqpConnection.on_connection_tune_ok},
+    AWAIT_OPEN: {commands.Connection.Open: AmqpConnection.on_connection_open},
+    OPEN: {
+        commands.Connection.Close: AmqpConnection.on_connection_close,
+        commands.Connection.UpdateSecret: AmqpConnection.on_connection_update_secret,
+    },
+    CLOSING: {
+        commands.Connection.Close: AmqpConnection.on_connection_close_crossing,
+        commands.Connection.CloseOk: AmqpConnection.on_connection_close_ok,
+    },
 }
+_STATE_NAMES = {AWAIT_START_OK: "starting", AWAIT_TUNE_OK: "tuning", AWAIT_OPEN: "opening",
+                OPEN: "running", CLOSING: "closing"}
 
-# handler(connection, channel, method). On a channel that is not open Channel.Open is the
-# only method (on_channel_open), on one we are closing Close and CloseOk are: both are
-# taken before any table (_channel_lifecycle_method).
+# An open channel; handler(connection, channel, method). On a channel that is not open
+# Channel.Open is the only method (on_channel_open); on one we are closing only Close,
+# Close-Ok and a second Open count (_channel_lifecycle_method). Close-Ok on an open
+# channel answers nothing we asked: "unimplemented method", as RabbitMQ says.
 CHANNEL_METHODS: dict[type[PamqpMethod], Callable[[AmqpConnection, Channel, Any], None]] = {
     commands.Channel.Open: AmqpConnection.on_channel_open_again,
     commands.Channel.Flow: AmqpConnection.on_channel_flow,
     commands.Channel.Close: AmqpConnection.on_channel_close,
-    commands.Channel.CloseOk: AmqpConnection.on_channel_close_ok,
 }
 
 # The classes below: handler(channel, method), or handler(channel, raw payload) for Fast.
@@ -775,16 +831,6 @@ TX_METHODS: ChannelTable = {
     commands.Tx.Rollback: Channel.on_tx_rollback,
 }
 
-# What each connection state takes on channel 0: the handshake its replies in order,
-# an open or closing connection close and close-ok.
-_CONNECTION_ACCEPTS: dict[int, tuple[type[PamqpMethod], ...]] = {
-    AWAIT_START_OK: (commands.Connection.StartOk,),
-    AWAIT_TUNE_OK: (commands.Connection.TuneOk,),
-    AWAIT_OPEN: (commands.Connection.Open,),
-    OPEN: (commands.Connection.Close, commands.Connection.CloseOk),
-    CLOSING: (commands.Connection.Close, commands.Connection.CloseOk),
-}
-
 
 def _by_index(class_id: int, table: dict[type[PamqpMethod], Any]) -> dict[int, Any]:
     """A table keyed by the method index that opens a method frame, checking that every
@@ -797,7 +843,8 @@ def _by_index(class_id: int, table: dict[type[PamqpMethod], Any]) -> dict[int, A
     return rows
 
 
-_by_index(CLASS_CONNECTION, CONNECTION_METHODS)
+for _state_table in CONNECTION_METHODS.values():
+    _by_index(CLASS_CONNECTION, _state_table)
 _CHANNEL_CLASS_HANDLERS = _by_index(CLASS_CHANNEL, CHANNEL_METHODS)
 _ALL_CHANNEL_HANDLERS = {
     **_by_index(CLASS_EXCHANGE, EXCHANGE_METHODS),

@@ -47,6 +47,10 @@ class FieldError(ValueError):
     """Bytes that do not decode as the AMQP field they should be."""
 
 
+class MalformedUtf8(FieldError):
+    """A short string that is not UTF-8 (RabbitMQ: "Malformed UTF-8 in shortstr")."""
+
+
 Reader = Callable[[bytes | memoryview, int, int], tuple[Any, int]]
 
 
@@ -83,7 +87,7 @@ def shortstr(data: bytes | memoryview, pos: int, end: int) -> tuple[str, int]:
     try:
         return bytes(data[start:stop]).decode(), stop
     except UnicodeDecodeError:
-        raise FieldError("short string is not valid UTF-8") from None
+        raise MalformedUtf8("short string is not valid UTF-8") from None
 
 
 def longstr(data: bytes | memoryview, pos: int, end: int) -> tuple[str | bytes, int]:

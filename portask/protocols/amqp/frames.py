@@ -37,6 +37,7 @@ from portask.protocols.amqp.constants import (
 FRAME_HEAD = struct.Struct(">BHI")
 _METHOD_ID = struct.Struct(">HH")
 _CONTENT_HEADER = struct.Struct(">HHQ")
+CONTENT_HEADER_MIN = _CONTENT_HEADER.size  # class, weight, body size; then the properties
 _DELIVER_TAIL = struct.Struct(">QB")
 _COUNTS = struct.Struct(">II")
 _ACK = struct.Struct(">BHIHHQB")
@@ -52,7 +53,12 @@ _shortstr_cache: dict[str, bytes] = {}
 
 
 class FrameSyntaxError(ValueError):
-    """A frame's payload does not decode; the connection answers 502 SYNTAX_ERROR."""
+    """A frame's payload does not decode. ``utf8``: it failed on a short string that is
+    not UTF-8, which RabbitMQ reports differently from other undecodable arguments."""
+
+    def __init__(self, text: str, utf8: bool = False) -> None:
+        super().__init__(text)
+        self.utf8 = utf8
 
 
 def shortstr(value: str) -> bytes:
@@ -152,7 +158,8 @@ def decode_method(payload: bytes | memoryview) -> PamqpMethod:
             value, pos = fields.ARGUMENTS[kind](payload, pos, end)
             setattr(method, name, value)
     except fields.FieldError as e:
-        raise FrameSyntaxError(f"malformed {_spec_name(cls)} argument '{name}': {e}") from None
+        raise FrameSyntaxError(f"malformed {_spec_name(cls)} argument '{name}': {e}",
+                               utf8=isinstance(e, fields.MalformedUtf8)) from None
     if pos != end:
         raise FrameSyntaxError(f"malformed {_spec_name(cls)}: {end - pos} bytes after the "
                                f"last argument")
@@ -177,8 +184,10 @@ def parse_publish(payload: bytes) -> tuple[str, str, bool, bool]:
         pos = start + payload[pos]
         routing_key = payload[start:pos].decode()
         bits = payload[pos]
-    except (IndexError, UnicodeDecodeError) as e:
+    except IndexError as e:
         raise FrameSyntaxError(f"malformed basic.publish: {e}") from None
+    except UnicodeDecodeError as e:
+        raise FrameSyntaxError(f"malformed basic.publish: {e}", utf8=True) from None
     if pos + 1 != len(payload):
         raise FrameSyntaxError(f"malformed basic.publish: {len(payload) - pos - 1} bytes "
                                "after the last argument")
@@ -193,12 +202,12 @@ def parse_ack(payload: bytes | memoryview) -> tuple[int, bool]:
     return tag, bool(bits & 1)
 
 
-def parse_content_header(payload: bytes) -> tuple[int, int, bytes]:
-    """(class id, body size, raw property flags and values)."""
-    if len(payload) < 14:
+def parse_content_header(payload: bytes) -> tuple[int, int, int, bytes]:
+    """(class id, weight, body size, raw property flags and values)."""
+    if len(payload) < CONTENT_HEADER_MIN:
         raise FrameSyntaxError("content header shorter than its fixed fields")
-    class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)
-    return class_id, body_size, payload[12:]
+    class_id, weight, body_size = _CONTENT_HEADER.unpack_from(payload)
+    return class_id, weight, body_size, payload[12:]
 
 
 # Basic property flag bits, in wire order.

@@ -16,7 +16,12 @@ from pamqp import commands
 
 from portask import __version__
 from portask.protocols.amqp import fields
-from portask.protocols.amqp.constants import ACCESS_REFUSED, FRAME_MIN_SIZE, NOT_ALLOWED
+from portask.protocols.amqp.constants import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    FRAME_MIN_SIZE,
+    NOT_ALLOWED,
+)
 from portask.protocols.amqp.errors import ConnectionClose
 
 SERVER_CAPABILITIES = {
@@ -61,8 +66,7 @@ def credentials(mechanism: str, response: Any) -> tuple[str, str]:
         except fields.FieldError:
             raise ConnectionClose(ACCESS_REFUSED, "malformed AMQPLAIN response") from None
         return str(table.get("LOGIN", "")), str(table.get("PASSWORD", ""))
-    raise ConnectionClose(ACCESS_REFUSED, f"unsupported authentication mechanism "
-                          f"'{mechanism}'; offered PLAIN AMQPLAIN")
+    raise ConnectionClose(COMMAND_INVALID, f"unknown authentication mechanism '{mechanism}'")
 
 
 def check_tune_ok(m: commands.Connection.TuneOk, frame_max: int, channel_max: int) -> None:

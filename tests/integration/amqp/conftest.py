@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -8,20 +7,40 @@ from pathlib import Path
 
 import pytest
 
+from tests import rabbitmq
 from tests.broker_process import BrokerProcess, start_broker
+from tests.rabbitmq import RabbitMQNode
 
 
-@pytest.fixture(scope="module")
-def amqp_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    """One broker per test module: process start-up would otherwise dominate the suite.
+@pytest.fixture(scope="session")
+def rabbitmq_node(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQNode]:
+    """The reference: a real RabbitMQ 3.10 node for the whole session (about 8 s to start)."""
+    mode = request.config.getoption("--amqp-reference")
+    if mode == "off":
+        pytest.skip("--amqp-reference=off: the tests run against Portask only")
+    if not rabbitmq.installed():
+        if mode == "on":
+            pytest.fail("--amqp-reference=on but rabbitmq-server is not installed")
+        pytest.skip("RabbitMQ 3.10 is not installed (apt-get install rabbitmq-server; "
+                    ".ci/run does): the differential half of this test did not run")
+    node = RabbitMQNode(tmp_path_factory.mktemp("rabbitmq")).start()
+    yield node
+    node.stop()
 
-    With AMQP_COMPARE_PORT set, the tests talk to that broker instead (a real RabbitMQ),
-    which is how the expected behaviour in these tests was checked.
-    """
-    compare = os.environ.get("AMQP_COMPARE_PORT")
-    if compare:
+
+@pytest.fixture(scope="module", params=["portask", "rabbitmq"])
+def amqp_broker(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """Every test that takes this fixture runs twice: against Portask (one process per
+    module: start-up would otherwise dominate) and against the real RabbitMQ, with the
+    same expectations. ``amqp_broker.kind`` says which, for the few places where Portask
+    differs on purpose (each says why, and the README lists them)."""
+    if request.param == "rabbitmq":
+        node = request.getfixturevalue("rabbitmq_node")
         yield BrokerProcess(proc=None, data_dir=Path("."),  # type: ignore[arg-type]
-                            stderr_path=Path("."), ports={"amqp": int(compare)})
+                            stderr_path=Path("."), ports={"amqp": node.amqp_port},
+                            kind="rabbitmq")
         return
     proc = start_broker(tmp_path_factory.mktemp("amqp") / "data")
     yield proc

@@ -62,6 +62,16 @@ class RawClient:
             self.send_method(1, commands.Channel.Open())
             self.expect(commands.Channel.OpenOk)
 
+    def close_or_drop(self) -> tuple[int, str, int, int] | None:
+        """The server's Connection.Close as (code, text, class id, method id), or None when
+        it drops the connection without one (RabbitMQ's answer to input it cannot parse)."""
+        try:
+            close = self.expect(commands.Connection.Close)
+        except ConnectionError:
+            return None
+        return (close.reply_code, close.reply_text,  # type: ignore[attr-defined]
+                close.class_id, close.method_id)  # type: ignore[attr-defined]
+
     def closed_by_server(self, timeout: float = 5.0) -> bool:
         """True once the server has closed the socket (EOF), False on timeout."""
         deadline = time.monotonic() + timeout

@@ -176,14 +176,21 @@ def test_method_on_unopened_channel_is_504(amqp_broker: BrokerProcess) -> None:
     client.close()
 
 
-def test_garbage_field_table_is_502(amqp_broker: BrokerProcess) -> None:
+def test_garbage_field_table_is_501(amqp_broker: BrokerProcess) -> None:
     client = RawClient(amqp_broker.amqp_port)
     client.handshake()
     # Queue.Declare with an arguments table whose one entry has an unknown type tag 'Z'.
     payload = (struct.pack(">HH", 50, 10) + b"\x00\x00" + b"\x01q" + b"\x00"
                + struct.pack(">I", 6) + b"\x01kZabc")
     client.send(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
-    assert _close_code(client) == 502
+    close = client.close_or_drop()
+    if amqp_broker.kind == "rabbitmq":
+        # Difference on purpose: RabbitMQ's table decoder crashes on the tag and the
+        # connection is dropped without a Close; Portask says what it could not decode.
+        assert close is None
+    else:
+        assert close == (501, "FRAME_ERROR - cannot decode <<0,0,1,113,0,0,0,0,6,1,107,90,97,"
+                         "98,99>>", 50, 10)
     client.close()
 
 
@@ -192,7 +199,13 @@ def test_unknown_method_is_540(amqp_broker: BrokerProcess) -> None:
     client.handshake()
     payload = struct.pack(">HH", 60, 999)
     client.send(struct.pack(">BHI", 1, 1, len(payload)) + payload + b"\xce")
-    assert _close_code(client) == 540
+    close = client.close_or_drop()
+    if amqp_broker.kind == "rabbitmq":
+        # Difference on purpose: RabbitMQ drops the connection without a Close (its method
+        # lookup crashes); Portask answers the spec's 540.
+        assert close is None
+    else:
+        assert close == (540, "NOT_IMPLEMENTED - unknown method 60.999", 60, 999)
     client.close()
 
 

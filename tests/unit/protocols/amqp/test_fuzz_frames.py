@@ -178,7 +178,7 @@ def _hot_path(payload: bytes) -> tuple[Any, ...]:
         return frames.parse_publish(payload)
     if kind == commands.Basic.Ack.index:
         return frames.parse_ack(payload)
-    class_id, body_size, properties = frames.parse_content_header(payload)
+    class_id, _weight, body_size, properties = frames.parse_content_header(payload)
     return class_id, body_size, frames.basic_fields(properties)
 
 
