@@ -490,10 +490,6 @@ class Queue(QueueTotals):
                 self._schedule_expiry(self.store.peek_deadline())
         self.dispatch()
 
-    def fetch(self, ref: Any) -> Message:
-        """The message behind an unacked ref (basic.recover with requeue=false)."""
-        return self.store.fetch(ref)
-
     def purge(self) -> int:
         return self.store.purge()
 

@@ -575,29 +575,18 @@ class Channel:
         self._settle(self._take(tag, multiple), REQUEUE if requeue else REJECT)
 
     def on_basic_recover(self, m: Basic.Recover) -> None:
-        self._recover(bool(m.requeue))
+        self.on_basic_recover_async(m)  # type: ignore[arg-type]
         self.reply(Basic.RecoverOk())
 
     def on_basic_recover_async(self, m: Basic.RecoverAsync) -> None:
-        self._recover(bool(m.requeue))
-
-    def _recover(self, requeue: bool) -> None:
+        """Requeue every unacked delivery of this channel. RabbitMQ 3.x does not serve
+        requeue=false (redeliver to the same consumer) and closes with 540; so does
+        Portask, so no client comes to depend on it here."""
+        if not m.requeue:
+            raise ConnectionClose(NOT_IMPLEMENTED, "requeue=false", *divmod(m.index, 0x10000))
         entries = list(self.unacked.values())
         self.unacked.clear()
-        if requeue:
-            self._settle(entries, REQUEUE)
-            return
-        # requeue=false: the same consumer gets its messages again, with new tags; the
-        # queue still counts them unacked under the same refs.
-        for queue, ref, consumer in entries:
-            if consumer is not None:
-                consumer.unacked -= 1
-                self.unacked_count -= 1
-            if (consumer is not None and consumer.tag in self.consumers
-                    and not queue.is_stream):
-                self.deliver(consumer, queue, ref, queue.fetch(ref), True)  # type: ignore[union-attr]
-            else:
-                self._settle([(queue, ref, None)], REQUEUE)
+        self._settle(entries, REQUEUE)
 
     def on_confirm_select(self, m: commands.Confirm.Select) -> None:
         if self.tx:

@@ -107,6 +107,11 @@ CASES = [
      (504, "CHANNEL_ERROR - second 'channel.open' seen", 20, 10)),
     ("channel.flow-active-false", _method(1, commands.Channel.Flow(active=False)),
      (540, "NOT_IMPLEMENTED - active=false", 20, 20)),
+    ("basic.recover-requeue-false", _method(1, commands.Basic.Recover(requeue=False)),
+     (540, "NOT_IMPLEMENTED - requeue=false", 60, 110)),
+    ("basic.recover-async-requeue-false",
+     _method(1, commands.Basic.RecoverAsync(requeue=False)),
+     (540, "NOT_IMPLEMENTED - requeue=false", 60, 100)),
     # Arguments that do not decode.
     ("qos-with-trailing-bytes", _raw(1, 1, QOS_PAYLOAD + b"\x07\x07"),
      (501, "FRAME_ERROR - cannot decode <<0,0,0,0,0,1,0,7,7>>", 60, 10)),
@@ -275,4 +280,16 @@ def test_passive_declare_of_the_default_exchange_is_refused(amqp_broker: BrokerP
         ch.exchange_declare("", passive=True)
     assert (info.value.reply_code, info.value.reply_text) == (
         403, "ACCESS_REFUSED - operation not permitted on the default exchange")
+    conn.close()
+
+
+def test_delete_if_empty_of_a_queue_with_messages_is_406(amqp_broker: BrokerProcess) -> None:
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_broker.amqp_port))
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).method.queue
+    ch.basic_publish("", queue, b"x")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        ch.queue_delete(queue, if_empty=True)
+    assert (info.value.reply_code, info.value.reply_text) == (
+        406, f"PRECONDITION_FAILED - queue '{queue}' in vhost '/' not empty")
     conn.close()
