@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
 import subprocess
@@ -13,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_LISTENING = re.compile(r"^portask: (\w+) listening on (.+):(\d+)$")
+from portask.testing.broker import BrokerError, clean_environment, launch
 
 
 @dataclass
@@ -86,8 +84,6 @@ def start_broker(
     if management:
         expect = (*expect, "management")
     cmd += list(args)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PORTASK_")}
-    full_env.update(env or {})
     # stderr goes to a file: a pipe nobody drains would block a chatty broker.
     stderr_dir = data_dir.parent
     try:
@@ -96,25 +92,9 @@ def start_broker(
         stderr_dir = Path(tempfile.gettempdir())
     stderr_path = stderr_dir / f"broker-{time.monotonic_ns()}.stderr"
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=full_env
-        )
-    broker = BrokerProcess(proc=proc, data_dir=data_dir, stderr_path=stderr_path)
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while set(expect) - set(broker.ports):
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise TimeoutError(f"broker did not start; stdout so far: {broker.stdout_lines}")
-        line = proc.stdout.readline()
-        if not line:
-            proc.wait()
-            raise RuntimeError(
-                f"broker exited with {proc.returncode}: {broker.stderr_text().strip()}"
-            )
-        line = line.rstrip("\n")
-        broker.stdout_lines.append(line)
-        m = _LISTENING.match(line)
-        if m:
-            broker.ports[m.group(1)] = int(m.group(3))
-    return broker
+        try:
+            proc, ports, lines = launch(cmd, clean_environment(env), stderr, expect, timeout)
+        except BrokerError as err:
+            raise RuntimeError(f"{err}: {stderr_path.read_text().strip()}") from None
+    return BrokerProcess(proc=proc, data_dir=data_dir, stderr_path=stderr_path, ports=ports,
+                         stdout_lines=lines)

@@ -1,0 +1,84 @@
+"""The pytest plugin (registered as ``portask`` under the ``pytest11`` entry point).
+
+Fixtures:
+
+- ``portask``: one broker for the test session (with pytest-xdist, one per worker:
+  each worker is its own session), started on free ports with a temporary data dir;
+  or, with ``--portask-url http://HOST:PORT``, the broker already running there.
+- ``portask_topic_prefix``: a name prefix no other test (or worker) uses, for topics,
+  queues and exchanges, so tests sharing one broker do not see each other's data.
+
+Nothing heavy is imported until a fixture is used: the plugin loads into every pytest
+session of an environment where Portask is installed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+_counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("portask", "Portask broker for tests")
+    group.addoption(
+        "--portask-url", default=os.environ.get("PORTASK_TEST_URL"),
+        help="use the Portask broker whose HTTP listener is at this URL instead of starting "
+        "one (default: $PORTASK_TEST_URL)",
+    )
+
+
+@dataclass
+class RunningBroker:
+    """A broker someone else started, found through its HTTP listener's /health."""
+
+    http_url: str
+    host: str = ""
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def at(cls, url: str) -> RunningBroker:
+        url = url.rstrip("/")
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            report: dict[str, Any] = json.load(response)
+        host = urlsplit(url).hostname or "127.0.0.1"
+        ports = {name: int(info["address"].rsplit(":", 1)[1])
+                 for name, info in report.get("listeners", {}).items()}
+        return cls(http_url=url, host=host, ports=ports)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{self.host}:{self.ports['kafka']}"
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.ports['amqp']}/"
+
+
+@pytest.fixture(scope="session")
+def portask(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The session's broker: ``.kafka_bootstrap``, ``.amqp_url``, ``.http_url``."""
+    url = request.config.getoption("--portask-url")
+    if url:
+        yield RunningBroker.at(url)
+        return
+    from portask.testing.broker import Broker
+
+    with Broker() as broker:
+        yield broker
+
+
+@pytest.fixture
+def portask_topic_prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix unique to this test in this session and worker (``t3-gw1-``)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"t{next(_counter)}-{worker}-"
