@@ -23,12 +23,22 @@ from typing import TYPE_CHECKING
 from portask import __version__, metrics
 from portask.broker.core import Broker
 from portask.config import Settings
-from portask.http.server import OK, STOPPING, HealthState, HttpServer, Routes
+from portask.http.server import (
+    OK,
+    SITE_MAX_BODY_BYTES,
+    STOPPING,
+    HealthState,
+    HttpServer,
+    Request,
+    Response,
+    Routes,
+)
 from portask.listeners import Listener
 from portask.storage import StorageError
 from portask.storage.keyvalue import KeyValueStoreError
 
 if TYPE_CHECKING:
+    from portask.http.console import Console
     from portask.http.management import ManagementApi
     from portask.protocols.amqp.server import AmqpServer
     from portask.protocols.kafka.server import KafkaServer
@@ -85,6 +95,7 @@ class App:
         self._http: HttpServer | None = None
         self._management: HttpServer | None = None
         self._management_api: ManagementApi | None = None
+        self._console: Console | None = None
         self._health: HealthState | None = None
         self.kafka: KafkaServer | None = None
         self.amqp: AmqpServer | None = None
@@ -98,7 +109,8 @@ class App:
         self._health = health
         http_listener = self.listener("http")
         if http_listener is not None:
-            self._http = HttpServer(http_listener, Routes(health))
+            self._http = HttpServer(http_listener, Routes(health, self._site),
+                                    max_body=SITE_MAX_BODY_BYTES)
             await self._http.start()
         self._lock.acquire()
         try:
@@ -138,11 +150,29 @@ class App:
                               "data_dir": str(self.settings.server.data_dir)}},
         )
 
+    def _site(self, request: Request) -> Response:
+        """The console and its APIs on the HTTP listener, loaded on first use: a broker
+        nobody browses keeps its start-up time and memory."""
+        if self._console is None:
+            if self.broker is None or self._health is None or self._health.status != OK:
+                return Response(503, b"starting\n", "text/plain")
+            from portask.http.console import Console
+
+            if self._management_api is None:
+                from portask.http.management import ManagementApi
+
+                self._management_api = ManagementApi(self.broker, self.settings,
+                                                     lambda: self.listeners)
+                self._management_api.start()
+            self._console = Console(self.broker, self._management_api)
+        return self._console(request)
+
     async def _serve_kafka(self, listener: Listener, broker: Broker) -> None:
         # Imported here, not at the top: start-up loads only the protocols it serves.
         # Importing the index imports every API module, which registers its handler.
         from portask.protocols.kafka import (
             apis,  # noqa: F401
+            browse,
             compaction,
             txn_markers,
         )
@@ -151,9 +181,10 @@ class App:
         # What only Kafka's record format can do for the broker core: transaction
         # markers (and aborting what a crash left open), and compaction.
         txn_markers.attach(broker)
-        broker.topics.compactor = compaction.compactor(
-            int(self.settings.kafka.max_uncompressed_batch_bytes)
-        )
+        limit = int(self.settings.kafka.max_uncompressed_batch_bytes)
+        broker.topics.compactor = compaction.compactor(limit)
+        # Records decoded and built for the HTTP API and the console.
+        broker.topics.codec = browse.KafkaRecordCodec(limit)
         self.kafka = KafkaServer(broker, self.settings, listener)
         await listener.serve(self.kafka.protocol_factory)
 

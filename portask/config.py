@@ -211,7 +211,8 @@ class AmqpSettings:
 @dataclass(frozen=True)
 class HttpSettings:
     enabled: bool = _opt(True, "Start the HTTP listeners (/health and /metrics; management API).")
-    port: int = _opt(8080, "HTTP listener port (0 = any free port).", min=0, max=65535)
+    port: int = _opt(8080, "HTTP listener port: /health, /metrics, the web console, /api and "
+                     "/kafka/v1 (0 = any free port).", min=0, max=65535)
     management_port: int = _opt(
         15672,
         "Port of RabbitMQ's management HTTP API (rabbitmqadmin, Flower; 0 = off).",

@@ -23,6 +23,7 @@ KAFKA = ROOT / "portask" / "protocols" / "kafka"
 ACYCLIC = [
     "portask.protocols.amqp",
     "portask.protocols.kafka",
+    "portask.http.kafka",
 ]
 
 # Each package imports nothing from the packages listed against it: protocols -> broker
@@ -30,6 +31,9 @@ ACYCLIC = [
 LAYERS = {
     "portask.storage": ("portask.broker", "portask.protocols", "portask.http"),
     "portask.broker": ("portask.protocols", "portask.http"),
+    # HTTP reads the broker through its views; wire formats reach it only through
+    # interfaces the composition root fills (Topics.codec, a vhost's property codec).
+    "portask.http": ("portask.protocols",),
 }
 
 
@@ -159,3 +163,14 @@ def test_kafka_server_context_and_registry_import_no_api_module() -> None:
     for name in ("server", "context", "registry"):
         deps = graph[f"portask.protocols.kafka.{name}"]
         assert not any(within(m, "portask.protocols.kafka.apis") for m in deps), name
+
+
+def test_only_the_views_of_the_http_apis_read_the_broker() -> None:
+    """Other HTTP modules may name the Broker type (to hand it to a view), nothing more."""
+    http = ROOT / "portask" / "http"
+    readers = sorted(
+        module_name(path) for path in http.rglob("*.py")
+        if any(within(m, "portask.broker") and not within(m, "portask.broker.core")
+               for m in imports_of(path))
+    )
+    assert readers == ["portask.http.kafka.view", "portask.http.management.view"]

@@ -75,11 +75,18 @@ class HealthState:
         }
 
 
-class Routes:
-    """The operations listener: GET/HEAD /health and /metrics."""
+# Request bodies the operations listener takes (the console's API calls; RabbitMQ's
+# management API has the same bound): larger ones get 413 before they are buffered.
+SITE_MAX_BODY_BYTES = 10 << 20
 
-    def __init__(self, health: HealthState) -> None:
+
+class Routes:
+    """The operations listener: GET/HEAD /health and /metrics; every other path goes to
+    ``site`` (the web console and its APIs) when there is one."""
+
+    def __init__(self, health: HealthState, site: Handler | None = None) -> None:
         self.health = health
+        self.site = site
         self.get: dict[str, Callable[[], Response]] = {
             "/health": self._health,
             "/metrics": self._metrics,
@@ -88,6 +95,8 @@ class Routes:
     def __call__(self, request: Request) -> Response:
         handler = self.get.get(request.path)
         if handler is None:
+            if self.site is not None:
+                return self.site(request)
             return Response(404, b"not found\n", "text/plain")
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"only GET and HEAD\n", "text/plain",

@@ -61,6 +61,11 @@ class StreamQueue(QueueTotals):
         self._start_totals()
 
     @property
+    def log(self) -> Log:
+        """The stream itself, for readers outside AMQP (the HTTP API)."""
+        return self._log
+
+    @property
     def consumers(self) -> list[Consumer]:
         return [reader.consumer for reader in self._readers]
 

@@ -19,6 +19,7 @@ from typing import Any
 from portask.broker.definitions import TOPICS, Definitions
 from portask.broker.kafka import topic_configs
 from portask.broker.kafka.producers import PartitionProducers
+from portask.broker.kafka.record_codec import RecordCodec
 from portask.broker.kafka.transactions import PartitionTransactions
 from portask.config import Settings
 from portask.storage.directory import LogDirectory
@@ -161,6 +162,8 @@ class Topics:
         self._by_id: dict[uuid.UUID, Topic] = {}
         # Set by the protocol that owns the record format (Kafka): compacts one partition.
         self.compactor: Callable[[Partition, int], int] | None = None
+        # Set by the same protocol: records decoded and built for the HTTP API.
+        self.codec: RecordCodec | None = None
 
     def load(self) -> None:
         """Open every topic's partitions from the durable definitions."""

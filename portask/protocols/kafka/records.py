@@ -280,6 +280,11 @@ def _walk(
         raise InvalidBatch("records end in the middle of a record", CORRUPT_MESSAGE) from None
 
 
+def records_of(batch: bytes | memoryview, limit: int) -> Iterator[_Record]:
+    """Every record of a batch, decompressed; lazy, InvalidBatch may come part-way."""
+    return _records(batch, limit)[1]
+
+
 def record_timestamps(batch: bytes | memoryview, limit: int) -> Iterator[tuple[int, int]]:
     """(offset delta, timestamp) of each record: ListOffsets by timestamp needs the exact one.
 
@@ -364,6 +369,14 @@ def control_type(batch: bytes | memoryview) -> int:
         return int(struct.unpack_from(">h", view, pos + 2)[0])
     except (IndexError, struct.error):
         raise InvalidBatch("transaction marker record is truncated", CORRUPT_MESSAGE) from None
+
+
+def varint(value: int) -> bytes:
+    """Zigzag varint, as the record format encodes lengths, deltas and sizes."""
+    return _varint(value)
+
+
+read_varint = _read_varint
 
 
 def _varint(value: int) -> bytes:

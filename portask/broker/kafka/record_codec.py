@@ -1,0 +1,69 @@
+"""What the broker core asks of Kafka's formats when someone other than a Kafka client
+reads or writes a topic (the HTTP API and the web console).
+
+The core stores record batches opaquely; decoding a batch into records, building one
+from a key and a value, or reading a consumer group's assignment needs the wire
+formats, which belong to ``protocols/kafka``. The composition root installs an
+implementation on ``Topics.codec`` when the Kafka protocol is served, as it installs
+the compactor; readers here see only this interface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from portask.broker.kafka.topics import Partition
+
+CREATE_TIME = "CreateTime"
+LOG_APPEND_TIME = "LogAppendTime"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    offset: int
+    timestamp: int
+    timestamp_type: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecords:
+    """The records of one stored batch; ``error`` says why they could not be read."""
+
+    base_offset: int
+    next_offset: int
+    records: list[Record]
+    error: str | None = None
+
+
+class RecordRefused(ValueError):
+    """A record the topic does not take; ``field`` names the part at fault."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+class RecordCodec(Protocol):
+    def batch_records(self, offset: int, payload: memoryview) -> BatchRecords:
+        """The data records of a stored batch (control batches give none)."""
+
+    def append(self, partition: Partition, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes | None]], timestamp_ms: int) -> int:
+        """Append one record as the topic's configs require; returns its offset.
+
+        RecordRefused for a record the topic refuses; OSError if the disk does.
+        """
+
+    def partition_for(self, key: bytes | None, partitions: int) -> int:
+        """The partition a Kafka client's default partitioner picks for ``key``."""
+
+    def assignment(self, protocol_type: str | None, data: bytes) -> list[tuple[str, list[int]]]:
+        """A member's assigned partitions, for the consumer protocol; [] otherwise."""
+
+    def subscription(self, protocol_type: str | None, data: bytes) -> list[str]:
+        """The topics a member subscribes to, for the consumer protocol; [] otherwise."""
