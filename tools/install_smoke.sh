@@ -40,6 +40,8 @@ port=$(sed -n 's/^portask: http listening on .*:\([0-9]*\)$/\1/p' "$work/out")
 "$work/venv/bin/python" -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=2).status == 200 else 1)"
 # The management API answers from the installed wheel (guest/guest).
 "$work/venv/bin/python" -c "import urllib.request,json,base64,sys; r=urllib.request.Request('http://127.0.0.1:$mport/api/whoami', headers={'Authorization': 'Basic ' + base64.b64encode(b'guest:guest').decode()}); sys.exit(0 if json.load(urllib.request.urlopen(r, timeout=2))['name'] == 'guest' else 1)"
+# The web console and its Kafka API are served from the files in the wheel.
+"$work/venv/bin/python" -c "import urllib.request,json,base64,sys; h={'Authorization': 'Basic ' + base64.b64encode(b'guest:guest').decode()}; g=lambda p: urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:$port' + p, headers=h), timeout=5); page=g('/').read(); js=g('/console/app.js').read(); k=json.load(g('/kafka/v1')); sys.exit(0 if b'/console/app.js' in page and b'export' in js and k['kafka_served'] else 1)"
 kill -TERM "$pid"
 wait "$pid"
 status=$?
