@@ -84,9 +84,13 @@ def register(router: Router, view: KafkaView) -> None:
         indexes = [index] if index is not None else range(len(topic.partitions))
         items: list[dict[str, Any]] = []
         problems: list[dict[str, Any]] = []
+        budget = max_bytes  # shared by the partitions: one answer holds at most this much
         for i in indexes:
+            if budget <= 0:
+                break
             partition = view.partition(topic, i)
-            found, bad = view.read(partition, where, limit, max_bytes)
+            found, bad, used = view.read(partition, where, limit, budget)
+            budget -= used
             items.extend(record_item(i, r, fmt) for r in found)
             problems.extend({"partition": i, **p} for p in bad)
         if index is None and len(indexes) > 1:

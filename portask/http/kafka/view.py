@@ -37,6 +37,9 @@ __all__ = ["Group", "KafkaView", "Partition", "Position", "Record", "Topic"]
 
 # How much stored data one step of a read takes from the log.
 _READ_CHUNK = 1 << 20
+# What a record costs a read's byte budget besides its key and value, so that a read of
+# many empty records is bounded too.
+RECORD_OVERHEAD = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +145,10 @@ class KafkaView:
         return codec
 
     def read(self, partition: Partition, position: Position, limit: int,
-             max_bytes: int) -> tuple[list[Record], list[dict[str, Any]]]:
+             max_bytes: int) -> tuple[list[Record], list[dict[str, Any]], int]:
         """Records from ``position`` on: at most ``limit``, and past the first, at most
-        ``max_bytes`` of keys and values. Batches that cannot be read are listed apart."""
+        ``max_bytes`` of keys and values (plus RECORD_OVERHEAD each). Batches that cannot
+        be read are listed apart. Returns the records, those problems and the bytes used."""
         codec = self._codec()
         start, end = partition.log_start_offset, partition.high_watermark
         if position.last is not None:
@@ -174,11 +178,12 @@ class KafkaView:
                                                                        and out):
                         continue
                     out.append(record)
-                    size += len(record.key or b"") + len(record.value or b"")
+                    size += (RECORD_OVERHEAD + len(record.key or b"")
+                             + len(record.value or b""))
                 offset = max(offset, entry.offset + entry.count)
                 if len(out) >= limit or (size >= max_bytes and out):
                     break
-        return out, problems
+        return out, problems, size
 
     def offset_for_timestamp(self, partition: Partition, timestamp: int) -> int:
         """The first offset whose record's timestamp is at or after ``timestamp`` (the

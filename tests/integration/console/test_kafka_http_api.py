@@ -94,6 +94,9 @@ def test_read_by_offset_timestamp_and_last_n(site_broker: BrokerProcess, http: H
         ["late-0", "late-1", "late-2"]
     assert [r["offset"] for r in http.get(base + "&offset=3&limit=2")["records"]] == [3, 4]
     assert http.get(base + "&offset=8")["records"] == []
+    # The byte budget bounds an answer: past the first record, 64 bytes per record
+    # plus keys and values.
+    assert len(http.get(base + "&max_bytes=140")["records"]) == 2
     summary = http.get(f"/kafka/v1/topics/{topic}")
     assert summary["partitions"][0]["high_watermark"] == 8
     assert summary["partitions"][0]["size_bytes"] > 0

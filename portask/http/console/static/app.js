@@ -128,7 +128,8 @@ const timers = [];
 // Run fn now and every ms while this page is shown; errors go to the status line.
 export function every(ms, fn) {
   const mine = generation;
-  let timer = null;
+  const handle = { timer: null };
+  timers.push(() => clearTimeout(handle.timer));
   const tick = async () => {
     if (mine !== generation) return;
     try {
@@ -137,8 +138,7 @@ export function every(ms, fn) {
     } catch (err) {
       setStatus(String(err.message || err), true);
     }
-    if (mine === generation) timer = setTimeout(tick, ms);
-    timers.push(() => clearTimeout(timer));
+    if (mine === generation) handle.timer = setTimeout(tick, ms);
   };
   tick();
 }
