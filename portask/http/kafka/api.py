@@ -75,8 +75,8 @@ class Call:
                 raise KafkaApiError(413, "body_too_large",
                                     f"request body of {len(raw)} bytes; at most {MAX_BODY_BYTES}")
             try:
-                parsed = json.loads(raw) if raw.strip() else {}
-            except (ValueError, UnicodeDecodeError) as exc:
+                parsed = json.loads(raw, parse_constant=_no_constant) if raw.strip() else {}
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise invalid("body", f"the body is not JSON: {exc}") from None
             if not isinstance(parsed, dict):
                 raise invalid("body", "the body must be a JSON object")
@@ -147,6 +147,11 @@ def payload(value: Any, encoding: Any, name: str) -> bytes | None:
         raise invalid(name, f"{name} is not valid base64") from None
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity parse in Python but are not JSON: an answer must not carry them."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def shown(data: bytes | None, fmt: str) -> tuple[Any, str | None]:
     """Stored bytes for a reader: (value, encoding) in the format asked for.
 
@@ -165,9 +170,9 @@ def shown(data: bytes | None, fmt: str) -> tuple[Any, str | None]:
         if text is not None and not _CONTROL.search(text):
             if fmt == "json" or (fmt == "auto" and text[:1] in ("{", "[")):
                 try:
-                    return json.loads(text), "json"
-                except ValueError:
-                    pass
+                    return json.loads(text, parse_constant=_no_constant), "json"
+                except (ValueError, RecursionError):
+                    pass  # not JSON, or nested past what can be shown as JSON
             return text, "text"
     return base64.b64encode(data).decode(), "base64"
 
