@@ -126,8 +126,10 @@ def test_every_page_loads_without_console_errors(console: Console, site_broker: 
         for name, route, ready in pages:
             console.open(route, ready)
             if name == "overview":
-                # Two polls at least, so the rate charts have drawn a line.
-                console.page.wait_for_selector("polyline", timeout=TIMEOUT_MS)
+                # Two polls at least, so the rate charts have drawn a line ("attached":
+                # a flat line of zeros has no height, which Playwright calls invisible).
+                console.page.wait_for_selector("polyline[data-series=Kafka]", state="attached",
+                                               timeout=TIMEOUT_MS)
             if name == "queue":
                 # Peek shows the messages and leaves them in the queue.
                 console.page.click("button:text-is('Peek')")
