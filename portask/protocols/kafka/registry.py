@@ -10,13 +10,15 @@ schemas come from kio; readers and writers are built on first use and cached
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kio.index import load_payload_module
+from kio.index import UnknownEntity, load_payload_module
+from kio.schema.index import api_key_map
 from kio.serial import entity_reader, entity_writer
 from kio.static.constants import EntityType
 
@@ -88,15 +90,26 @@ def _entity(module: Any, entity_type: EntityType) -> type:
     raise LookupError(f"{module.__name__} has no {entity_type.name} entity")
 
 
+def _payload_types(key: int, version: int) -> tuple[type, type]:
+    try:
+        request_module = load_payload_module(key, version, EntityType.request)
+        response_module = load_payload_module(key, version, EntityType.response)
+    except UnknownEntity:
+        # kio follows Kafka 4, which dropped the oldest versions (KIP-896) that Kafka 3.7
+        # still serves; those are generated from Kafka 3.7's definitions into old_schemas.
+        request_module = response_module = importlib.import_module(
+            f"portask.protocols.kafka.old_schemas.{api_key_map[key]}_v{version}"
+        )
+    return (
+        _entity(request_module, EntityType.request),
+        _entity(response_module, EntityType.response),
+    )
+
+
 def schema(key: int, version: int) -> Schema:
     found = _SCHEMAS.get((key, version))
     if found is None:
-        request_type = _entity(
-            load_payload_module(key, version, EntityType.request), EntityType.request
-        )
-        response_type = _entity(
-            load_payload_module(key, version, EntityType.response), EntityType.response
-        )
+        request_type, response_type = _payload_types(key, version)
         found = Schema(
             request_type=request_type,
             response_type=response_type,
@@ -143,6 +156,11 @@ def make(entity_type: type, **values: Any) -> Any:
             for f in dataclasses.fields(entity_type)  # type: ignore[arg-type]
         )
     return entity_type(**{k: v for k, v in values.items() if k in names})
+
+
+def request_type(key: int, version: int) -> type:
+    """The request entity for (key, version), from kio or old_schemas."""
+    return schema(key, version).request_type
 
 
 def response_types(key: int, version: int) -> Any:

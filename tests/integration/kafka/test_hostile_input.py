@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-from kio.index import load_payload_module
-from kio.static.constants import EntityType
-
 from tests.broker_process import BrokerProcess
 from tests.integration.kafka.clients import (
     consume_confluent,
@@ -15,7 +12,7 @@ from tests.integration.kafka.clients import (
     messages,
     produce_confluent,
 )
-from tests.integration.kafka.wire_client import WireClient, encode_request
+from tests.integration.kafka.wire_client import WireClient, encode_request, request_type
 from tests.unit.protocols.kafka.kio_values import sample
 
 # Issue 9, items 1 and 3: the exact bytes that aborted the process or raised TypeError.
@@ -28,10 +25,7 @@ HUGE_COMPACT = b"\xff\xff\xff\xff\x0f"
 
 
 def _request_type(key: int, version: int) -> type:
-    module = load_payload_module(key, version, EntityType.request)
-    return next(
-        v for v in vars(module).values() if getattr(v, "__type__", None) == EntityType.request
-    )
+    return request_type(key, version)
 
 
 def _huge_count_frames(key: int, version: int) -> list[bytes]:

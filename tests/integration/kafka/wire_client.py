@@ -1,17 +1,21 @@
 """A raw Kafka wire client for tests that must send exact bytes (bad input, pipelining).
 
 It encodes requests with kio (a third-party codec generated from Kafka's schemas), not
-with Portask's code, so the tests check the broker against an independent encoder.
+with Portask's code, so the tests check the broker against an independent encoder. The
+versions kio dropped with Kafka 4 (KIP-896) come from Portask's old_schemas, which are
+generated from Kafka 3.7's own message definitions, not written by hand.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import socket
 import struct
 from typing import Any
 
-from kio.index import load_payload_module
+from kio.index import UnknownEntity, load_payload_module
+from kio.schema.index import api_key_map
 from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
 from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 from kio.serial import entity_reader, entity_writer
@@ -25,8 +29,21 @@ def _entity(module: Any, entity_type: EntityType) -> type:
     raise LookupError(entity_type)
 
 
+def _payload_module(api_key: int, version: int, entity_type: EntityType) -> Any:
+    try:
+        return load_payload_module(api_key, version, entity_type)  # type: ignore[arg-type]
+    except UnknownEntity:
+        return importlib.import_module(
+            f"portask.protocols.kafka.old_schemas.{api_key_map[api_key]}_v{version}"
+        )
+
+
 def request_types(api_key: int, version: int) -> Any:
-    return load_payload_module(api_key, version, EntityType.request)
+    return _payload_module(api_key, version, EntityType.request)
+
+
+def request_type(api_key: int, version: int) -> type:
+    return _entity(request_types(api_key, version), EntityType.request)
 
 
 def encode_request(request: Any, correlation_id: int, client_id: str = "wire-test") -> bytes:
@@ -64,7 +81,7 @@ class WireClient:
         frame = self.read_frame()
         correlation_id = struct.unpack_from(">i", frame, 0)[0]
         response_type = _entity(
-            load_payload_module(api_key, version, EntityType.response), EntityType.response
+            _payload_module(api_key, version, EntityType.response), EntityType.response
         )
         # Flexible responses carry a tagged-field byte after the correlation id,
         # except ApiVersions, which always uses response header v0.

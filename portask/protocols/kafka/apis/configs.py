@@ -1,7 +1,8 @@
 """Configs: DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44).
 
-DescribeConfigs, versions 1-4:
-    v1  include_synonyms; config sources (v0 not served)
+DescribeConfigs, versions 0-4:
+    v0  an is_default flag per entry
+    v1  include_synonyms; config sources replace is_default
     v2  same as v1
     v3  include_documentation; config types
     v4  flexible
@@ -99,7 +100,7 @@ def broker_configs(settings: Settings) -> dict[str, tuple[str, int, bool]]:
     }
 
 
-@api(ApiKey.DESCRIBE_CONFIGS, (1, 4))
+@api(ApiKey.DESCRIBE_CONFIGS, (0, 4))
 def describe_configs(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DESCRIBE_CONFIGS, ctx.api_version)
     results = []

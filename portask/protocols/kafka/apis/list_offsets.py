@@ -1,6 +1,7 @@
-"""ListOffsets (key 2), versions 1-8.
+"""ListOffsets (key 2), versions 0-8.
 
-    v1  one offset per partition, with its timestamp (v0's offset lists not served)
+    v0  up to max_num_offsets offsets per partition, newest first (see _old_style)
+    v1  one offset per partition, with its timestamp
     v2  isolation level (read_committed answers the last stable offset)
     v3  same as v2
     v4  current leader epoch in the request, leader epoch in the answer
@@ -29,7 +30,7 @@ READ_COMMITTED = 1
 logger = logging.getLogger("portask.kafka")
 
 
-@api(ApiKey.LIST_OFFSETS, (1, 8))
+@api(ApiKey.LIST_OFFSETS, (0, 8))
 def list_offsets(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.LIST_OFFSETS, ctx.api_version)
     topics = ctx.broker.topics
@@ -46,6 +47,14 @@ def list_offsets(ctx: RequestContext, request: Any) -> Any:
                 timestamp=-1,
                 offset=-1,
                 leader_epoch=-1,
+                old_style_offsets=(),
+            )
+        if ctx.api_version == 0:
+            return registry.make(
+                types.ListOffsetsPartitionResponse,
+                partition_index=p.partition_index,
+                error_code=ErrorCode.none,
+                old_style_offsets=_old_style(partition, p.timestamp, p.max_num_offsets, limit),
             )
         offset, timestamp = _lookup(partition, p.timestamp, limit)
         if p.timestamp == LATEST and committed:
@@ -65,6 +74,29 @@ def list_offsets(ctx: RequestContext, request: Any) -> Any:
         throttle_time=NO_THROTTLE,
         topics=per_partition(request.topics, types.ListOffsetsTopicResponse, answer),
     )
+
+
+def _old_style(partition: Partition, timestamp: int, max_num: int, limit: int) -> tuple[int, ...]:
+    """ListOffsets v0, as Kafka's legacyFetchOffsetsBefore: candidate offsets are each
+    segment's first live offset and the log end; latest starts from the end, earliest
+    from the first segment, newest first, at most ``max_num`` of them. For a timestamp
+    Kafka picks segments by file modification time, which says little about the records
+    in them; here the candidate is the offset v1 answers for it (the first record at or
+    after the time), or the log end when there is none."""
+    log = partition.log
+    start, end = log.start_offset, log.end_offset
+    candidates = sorted({max(base, start) for base in log.segment_base_offsets if base < end})
+    candidates.append(end)
+    if timestamp == LATEST:
+        chosen = candidates
+    elif timestamp in (EARLIEST, EARLIEST_LOCAL):
+        chosen = candidates[:1]
+    elif timestamp < 0:
+        return ()
+    else:
+        offset, _ = _lookup(partition, timestamp, limit)
+        chosen = [end if offset < 0 else offset]
+    return tuple(sorted(chosen, reverse=True)[: max(max_num, 0)])
 
 
 def _lookup(partition: Partition, timestamp: int, limit: int) -> tuple[int, int]:

@@ -14,7 +14,9 @@
     v11  drops cluster authorized operations
     v12  topics may be named by id
 
-This broker is a one-node cluster: node 0 leads every partition.
+This broker is a one-node cluster: node 0 leads every partition. Kafka's internal topic
+names (``__consumer_offsets``, ``__transaction_state``) are never auto-created: they are
+answered as internal topics that do not exist (see internal_topics.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import LEADER_EPOCH, NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.internal_topics import INTERNAL_TOPICS
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE, OPERATIONS_UNKNOWN
 
@@ -75,6 +78,8 @@ def _requested(ctx: RequestContext, types: Any, entry: Any, allow_create: bool) 
             check_name(name)
         except InvalidTopicName:
             return _error(types, name, None, ErrorCode.invalid_topic_exception)
+        if name in INTERNAL_TOPICS:
+            return _error(types, name, None, ErrorCode.unknown_topic_or_partition, internal=True)
         if not (allow_create and ctx.server.settings.kafka.auto_create_topics):
             return _error(types, name, None, ErrorCode.unknown_topic_or_partition)
         found = topics.create(name, ctx.server.settings.kafka.num_partitions)
@@ -106,13 +111,15 @@ def _topic(types: Any, topic: Topic) -> Any:
     )
 
 
-def _error(types: Any, name: str | None, topic_id: Any, code: ErrorCode) -> Any:
+def _error(
+    types: Any, name: str | None, topic_id: Any, code: ErrorCode, *, internal: bool = False
+) -> Any:
     return registry.make(
         types.MetadataResponseTopic,
         error_code=code,
         name=name,
         topic_id=topic_id,
-        is_internal=False,
+        is_internal=internal,
         partitions=(),
         topic_authorized_operations=OPERATIONS_UNKNOWN,
     )

@@ -1,7 +1,11 @@
-"""OffsetCommit (key 8), versions 2-9.
+"""OffsetCommit (key 8), versions 0-9.
 
-    v2  retention time (ignored: offsets are kept until deleted); kio has no v0-v1,
-        which Kafka 4 dropped too
+    v0  group, offsets and metadata, no generation (Kafka 3.7 writes v0 commits to
+        ZooKeeper; here they go to the coordinator like any commit with generation -1,
+        and OffsetFetch v0 reads them back)
+    v1  generation and member id; a commit timestamp per partition (kept as the
+        commit's time when given)
+    v2  retention time (ignored: offsets are kept until deleted)
     v3  throttle time
     v4  same as v3
     v5  drops retention time
@@ -32,7 +36,7 @@ from portask.protocols.kafka.responses import NO_THROTTLE, per_partition
 log = logging.getLogger("portask.kafka")
 
 
-@api(ApiKey.OFFSET_COMMIT, (2, 9))
+@api(ApiKey.OFFSET_COMMIT, (0, 9))
 def offset_commit(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.OFFSET_COMMIT, ctx.api_version)
     topics = ctx.broker.topics
@@ -50,7 +54,10 @@ def offset_commit(ctx: RequestContext, request: Any) -> Any:
                 answers[tp] = ErrorCode.offset_metadata_too_large
             else:
                 epoch = getattr(p, "committed_leader_epoch", -1)
-                wanted[tp] = OffsetEntry(p.committed_offset, epoch, metadata, now)
+                stamp = getattr(p, "commit_timestamp", -1)
+                wanted[tp] = OffsetEntry(
+                    p.committed_offset, epoch, metadata, stamp if stamp >= 0 else now
+                )
     if answers:
         log.info(
             "offset commit refused for some partitions",
@@ -60,9 +67,9 @@ def offset_commit(ctx: RequestContext, request: Any) -> Any:
     if wanted:
         error = ctx.broker.groups.commit_offsets(
             request.group_id,
-            request.member_id,
+            getattr(request, "member_id", ""),
             getattr(request, "group_instance_id", None),
-            request.generation_id_or_member_epoch,
+            getattr(request, "generation_id_or_member_epoch", -1),
             wanted,
         )
         answers.update({tp: GROUP_ERRORS[error] for tp in wanted})

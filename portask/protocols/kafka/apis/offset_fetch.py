@@ -1,6 +1,8 @@
-"""OffsetFetch (key 9), versions 1-9.
+"""OffsetFetch (key 9), versions 0-9.
 
-    v1  offsets kept by the coordinator (v0 read them from ZooKeeper; not served)
+    v0  the same answer as v1 (Kafka 3.7 reads v0 from ZooKeeper, where OffsetCommit v0
+        wrote; here both go to the coordinator)
+    v1  offsets kept by the coordinator
     v2  null topics means every partition with an offset; a group-level error
     v3  throttle time
     v4  same as v3
@@ -24,7 +26,7 @@ from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE
 
 
-@api(ApiKey.OFFSET_FETCH, (1, 9))
+@api(ApiKey.OFFSET_FETCH, (0, 9))
 def offset_fetch(ctx: RequestContext, request: Any) -> Any:
     version = ctx.api_version
     types = registry.response_types(ApiKey.OFFSET_FETCH, version)

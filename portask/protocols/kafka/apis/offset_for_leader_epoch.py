@@ -1,6 +1,8 @@
-"""OffsetForLeaderEpoch (key 23), versions 2-4.
+"""OffsetForLeaderEpoch (key 23), versions 0-4.
 
-    v2  current leader epoch in the request (v0-v1 not served)
+    v0  the end offset of each requested epoch
+    v1  the answer names the epoch it found
+    v2  current leader epoch in the request
     v3  replica id in the request (-1 from consumers)
     v4  flexible
 
@@ -20,7 +22,7 @@ from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE, per_partition
 
 
-@api(ApiKey.OFFSET_FOR_LEADER_EPOCH, (2, 4))
+@api(ApiKey.OFFSET_FOR_LEADER_EPOCH, (0, 4))
 def offset_for_leader_epoch(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.OFFSET_FOR_LEADER_EPOCH, ctx.api_version)
     topics = ctx.broker.topics
@@ -29,7 +31,7 @@ def offset_for_leader_epoch(ctx: RequestContext, request: Any) -> Any:
         partition = topics.partition(topic.topic, p.partition)
         if partition is None:
             error, epoch, end = ErrorCode.unknown_topic_or_partition, -1, -1
-        elif p.current_leader_epoch > LEADER_EPOCH:
+        elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
             error, epoch, end = ErrorCode.unknown_leader_epoch, -1, -1
         elif p.leader_epoch == LEADER_EPOCH:
             error, epoch, end = ErrorCode.none, LEADER_EPOCH, partition.high_watermark

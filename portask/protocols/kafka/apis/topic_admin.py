@@ -1,14 +1,15 @@
 """Topic administration: CreateTopics (19), DeleteTopics (20), DeleteRecords (21),
 CreatePartitions (37).
 
-CreateTopics, versions 2-7:
-    v2  throttle time (v0-v1 not served)
+CreateTopics, versions 0-7:
+    v1  validate_only; error messages
+    v2  throttle time
     v3  same as v2
     v4  -1 for partitions or replication factor means the broker's default (KIP-464)
     v5  flexible; the answer carries the topic's effective configs and sizes
     v6  same as v5
     v7  topic ids (KIP-516)
-DeleteTopics, versions 1-6:
+DeleteTopics, versions 0-6:
     v1  throttle time
     v2  same as v1
     v3  same as v2
@@ -25,7 +26,8 @@ CreatePartitions, versions 0-3:
 
 A single node holds one replica: a replication factor above 1 is refused with
 INVALID_REPLICATION_FACTOR unless ``kafka.clamp_replication_factor`` says to accept it
-as 1.
+as 1. Kafka's internal topic names are refused with INVALID_REQUEST: the state Kafka
+keeps in them lives in Portask's definitions store (see internal_topics.py).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.apis.configs import CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC
 from portask.protocols.kafka.context import NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.internal_topics import INTERNAL_TOPICS
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE, per_partition
 
@@ -95,7 +98,7 @@ def _assignments_partitions(assignments: Any) -> int | None:
     return len(assignments)
 
 
-@api(ApiKey.CREATE_TOPICS, (2, 7))
+@api(ApiKey.CREATE_TOPICS, (0, 7))
 def create_topics(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.CREATE_TOPICS, ctx.api_version)
     topics = ctx.broker.topics
@@ -111,6 +114,12 @@ def create_topics(ctx: RequestContext, request: Any) -> Any:
                     ErrorCode.invalid_request,
                     f"topic {t.name!r} appears more than once in the request",
                 )
+            if t.name in INTERNAL_TOPICS:
+                raise _Refused(
+                    ErrorCode.invalid_request,
+                    f"{t.name!r} is the name of a Kafka internal topic; this broker keeps "
+                    "that state in its own store and cannot create a topic with it",
+                )
             _replication(ctx, t.replication_factor)
             explicit = _assignments_partitions(t.assignments)
             if explicit is not None:
@@ -121,7 +130,7 @@ def create_topics(ctx: RequestContext, request: Any) -> Any:
                     )
                 partitions = explicit
             configs = {c.name: c.value for c in t.configs}
-            if request.validate_only:
+            if getattr(request, "validate_only", False):
                 topics.check_new(t.name, partitions, configs)
             else:
                 created = topics.create(t.name, partitions, configs)
@@ -161,7 +170,7 @@ def create_topics(ctx: RequestContext, request: Any) -> Any:
     )
 
 
-@api(ApiKey.DELETE_TOPICS, (1, 6))
+@api(ApiKey.DELETE_TOPICS, (0, 6))
 def delete_topics(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DELETE_TOPICS, ctx.api_version)
     topics = ctx.broker.topics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -31,7 +32,22 @@ def test_a_key_registered_twice_is_refused_and_the_first_handler_stays() -> None
 def test_an_api_is_labelled_with_its_kio_schema_name() -> None:
     api = registry.APIS[ApiKey.OFFSET_FOR_LEADER_EPOCH]
     assert api.schema == "offset_for_leader_epoch"
-    assert (api.min_version, api.max_version) == (2, 4)
+    assert (api.min_version, api.max_version) == (0, 4)
+
+
+def test_versions_kio_dropped_come_from_kafka_37_definitions() -> None:
+    # kio follows Kafka 4 (KIP-896 removed these); Kafka 3.7 still serves them.
+    old = registry.schema(ApiKey.LIST_OFFSETS, 0)
+    assert old.request_type.__module__ == "portask.protocols.kafka.old_schemas.list_offsets_v0"
+    partition = registry.response_types(ApiKey.LIST_OFFSETS, 0).ListOffsetsPartitionResponse
+    assert [f.name for f in dataclasses.fields(partition)] == [
+        "partition_index", "error_code", "old_style_offsets"
+    ]
+    # A field old versions share with kio keeps kio's name, so one handler serves all.
+    assert "generation_id_or_member_epoch" in {
+        f.name for f in dataclasses.fields(registry.schema(ApiKey.OFFSET_COMMIT, 1).request_type)
+    }
+    assert registry.schema(ApiKey.PRODUCE, 3).request_type.__module__.startswith("kio.")
 
 
 def test_a_schema_is_built_once_and_then_served_from_the_cache() -> None:
