@@ -1,6 +1,10 @@
-"""Fetch (key 1), versions 4-16.
+"""Fetch (key 1), versions 0-16.
 
-    v4   isolation level, last stable offset, aborted transactions (v0-v3 not served)
+    v0   answers in message sets of magic 0 (see message_sets.py)
+    v1   throttle time
+    v2   message sets of magic 1 (timestamps)
+    v3   max_bytes for the whole answer (KIP-74)
+    v4   isolation level, last stable offset, aborted transactions; record batches
     v5   log_start_offset
     v6   same as v5
     v7   fetch sessions (KIP-227)
@@ -18,7 +22,9 @@ Long poll: the answer waits until ``min_bytes`` are available or ``max_wait_ms``
 passed, woken by appends to any partition in the request. Fetch sessions are declined
 (session id 0 in every answer, which KIP-227 allows), so every request is a full
 fetch. Stored batches are written out as memoryview slices of the segment maps,
-never copied or re-encoded.
+never copied or re-encoded, from v4 on; v0-v3 answers are converted from them into
+message sets, as Kafka down-converts for old fetchers (control batches dropped,
+compressed batches decompressed, offsets kept, headers lost).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 
 from portask import metrics
 from portask.broker.kafka.topics import Partition
-from portask.protocols.kafka import txn_markers
+from portask.protocols.kafka import message_sets, txn_markers
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
@@ -48,6 +54,7 @@ from portask.protocols.kafka.wire import (
 from portask.storage import OffsetOutOfRange
 
 READ_COMMITTED = 1
+_NO_LIMIT = 2**31 - 1  # Fetch v0-2 have no max_bytes for the whole answer
 _NULL_ARRAY = INT32.pack(-1)
 
 
@@ -71,15 +78,15 @@ class _Wanted:
         self.aborted: list[tuple[int, int]] = []
 
 
-@api(ApiKey.FETCH, (4, 16))
+@api(ApiKey.FETCH, (0, 16))
 def fetch(ctx: RequestContext, request: Any) -> list[Any] | Awaitable[list[Any]]:
     version = ctx.api_version
     # Fetch sessions exist from v7 on; older requests have no session id to check.
     if version >= 7 and request.session_id != 0:
         return _encode(version, request, [], ErrorCode.fetch_session_id_not_found)
     topics = _resolve(ctx, request)
-    committed = request.isolation_level == READ_COMMITTED
-    total = _read_all(ctx, topics, request.max_bytes, committed)
+    committed = version >= 4 and request.isolation_level == READ_COMMITTED
+    total = _read_all(ctx, topics, getattr(request, "max_bytes", _NO_LIMIT), committed)
     max_wait_ms = request.max_wait.total_seconds() * 1000
     if total >= request.min_bytes or max_wait_ms <= 0 or _has_error(topics):
         return _respond(ctx, request, topics)
@@ -164,14 +171,15 @@ async def _long_poll(
     max_wait_ms: float,
 ) -> list[Any]:
     loop = asyncio.get_running_loop()
-    committed = request.isolation_level == READ_COMMITTED
+    committed = ctx.api_version >= 4 and request.isolation_level == READ_COMMITTED
+    max_bytes = getattr(request, "max_bytes", _NO_LIMIT)
     deadline = loop.time() + max_wait_ms / 1000
     partitions = [w.partition for _, _, wanted in topics for w in wanted if w.partition]
     # Read before the first wait: this coroutine starts a loop turn after the handler
     # read nothing, and an append in between woke no one. Nothing runs between a read
     # and _next_append's watch, so no append is missed.
     while True:
-        total = _read_all(ctx, topics, request.max_bytes, committed)
+        total = _read_all(ctx, topics, max_bytes, committed)
         remaining = deadline - loop.time()
         if total >= request.min_bytes or _has_error(topics) or remaining <= 0:
             return _respond(ctx, request, topics)
@@ -195,6 +203,8 @@ async def _next_append(partitions: list[Partition], timeout: float) -> None:
 def _respond(
     ctx: RequestContext, request: Any, topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]]
 ) -> list[Any]:
+    if ctx.api_version < 4:
+        _down_convert(ctx, topics)
     for name, _, wanted in topics:
         count = sum(len(w.records) for w in wanted)
         if count:
@@ -202,6 +212,26 @@ def _respond(
             metrics.MESSAGES_CONSUMED.labels("kafka", name, "").inc(count)
             metrics.BYTES_CONSUMED.labels("kafka", name, "").inc(size)
     return _encode(ctx.api_version, request, topics, ErrorCode.none)
+
+
+def _down_convert(
+    ctx: RequestContext, topics: list[tuple[str, uuid.UUID | None, list[_Wanted]]]
+) -> None:
+    """Replace what was read with the message set a v0-v3 fetcher reads."""
+    magic = 0 if ctx.api_version < 2 else 1
+    limit = int(ctx.server.settings.kafka.max_uncompressed_batch_bytes)
+    for _, _, wanted in topics:
+        for w in wanted:
+            if not w.records:
+                continue
+            try:
+                data = message_sets.from_record_batches(
+                    w.records, w.fetch_offset, magic, w.max_bytes, limit
+                )
+            except message_sets.InvalidMessageSet:
+                data, w.error = b"", ErrorCode.corrupt_message
+            w.records = [data] if data else []
+            w.size = len(data)
 
 
 def _encode(
@@ -212,8 +242,8 @@ def _encode(
 ) -> list[Any]:
     """[head, batch slices..., next head, ...]: stored bytes go out as they are."""
     flexible = version >= 12
-    committed = request.isolation_level == READ_COMMITTED
-    head = [INT32.pack(0)]  # throttle_time_ms
+    committed = version >= 4 and request.isolation_level == READ_COMMITTED
+    head = [INT32.pack(0)] if version >= 1 else []  # throttle_time_ms
     if version >= 7:
         head.append(INT16.pack(error) + INT32.pack(0))  # error, session id (none kept)
     head.append(array_length(len(topics), flexible))
@@ -226,6 +256,13 @@ def _encode(
             high = p.high_watermark if p is not None and not w.error else -1
             start = p.log_start_offset if p is not None and not w.error else -1
             head.append(INT32.pack(w.index) + INT16.pack(w.error) + INT64.pack(high))
+            if version < 4:
+                # v0-v3 end the partition header here: no LSO, log start or aborted list.
+                head.append(bytes_length(w.size, flexible))
+                out.append(b"".join(head))
+                out.extend(w.records)
+                head = []
+                continue
             head.append(INT64.pack(w.lso if p is not None and not w.error else -1))
             if version >= 5:
                 head.append(INT64.pack(start))

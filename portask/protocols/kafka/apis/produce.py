@@ -1,6 +1,9 @@
-"""Produce (key 0), versions 3-10.
+"""Produce (key 0), versions 0-10.
 
-    v3   the first with magic-2 record batches (v0-v2 are not served); transactional id
+    v0   message sets of magic 0 or 1 (see message_sets.py), no throttle time
+    v1   throttle time
+    v2   log append time in the answer
+    v3   magic-2 record batches only; transactional id
     v4   same as v3
     v5   log_start_offset in the answer
     v6   same as v5
@@ -9,7 +12,9 @@
     v9   flexible
     v10  current-leader hints on NOT_LEADER errors (never sent by a single node)
 
-acks=0 gets no answer at all.
+acks=0 gets no answer at all. A v0-v2 message set is converted once into one
+uncompressed magic-2 batch (bad framing or CRC-32: CORRUPT_MESSAGE), which then takes
+the same path as any batch; v3+ requests never touch that code.
 
 Batches are validated (size, magic, CRC-32C, max.message.bytes; compressed records
 must decompress within kafka.max_uncompressed_batch_bytes, as Kafka's LogValidator
@@ -27,7 +32,13 @@ from typing import Any
 from portask import metrics
 from portask.broker.kafka.producers import Verdict
 from portask.broker.kafka.topics import Partition
-from portask.protocols.kafka import compression, producer_state, records, txn_markers
+from portask.protocols.kafka import (
+    compression,
+    message_sets,
+    producer_state,
+    records,
+    txn_markers,
+)
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
@@ -77,11 +88,13 @@ class _Refused(Exception):
         self.message = message
 
 
-@api(ApiKey.PRODUCE, (3, 10))
+@api(ApiKey.PRODUCE, (0, 10))
 def produce(ctx: RequestContext, request: Any) -> list[bytes] | None:
     started = time.perf_counter()
     acks = request.acks
     topics = ctx.broker.topics
+    legacy = ctx.api_version < 3
+    transactional_id = None if legacy else request.transactional_id
     answers: list[tuple[str, list[_Result]]] = []
     for topic_data in request.topic_data:
         name = topic_data.name
@@ -96,7 +109,16 @@ def produce(ctx: RequestContext, request: Any) -> list[bytes] | None:
             if partition is None:
                 results.append(_Result(part.index, ErrorCode.unknown_topic_or_partition))
                 continue
-            result, count = _append(ctx, partition, part.records, request.transactional_id)
+            data = part.records
+            if legacy:
+                try:
+                    data = message_sets.to_record_batch(
+                        data or b"", int(ctx.server.settings.kafka.max_uncompressed_batch_bytes)
+                    )
+                except message_sets.InvalidMessageSet as exc:
+                    results.append(_Result(part.index, exc.code, str(exc)))
+                    continue
+            result, count = _append(ctx, partition, data, transactional_id)
             results.append(result)
             if result.error == 0:
                 produced += count
@@ -314,7 +336,8 @@ def _encode(version: int, answers: list[tuple[str, list[_Result]]]) -> bytes:
         out.append(array_length(len(results), flexible))
         for r in results:
             out.append(INT32.pack(r.partition) + INT16.pack(r.error) + INT64.pack(r.base_offset))
-            out.append(INT64.pack(r.log_append_time) if r.log_append_time >= 0 else _NO_TIME)
+            if version >= 2:
+                out.append(INT64.pack(r.log_append_time) if r.log_append_time >= 0 else _NO_TIME)
             if version >= 5:
                 out.append(INT64.pack(r.log_start_offset))
             if version >= 8:
@@ -324,7 +347,8 @@ def _encode(version: int, answers: list[tuple[str, list[_Result]]]) -> bytes:
                 out.append(EMPTY_TAGS)
         if flexible:
             out.append(EMPTY_TAGS)
-    out.append(INT32.pack(0))  # throttle_time_ms
+    if version >= 1:
+        out.append(INT32.pack(0))  # throttle_time_ms
     if flexible:
         out.append(EMPTY_TAGS)
     return b"".join(out)
