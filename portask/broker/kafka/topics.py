@@ -14,6 +14,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from portask.broker.definitions import TOPICS, Definitions
@@ -171,6 +172,11 @@ class Topics:
             topic = Topic(str(name), uuid.UUID(bytes=record["id"]), dict(record["configs"]))
             self._register(topic)
             self._open_partitions(topic, int(record["partitions"]))
+
+    @property
+    def log_dir(self) -> Path:
+        """The directory holding every partition's log (Kafka's one ``log.dirs`` entry)."""
+        return (self.logs.root / partition_log_name("", 0)).parent.resolve()
 
     def __contains__(self, name: str) -> bool:
         return name in self._by_name

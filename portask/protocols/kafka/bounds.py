@@ -16,6 +16,7 @@ Wire layouts (Kafka protocol guide, KIP-482 for the compact forms):
     bytes    int32 length, -1 = null        | compact: uvarint length+1, 0 = null
     array    int32 count, -1 = null         | compact: uvarint count+1, 0 = null
     struct   its fields in order            | flexible: then a tagged-field section
+    nullable struct   int8 marker: -1 null, 1 then the struct
     tagged   uvarint count, then per field: uvarint tag, uvarint size, size bytes
 """
 
@@ -129,8 +130,26 @@ def _field_walker(field: dataclasses.Field[Any], flexible: bool) -> Walk:
             element = _value_walker(field.metadata["kafka_type"], False, flexible, what)
         return _array_walker(element, nullable, flexible, what)
     if dataclasses.is_dataclass(inner):
-        return _struct_walker(inner)  # type: ignore[arg-type]
+        struct_walk = _struct_walker(inner)  # type: ignore[arg-type]
+        return _nullable_struct_walker(struct_walk, what) if nullable else struct_walk
     return _value_walker(field.metadata["kafka_type"], nullable, flexible, what)
+
+
+def _nullable_struct_walker(struct_walk: Walk, what: str) -> Walk:
+    """A nullable struct (e.g. DescribeTopicPartitions' cursor): an int8 marker first,
+    -1 for null, 1 for a struct that follows."""
+
+    def walk_nullable_struct(data: Any, pos: int, end: int) -> int:
+        if pos >= end:
+            raise _truncated(what)
+        marker = data[pos]
+        if marker == 0xFF:
+            return pos + 1
+        if marker != 1:
+            raise MalformedRequest(f"{what} has a presence marker of {marker}")
+        return struct_walk(data, pos + 1, end)
+
+    return walk_nullable_struct
 
 
 def _array_walker(element: Walk, nullable: bool, flexible: bool, what: str) -> Walk:

@@ -20,7 +20,7 @@ run time: altering them is refused with a message saying where to change them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from portask.broker.kafka import topic_configs
 from portask.broker.kafka.topic_configs import InvalidTopicConfig
@@ -35,7 +35,7 @@ from portask.protocols.kafka.responses import NO_THROTTLE
 TOPIC, BROKER = 2, 4
 CONFIG_SOURCE_TOPIC, CONFIG_SOURCE_STATIC_BROKER, CONFIG_SOURCE_DEFAULT = 1, 4, 5
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
-_TYPE_BOOLEAN, _TYPE_STRING, _TYPE_INT, _TYPE_LONG, _TYPE_LIST = 1, 2, 3, 5, 7
+_TYPE_BOOLEAN, _TYPE_STRING, _TYPE_INT, _TYPE_LONG, _TYPE_LIST, _TYPE_PASSWORD = 1, 2, 3, 5, 7, 9
 _TOPIC_TYPES = {
     "cleanup.policy": _TYPE_LIST,
     "compression.type": _TYPE_STRING,
@@ -45,11 +45,27 @@ _TOPIC_TYPES = {
 }
 
 
-def broker_configs(settings: Settings) -> dict[str, tuple[str, int, bool]]:
-    """Kafka broker config names -> (value, type, is default) from Portask's settings."""
-    defaults = Settings()
+class BrokerConfig(NamedTuple):
+    value: str | None  # None for a sensitive value, which Kafka never sends
+    kind: int  # DescribeConfigs v3 config type
+    is_default: bool
+    sensitive: bool = False
 
-    def entry(value: Any, default: Any, kind: int) -> tuple[str, int, bool]:
+
+def broker_configs(
+    settings: Settings, listener: str, advertised: str, log_dir: str
+) -> dict[str, BrokerConfig]:
+    """Kafka 3.7 broker config names -> their value in this broker, from Portask's settings.
+
+    ``listener`` and ``advertised`` are host:port; ``log_dir`` is where partition logs
+    live. Only names whose value Portask really has are listed: each is what a Kafka
+    broker configured like this one would report.
+    """
+    defaults = Settings()
+    topic_defaults = topic_configs.defaults(settings)
+    default_topic_defaults = topic_configs.defaults(defaults)
+
+    def entry(value: Any, default: Any, kind: int) -> BrokerConfig:
         text = (
             "null"
             if value is None
@@ -57,21 +73,58 @@ def broker_configs(settings: Settings) -> dict[str, tuple[str, int, bool]]:
             if isinstance(value, bool)
             else str(value)
         )
-        return text, kind, value == default
+        return BrokerConfig(text, kind, value == default)
+
+    def topic_default(name: str, kind: int) -> BrokerConfig:
+        return entry(topic_defaults[name], default_topic_defaults[name], kind)
 
     k, s, n = settings.kafka, settings.storage, settings.network
     dk, ds, dn = defaults.kafka, defaults.storage, defaults.network
+    # A listener that requires SASL is a SASL_PLAINTEXT listener in Kafka's terms.
+    security = "SASL_PLAINTEXT" if k.sasl_required else "PLAINTEXT"
     return {
         "broker.id": entry(NODE_ID, NODE_ID, _TYPE_INT),
+        "node.id": entry(NODE_ID, NODE_ID, _TYPE_INT),
+        # One process is both the broker and the controller of its one-node cluster.
+        "process.roles": BrokerConfig("broker,controller", _TYPE_LIST, False),
+        "listeners": BrokerConfig(f"{security}://{listener}", _TYPE_STRING, False),
+        "advertised.listeners": BrokerConfig(f"{security}://{advertised}", _TYPE_STRING, False),
+        "log.dirs": BrokerConfig(log_dir, _TYPE_STRING, False),
         "num.partitions": entry(k.num_partitions, dk.num_partitions, _TYPE_INT),
         "auto.create.topics.enable": entry(
             k.auto_create_topics, dk.auto_create_topics, _TYPE_BOOLEAN
         ),
         "default.replication.factor": entry(1, 1, _TYPE_INT),
+        "min.insync.replicas": entry(1, 1, _TYPE_INT),
         "message.max.bytes": entry(k.max_message_bytes, dk.max_message_bytes, _TYPE_INT),
         "socket.request.max.bytes": entry(
             k.socket_request_max_bytes, dk.socket_request_max_bytes, _TYPE_INT
         ),
+        "connections.max.idle.ms": entry(
+            k.connections_max_idle_ms, dk.connections_max_idle_ms, _TYPE_LONG
+        ),
+        "group.min.session.timeout.ms": entry(
+            k.group_min_session_timeout_ms, dk.group_min_session_timeout_ms, _TYPE_INT
+        ),
+        "group.max.session.timeout.ms": entry(
+            k.group_max_session_timeout_ms, dk.group_max_session_timeout_ms, _TYPE_INT
+        ),
+        "group.initial.rebalance.delay.ms": entry(
+            k.group_initial_rebalance_delay_ms, dk.group_initial_rebalance_delay_ms, _TYPE_INT
+        ),
+        "offset.metadata.max.bytes": entry(
+            k.offset_metadata_max_bytes, dk.offset_metadata_max_bytes, _TYPE_INT
+        ),
+        "sasl.enabled.mechanisms": entry(k.sasl_mechanisms, dk.sasl_mechanisms, _TYPE_LIST),
+        # The SASL users (auth.users) are this broker's JAAS configuration: a password,
+        # so described as Kafka describes one, sensitive and without its value.
+        "sasl.jaas.config": BrokerConfig(
+            None, _TYPE_PASSWORD, settings.auth.users == defaults.auth.users, sensitive=True
+        ),
+        "compression.type": topic_default("compression.type", _TYPE_STRING),
+        "log.cleanup.policy": topic_default("cleanup.policy", _TYPE_LIST),
+        "log.cleaner.delete.retention.ms": topic_default("delete.retention.ms", _TYPE_LONG),
+        "log.message.timestamp.type": topic_default("message.timestamp.type", _TYPE_STRING),
         "log.segment.bytes": entry(s.segment_bytes, ds.segment_bytes, _TYPE_INT),
         "log.roll.ms": entry(s.segment_ms, ds.segment_ms, _TYPE_LONG),
         "log.retention.ms": entry(
@@ -91,6 +144,7 @@ def broker_configs(settings: Settings) -> dict[str, tuple[str, int, bool]]:
             s.index_interval_bytes, ds.index_interval_bytes, _TYPE_INT
         ),
         "log.index.size.max.bytes": entry(s.index_max_bytes, ds.index_max_bytes, _TYPE_INT),
+        "log.preallocate": entry(s.preallocate, ds.preallocate, _TYPE_BOOLEAN),
         "socket.send.buffer.bytes": entry(
             n.send_buffer_bytes or -1, dn.send_buffer_bytes or -1, _TYPE_INT
         ),
@@ -105,7 +159,8 @@ def describe_configs(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DESCRIBE_CONFIGS, ctx.api_version)
     results = []
     for res in request.resources:
-        error, message, entries = ErrorCode.none, None, []
+        error, message = ErrorCode.none, None
+        entries: list[tuple[str, str | None, bool, int, int, str | None, bool]] = []
         keys = set(res.configuration_keys) if res.configuration_keys is not None else None
         if res.resource_type == TOPIC:
             topic = ctx.broker.topics.get(res.resource_name)
@@ -123,12 +178,23 @@ def describe_configs(ctx: RequestContext, request: Any) -> Any:
                             CONFIG_SOURCE_TOPIC if overridden else CONFIG_SOURCE_DEFAULT,
                             _TOPIC_TYPES.get(name, _TYPE_LONG),
                             topic_configs.KEYS[name].doc,
+                            False,
                         )
                     )
         elif res.resource_type == BROKER and res.resource_name in ("", str(NODE_ID)):
-            for name, (value, kind, is_default) in broker_configs(ctx.server.settings).items():
-                source = CONFIG_SOURCE_DEFAULT if is_default else CONFIG_SOURCE_STATIC_BROKER
-                entries.append((name, value, True, source, kind, None))
+            host, port = ctx.server.advertised_address(ctx.connection.local)
+            # The address the listener binds, with the port the client reached it on
+            # (the configured one may be 0, "any free port").
+            bound_port = ctx.connection.local[1] if ctx.connection.local else port
+            described = broker_configs(
+                ctx.server.settings,
+                f"{ctx.server.settings.server.host}:{bound_port}",
+                f"{host}:{port}",
+                str(ctx.broker.topics.log_dir),
+            )
+            for name, c in described.items():
+                source = CONFIG_SOURCE_DEFAULT if c.is_default else CONFIG_SOURCE_STATIC_BROKER
+                entries.append((name, c.value, True, source, c.kind, None, c.sensitive))
         else:
             error = ErrorCode.invalid_request
             message = (
@@ -143,12 +209,12 @@ def describe_configs(ctx: RequestContext, request: Any) -> Any:
                 read_only=read_only,
                 config_source=source,
                 is_default=source == CONFIG_SOURCE_DEFAULT,
-                is_sensitive=False,
+                is_sensitive=sensitive,
                 synonyms=(),
                 config_type=kind,
                 documentation=doc if request_docs(request) else None,
             )
-            for name, value, read_only, source, kind, doc in entries
+            for name, value, read_only, source, kind, doc, sensitive in entries
             if keys is None or name in keys
         )
         results.append(

@@ -65,3 +65,20 @@ def test_a_lying_count_anywhere_is_refused_or_fits(key: int, version: int) -> No
         for cut in range(len(mutated), -1, -1):
             with contextlib.suppress(MalformedRequest):
                 registry.decode(s, mutated[:cut], 0)
+
+
+@pytest.mark.parametrize(
+    ("cursor", "ok"),
+    [(b"\xff", True), (b"\x01\x02a\x00\x00\x00\x02\x00", True), (b"\x01\x02a", False),
+     (b"\x02\x02a\x00\x00\x00\x02\x00", False), (b"", False)],
+)
+def test_a_nullable_struct_is_read_by_its_presence_marker(cursor: bytes, ok: bool) -> None:
+    # DescribeTopicPartitions v0: topics ["a"], limit 5, then the nullable cursor.
+    body = b"\x02\x02a\x00" + b"\x00\x00\x00\x05" + cursor + b"\x00"
+    s = registry.schema(75, 0)
+    if ok:
+        request = registry.decode(s, body, 0)
+        assert (request.cursor is None) == (cursor == b"\xff")
+    else:
+        with pytest.raises(MalformedRequest):
+            check_request(s.request_type, body, 0)
