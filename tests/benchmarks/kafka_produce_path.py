@@ -65,6 +65,9 @@ class CountingTransport:
     def writelines(self, buffers: list[Any]) -> None:
         self.written += sum(len(b) for b in buffers)
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # everything written is taken at once: the connection never holds back
+
     def pause_reading(self) -> None:
         pass
 
