@@ -11,10 +11,13 @@ clients write reaches the old ones converted back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.record.legacy_records import LegacyRecordBatchBuilder
 from kafka.structs import OffsetAndMetadata
+from kio.schema.errors import ErrorCode
 
 from tests.broker_process import BrokerProcess
 from tests.integration.kafka.clients import (
@@ -24,6 +27,9 @@ from tests.integration.kafka.clients import (
     create_topic,
     produce_confluent,
 )
+from tests.integration.kafka.wire_client import WireClient, encode_request, request_types
+
+PRODUCE = 0
 
 # (api_version, codec): every legacy codec in both magics, and magic-0 lz4 with the
 # 0.8 frame checksum Kafka tolerates.
@@ -166,3 +172,34 @@ def test_old_clients_commit_and_read_back_offsets_and_list_offsets(
         assert found.offset == 3
     finally:
         modern.close()
+
+
+def test_a_message_set_with_a_bad_crc_is_corrupt_message_and_nothing_is_stored(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str],
+) -> None:
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 1)
+    builder = LegacyRecordBatchBuilder(1, 0, 1 << 20)
+    for i in range(3):
+        builder.append(i, T0 + i, b"k", b"value")
+    good = bytes(builder.build())
+    bad = bytearray(good)
+    bad[-1] ^= 0x01  # the last message's value: its CRC-32 no longer matches
+    m = request_types(PRODUCE, 2)
+    answers = []
+    client = WireClient(kafka_broker.kafka_port)
+    try:
+        for n, records in enumerate((bytes(bad), good)):
+            request = m.ProduceRequest(acks=1, timeout=timedelta(seconds=5), topic_data=(
+                m.TopicProduceData(name=topic, partition_data=(
+                    m.PartitionProduceData(index=0, records=records),)),))
+            client.send(encode_request(request, n))
+            _, resp = client.read_response(PRODUCE, 2)
+            [partition] = resp.responses[0].partition_responses
+            answers.append((partition.error_code, partition.base_offset))
+    finally:
+        client.close()
+    # The bad set stored nothing; the same connection's next, good set starts at 0.
+    assert answers == [(ErrorCode.corrupt_message, -1), (ErrorCode.none, 0)]
+    stored = consume_confluent(kafka_broker.kafka_port, topic, 1, 3)
+    assert [msg.offset for msg in stored] == [0, 1, 2]
