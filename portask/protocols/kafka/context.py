@@ -9,6 +9,7 @@ checks it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,6 +46,9 @@ class Connection(Protocol):
     sasl_mechanism: str | None  # chosen by SaslHandshake
     scram: ScramServer | None  # a SCRAM exchange in progress
     authenticated_user: str | None
+    # Set by SaslHandshake v0: the frames that follow are raw SASL tokens, not requests;
+    # it answers each with the token to send back, or None to close the connection.
+    raw_sasl: Callable[[bytes], bytes | None] | None
 
     def close_after_reply(self) -> None:
         """Close once the replies queued so far are written (a failed login)."""

@@ -34,6 +34,7 @@ import collections
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from portask import metrics
@@ -143,6 +144,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.sasl_mechanism: str | None = None
         self.scram: ScramServer | None = None
         self.authenticated_user: str | None = None
+        # Between a SaslHandshake v0 and the end of its exchange, frames are raw tokens.
+        self.raw_sasl: Callable[[bytes], bytes | None] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -237,7 +240,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._held = True
                 self._update_reading()
                 break
-            self._handle(view[pos + 4 : pos + 4 + size])
+            if self.raw_sasl is None:
+                self._handle(view[pos + 4 : pos + 4 + size])
+            else:
+                self._raw_sasl_token(bytes(view[pos + 4 : pos + 4 + size]))
             pos += 4 + size
             if self._closed:
                 return
@@ -370,6 +376,25 @@ class KafkaConnection(asyncio.BufferedProtocol):
         _observe(api.schema, started)
         for piece in buffers:
             self._out_bytes += len(piece)
+        if self._pending:
+            slot = _Slot()
+            slot.buffers, slot.done = buffers, True
+            self._pending.append(slot)
+        else:
+            self._out.extend(buffers)
+
+    def _raw_sasl_token(self, token: bytes) -> None:
+        """A SASL token outside Kafka's request framing (after SaslHandshake v0): the
+        answer is the bare size-prefixed token; a failed login closes the connection
+        without one, as Kafka does before SaslAuthenticate existed."""
+        assert self.raw_sasl is not None
+        reply = self.raw_sasl(token)
+        if reply is None:
+            metrics.CONNECTION_ERRORS.labels("kafka", "SASL authentication failed").inc()
+            self.close()
+            return
+        buffers = [INT32.pack(len(reply)) + reply]
+        self._out_bytes += len(buffers[0])
         if self._pending:
             slot = _Slot()
             slot.buffers, slot.done = buffers, True

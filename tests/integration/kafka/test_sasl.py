@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tests.broker_process import BrokerProcess, start_broker
 from tests.integration.kafka.test_wire import api_versions_request, metadata_request
@@ -73,6 +73,55 @@ def test_kafka_python_logs_in(sasl_broker: BrokerProcess, mechanism: str) -> Non
     md = producer.send(f"kp-{mechanism.lower()}", b"v").get(10)
     assert md.offset == 0
     producer.close()
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_an_old_client_logs_in_with_raw_sasl_tokens_after_handshake_v0(
+    sasl_broker: BrokerProcess, mechanism: str
+) -> None:
+    # kafka-python pinned to Kafka 0.10 sends SaslHandshake v0, then the tokens as bare
+    # size-prefixed frames (no SaslAuthenticate), then old Produce and Fetch versions.
+    conf = {
+        "bootstrap_servers": f"127.0.0.1:{sasl_broker.kafka_port}",
+        "api_version": (0, 10),
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": "bob",
+        "sasl_plain_password": "b0b-pw",
+    }
+    topic = f"kp-raw-{mechanism.lower()}"
+    producer = KafkaProducer(**conf)
+    assert producer.send(topic, b"old", partition=0).get(10).offset == 0
+    producer.close()
+    consumer = KafkaConsumer(**conf, auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer.assign([TopicPartition(topic, 0)])
+    assert [m.value for m in consumer] == [b"old"]
+    consumer.close()
+
+
+def test_a_wrong_password_after_handshake_v0_closes_the_connection_without_an_answer(
+    sasl_broker: BrokerProcess,
+) -> None:
+    client = WireClient(sasl_broker.kafka_port)
+    client.send(encode_request(request_types(17, 0).SaslHandshakeRequest(mechanism="PLAIN"), 1))
+    _, resp = client.read_response(17, 0)
+    assert resp.error_code == 0
+    token = b"\0alice\0wrong"
+    client.send(len(token).to_bytes(4, "big") + token)
+    assert client.is_closed_by_peer()
+    client.close()
+    # The right password over the same kind of connection gets the empty PLAIN answer,
+    # then ordinary requests are served.
+    client = WireClient(sasl_broker.kafka_port)
+    client.send(encode_request(request_types(17, 0).SaslHandshakeRequest(mechanism="PLAIN"), 1))
+    client.read_response(17, 0)
+    token = b"\0alice\0alice-secret"
+    client.send(len(token).to_bytes(4, "big") + token)
+    assert client.read_frame() == b""
+    client.send(encode_request(metadata_request("after-raw-login"), 2))
+    cid, _ = client.read_response(3, 12)
+    assert cid == 2
+    client.close()
 
 
 def test_wrong_password_gets_sasl_authentication_failed_then_close(

@@ -107,7 +107,7 @@ def test_api_versions_lists_implemented_ranges(kafka_broker: BrokerProcess) -> N
         16: (0, 4), API_VERSIONS: (0, 3), 19: (0, 7), 20: (0, 6), 21: (0, 2), 22: (0, 4),
         23: (0, 4), 25: (0, 3), 26: (0, 3), 28: (0, 3), 32: (0, 4), 33: (0, 2), 36: (0, 2),
         37: (0, 3), 42: (0, 2), 44: (0, 1), 47: (0, 0), 60: (0, 1), 65: (0, 0),
-        34: (0, 2), 35: (0, 4), 43: (0, 2), 45: (0, 0), 46: (0, 0),
+        34: (0, 2), 35: (0, 4), 43: (0, 2), 45: (0, 0), 46: (0, 0), 17: (0, 1),
     }
     assert {k: ranges[k] for k in served_as_kafka_37} == served_as_kafka_37
     assert ranges[75] == (0, 0)  # DescribeTopicPartitions: Kafka 3.8's, for 3.8+ admin clients

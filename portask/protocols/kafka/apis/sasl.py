@@ -1,9 +1,10 @@
 """SASL: SaslHandshake (key 17) and SaslAuthenticate (key 36).
 
-SaslHandshake, version 1:
-    v1  the tokens that follow travel in SaslAuthenticate requests (v0 would switch the
-        connection to raw SASL tokens outside Kafka's framing; every current client
-        uses v1 when offered, so v0 is not served)
+SaslHandshake, versions 0-1:
+    v0  the tokens that follow travel as raw size-prefixed frames outside Kafka's
+        request framing (clients of Kafka 0.10, e.g. kafka-python pinned to 0.10); a
+        failed login closes the connection without an answer
+    v1  the tokens that follow travel in SaslAuthenticate requests
 SaslAuthenticate, versions 0-2:
     v0  one SASL token each way
     v1  session_lifetime_ms (0 here: sessions do not expire)
@@ -30,7 +31,7 @@ from portask.protocols.scram import ScramError, ScramServer
 log = logging.getLogger("portask.kafka")
 
 
-@api(ApiKey.SASL_HANDSHAKE, (1, 1))
+@api(ApiKey.SASL_HANDSHAKE, (0, 1))
 def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.SASL_HANDSHAKE, ctx.api_version)
     offered = ctx.server.sasl_mechanisms
@@ -46,6 +47,8 @@ def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
             users = ctx.server.users
             conn.scram = ScramServer(request.mechanism,
                                      lambda name: users.scram(name, request.mechanism))
+        if ctx.api_version == 0:
+            conn.raw_sasl = lambda token: _raw_token(ctx, token)
     return registry.make(types.SaslHandshakeResponse, error_code=error, mechanisms=offered)
 
 
@@ -61,9 +64,6 @@ def sasl_authenticate(ctx: RequestContext, request: Any) -> Any:
         )
 
     def fail(message: str) -> Any:
-        log.warning("SASL authentication failed; closing the connection",
-                    extra={"fields": {"peer": conn.peer, "mechanism": conn.sasl_mechanism,
-                                      "detail": message}})
         conn.close_after_reply()
         return answer(ErrorCode.sasl_authentication_failed, message)
 
@@ -71,20 +71,48 @@ def sasl_authenticate(ctx: RequestContext, request: Any) -> Any:
         conn.close_after_reply()
         return answer(ErrorCode.illegal_sasl_state,
                       "SaslAuthenticate must follow a SaslHandshake on this connection")
+    failure, reply = _step(ctx, bytes(request.auth_bytes))
+    if failure is not None:
+        return fail(failure)
+    return answer(ErrorCode.none, data=reply)
+
+
+def _raw_token(ctx: RequestContext, token: bytes) -> bytes | None:
+    """One raw token after SaslHandshake v0: the reply, or None for a failed login."""
+    conn = ctx.connection
+    failure, reply = _step(ctx, token)
+    if failure is not None:
+        return None
+    if conn.authenticated_user is not None:
+        conn.raw_sasl = None  # the exchange is over: Kafka requests follow
+    return reply
+
+
+def _step(ctx: RequestContext, token: bytes) -> tuple[str | None, bytes]:
+    """Feed one client token to the connection's mechanism: (why it failed, or None;
+    the token to answer with). Logs the failure."""
+    conn = ctx.connection
     if conn.sasl_mechanism == "PLAIN":
-        parts = bytes(request.auth_bytes).split(b"\0")
+        parts = token.split(b"\0")
         if len(parts) != 3:
-            return fail("malformed PLAIN token: expected authzid NUL user NUL password")
+            return _failed(conn, "malformed PLAIN token: expected authzid NUL user NUL password")
         _, user, password = (p.decode("utf-8", "replace") for p in parts)
         if not ctx.server.users.check_password(user, password):
-            return fail(f"authentication failed for user {user!r}: invalid credentials")
+            return _failed(conn, f"authentication failed for user {user!r}: invalid credentials")
         conn.authenticated_user = user
-        return answer(ErrorCode.none)
+        return None, b""
     assert conn.scram is not None
     try:
-        reply = conn.scram.step(bytes(request.auth_bytes))
+        reply = conn.scram.step(token)
     except ScramError as exc:
-        return fail(str(exc))
+        return _failed(conn, str(exc))
     if conn.scram.done:
         conn.authenticated_user = conn.scram.username
-    return answer(ErrorCode.none, data=reply)
+    return None, reply
+
+
+def _failed(conn: Any, message: str) -> tuple[str, bytes]:
+    log.warning("SASL authentication failed; closing the connection",
+                extra={"fields": {"peer": conn.peer, "mechanism": conn.sasl_mechanism,
+                                  "detail": message}})
+    return message, b""
