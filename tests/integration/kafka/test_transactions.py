@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from tests.broker_process import BrokerProcess, start_broker
 from tests.integration.kafka.clients import bootstrap, create_topic
+from tests.integration.kafka.wire_client import WireClient, encode_request, request_types
 
 
 def txn_producer(port: int, tid: str, **conf: object) -> Producer:
@@ -228,3 +230,48 @@ def test_consume_transform_produce_is_exactly_once_across_an_abort(
         assert done[0].offset == 30
     finally:
         checker.close()
+
+
+def test_add_partitions_v4_adds_and_verifies_batched_transactions(
+    kafka_broker: BrokerProcess, topic_name: Callable[[], str]
+) -> None:
+    # v4 is what other brokers send (KIP-890): several transactions, some verify-only.
+    topic = topic_name()
+    create_topic(kafka_broker.kafka_port, topic, 2)
+    client = WireClient(kafka_broker.kafka_port)
+    try:
+        init = request_types(22, 4)
+        client.send(encode_request(init.InitProducerIdRequest(
+            transactional_id="tx-v4", transaction_timeout=timedelta(seconds=60),
+            producer_id=-1, producer_epoch=-1), 1))
+        _, ids = client.read_response(22, 4)
+        assert ids.error_code == 0
+        m = request_types(24, 4)
+
+        def txn(tid: str, epoch: int, verify: bool, partitions: tuple[int, ...]) -> object:
+            return m.AddPartitionsToTxnTransaction(
+                transactional_id=tid, producer_id=ids.producer_id, producer_epoch=epoch,
+                verify_only=verify,
+                topics=(m.AddPartitionsToTxnTopic(name=topic, partitions=partitions),))
+
+        client.send(encode_request(m.AddPartitionsToTxnRequest(transactions=(
+            txn("tx-v4", ids.producer_epoch, False, (0,)),
+            txn("tx-v4", ids.producer_epoch, True, (0, 1)),
+            txn("tx-v4", ids.producer_epoch + 1, True, (0,)),
+            txn("no-such-tx", 0, True, (0,)),
+        )), 2))
+        _, resp = client.read_response(24, 4)
+    finally:
+        client.close()
+    assert resp.error_code == 0
+    found = [
+        [(p.partition_index, p.partition_error_code) for t in r.topic_results
+         for p in t.results_by_partition]
+        for r in resp.results_by_transaction
+    ]
+    assert found == [
+        [(0, 0)],  # added
+        [(0, 0), (1, 48)],  # in the transaction; not in it: INVALID_TXN_STATE
+        [(0, 90)],  # another epoch: PRODUCER_FENCED
+        [(0, 49)],  # INVALID_PRODUCER_ID_MAPPING
+    ]

@@ -1,10 +1,12 @@
 """Transactions: AddPartitionsToTxn (24), AddOffsetsToTxn (25), EndTxn (26),
 TxnOffsetCommit (28).
 
-AddPartitionsToTxn, versions 0-3:
+AddPartitionsToTxn, versions 0-4:
     v1  same as v0
     v2  PRODUCER_FENCED may be answered
-    v3  flexible (v4, the broker-to-broker batched form, is not served)
+    v3  flexible
+    v4  several transactions per request, and verify_only (KIP-890: brokers ask the
+        coordinator whether a partition is in a transaction before appending)
 AddOffsetsToTxn, versions 0-3:
     v1  same as v0
     v2  PRODUCER_FENCED may be answered
@@ -49,41 +51,96 @@ def _code(error: TxnError | None) -> ErrorCode:
     return ErrorCode.none if error is None else ERRORS[error]
 
 
-@api(ApiKey.ADD_PARTITIONS_TO_TXN, (0, 3))
+@api(ApiKey.ADD_PARTITIONS_TO_TXN, (0, 4))
 def add_partitions_to_txn(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.ADD_PARTITIONS_TO_TXN, ctx.api_version)
-    topics = ctx.broker.topics
-    wanted = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
-    unknown = {k for k in wanted if topics.partition(*k) is None}
+    if ctx.api_version >= 4:
+        return _batched(ctx, types, request)
+    codes = _add(
+        ctx,
+        request.v3_and_below_transactional_id,
+        request.v3_and_below_producer_id,
+        request.v3_and_below_producer_epoch,
+        request.v3_and_below_topics,
+    )
+    return registry.make(
+        types.AddPartitionsToTxnResponse,
+        throttle_time=NO_THROTTLE,
+        results_by_topic_v3_and_below=_topic_results(types, request.v3_and_below_topics, codes),
+    )
+
+
+def _batched(ctx: RequestContext, types: Any, request: Any) -> Any:
+    """v4: several transactions, each added to or only verified (``verify_only``: are
+    these partitions in the transaction?), as Kafka's coordinator answers other brokers."""
+    results = []
+    for t in request.transactions:
+        if t.verify_only:
+            codes = _verify(ctx, t.transactional_id, t.producer_id, t.producer_epoch, t.topics)
+        else:
+            codes = _add(ctx, t.transactional_id, t.producer_id, t.producer_epoch, t.topics)
+        results.append(
+            registry.make(
+                types.AddPartitionsToTxnResult,
+                transactional_id=t.transactional_id,
+                topic_results=_topic_results(types, t.topics, codes),
+            )
+        )
+    return registry.make(
+        types.AddPartitionsToTxnResponse,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        results_by_transaction=tuple(results),
+    )
+
+
+def _add(
+    ctx: RequestContext, transactional_id: str, producer_id: int, epoch: int, topics: Any
+) -> dict[tuple[str, int], ErrorCode]:
+    wanted = [(t.name, p) for t in topics for p in t.partitions]
+    unknown = {k for k in wanted if ctx.broker.topics.partition(*k) is None}
     if unknown:
         # Kafka adds nothing when any partition is unknown; the rest get OPERATION_NOT_ATTEMPTED.
-        codes = {
+        return {
             k: ErrorCode.unknown_topic_or_partition
             if k in unknown
             else ErrorCode.operation_not_attempted
             for k in wanted
         }
-    else:
-        error = ctx.broker.transactions.add_partitions(
-            request.v3_and_below_transactional_id,
-            request.v3_and_below_producer_id,
-            request.v3_and_below_producer_epoch,
-            wanted,
-        )
-        codes = dict.fromkeys(wanted, _code(error))
-    return registry.make(
-        types.AddPartitionsToTxnResponse,
-        throttle_time=NO_THROTTLE,
-        results_by_topic_v3_and_below=per_partition(
-            request.v3_and_below_topics,
-            types.AddPartitionsToTxnTopicResult,
-            lambda t, p: registry.make(
-                types.AddPartitionsToTxnPartitionResult,
-                partition_index=p,
-                partition_error_code=codes[(t.name, p)],
-            ),
-            partitions_field="results_by_partition",
+    error = ctx.broker.transactions.add_partitions(transactional_id, producer_id, epoch, wanted)
+    return dict.fromkeys(wanted, _code(error))
+
+
+def _verify(
+    ctx: RequestContext, transactional_id: str, producer_id: int, epoch: int, topics: Any
+) -> dict[tuple[str, int], ErrorCode]:
+    """Kafka's handleVerifyPartitionsInTransaction: the producer must own the transaction,
+    then each partition is NONE if it is in it, else INVALID_TXN_STATE."""
+    wanted = [(t.name, p) for t in topics for p in t.partitions]
+    coordinator = ctx.broker.transactions
+    if not transactional_id:
+        return dict.fromkeys(wanted, ErrorCode.invalid_request)
+    error = coordinator.check(transactional_id, producer_id, epoch)
+    if error is not None:
+        return dict.fromkeys(wanted, _code(error))
+    return {
+        k: ErrorCode.none
+        if coordinator.contains(transactional_id, k)
+        else ErrorCode.invalid_txn_state
+        for k in wanted
+    }
+
+
+def _topic_results(types: Any, topics: Any, codes: dict[tuple[str, int], ErrorCode]) -> Any:
+    return per_partition(
+        topics,
+        types.AddPartitionsToTxnTopicResult,
+        lambda t, p: registry.make(
+            types.AddPartitionsToTxnPartitionResult,
+            partition_index=p,
+            partition_error_code=codes[(t.name, p)],
         ),
+        partitions_field="results_by_partition",
     )
 
 
