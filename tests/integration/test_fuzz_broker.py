@@ -32,6 +32,7 @@ from typing import Any
 import pika
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from kafka.record.legacy_records import LegacyRecordBatchBuilder
 
 from portask.protocols.kafka import (
     apis,  # noqa: F401  (registers every API)
@@ -124,13 +125,17 @@ def _aimed(request: Any, key: int, topic: str, partition: int, rng: random.Rando
     if key == PRODUCE:
         rs = [Record(f"k{rng.randint(0, 9)}".encode(), rng.randbytes(rng.randint(0, 200)),
                      ((b"h", b"v"),), rng.randint(0, 1000)) for _ in range(rng.randint(1, 5))]
-        records = batch(rs, rng.choice((NONE, NONE, SNAPPY, LZ4, ZSTD)))
-        if rng.random() < 0.5:  # garbage behind a correct CRC: reaches the readers
-            records = fix_checksums(mutate(records, rng.randint))
+        if request.__version__ < 3:  # a magic 0/1 message set (kafka-python's encoder)
+            records = _message_set(rs, 0 if request.__version__ < 2 else 1, rng)
+        else:
+            records = batch(rs, rng.choice((NONE, NONE, SNAPPY, LZ4, ZSTD)))
+            if rng.random() < 0.5:  # garbage behind a correct CRC: reaches the readers
+                records = fix_checksums(mutate(records, rng.randint))
         topic_data = request.topic_data[0]
         part = dataclasses.replace(topic_data.partition_data[0], index=partition, records=records)
+        txn = {"transactional_id": None} if request.__version__ >= 3 else {}
         return dataclasses.replace(
-            request, transactional_id=None, acks=rng.choice((-1, 1, 0)),
+            request, acks=rng.choice((-1, 1, 0)), **txn,
             topic_data=(dataclasses.replace(topic_data, name=topic, partition_data=(part,)),))
     topics = request.topics
     first = topics[0]
@@ -147,6 +152,14 @@ def _aimed(request: Any, key: int, topic: str, partition: int, rng: random.Rando
     else:  # Fetch v13+ names topics by id; kio's sample id names none
         first = dataclasses.replace(first, partitions=(part,))
     return dataclasses.replace(request, topics=(first,))
+
+
+def _message_set(rs: list[Record], magic: int, rng: random.Random) -> bytes:
+    builder = LegacyRecordBatchBuilder(magic, rng.choice((NONE, NONE, SNAPPY, LZ4)), 1 << 20)
+    for offset, r in enumerate(rs):
+        builder.append(offset, 1_767_225_600_000 + r.ts_delta if magic else None, r.key, r.value)
+    data = bytes(builder.build())
+    return mutate(data, rng.randint) if rng.random() < 0.5 else data
 
 
 def _kafka_mutant(rng: random.Random, donors: list[bytes]) -> bytes:
