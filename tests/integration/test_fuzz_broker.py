@@ -419,6 +419,9 @@ def _threads(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> list
     return threads
 
 
+# A fuzzing or client thread that dies must fail the test, not pass it with a warning:
+# a crashed thread means part of the run silently stopped.
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 def test_broker_survives_mutated_frames_while_clients_keep_working(
     tmp_path: Path, fuzz_seconds: float, fuzz_seed: int,
 ) -> None:
