@@ -60,6 +60,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from portask.broker.alarms import UNMETERED, MemoryUse
+from portask.broker.log import amqp_message
+from portask.broker.log.record_log import RecordLog, StoredFormat
 from portask.storage.log import Log, LogConfig, LogRecord, StorageError
 
 if TYPE_CHECKING:
@@ -67,10 +69,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("portask.amqp")
 
-# flags, priority, exchange length, routing key length, properties length, deadline ms.
-_RECORD = struct.Struct(">BBBBIq")
-RECORD_HEADER = _RECORD.size
-FLAG_PERSISTENT = 1
+# The stored layout (flags, priority, exchange, routing key, properties, body, deadline)
+# is the log's: broker/log/amqp_message.py.
+_RECORD = amqp_message.RECORD
+RECORD_HEADER = amqp_message.RECORD_HEADER
+FLAG_PERSISTENT = amqp_message.FLAG_PERSISTENT
 
 # Ack-log record sections: type byte, count u32, then count little-endian i64 values.
 _SECTION = struct.Struct("<cI")
@@ -188,14 +191,8 @@ def encode_record(message: Message, deadline: int, persistent: bool) -> bytes:
 
 def decode_record(payload: memoryview) -> tuple[Message, int]:
     """(message whose properties and body are slices of ``payload``, deadline ms)."""
-    flags, priority, ex_len, rk_len, props_len, deadline = _RECORD.unpack_from(payload)
-    pos = RECORD_HEADER
-    exchange = str(payload[pos:pos + ex_len], "utf-8")
-    pos += ex_len
-    routing_key = str(payload[pos:pos + rk_len], "utf-8")
-    pos += rk_len
-    properties = payload[pos:pos + props_len]
-    body = payload[pos + props_len:]
+    flags, priority, exchange, routing_key, properties, body, deadline = (
+        amqp_message.split(payload))
     message = Message(exchange, routing_key, properties, body,
                       persistent=bool(flags & FLAG_PERSISTENT), priority=priority)
     return message, deadline
@@ -1091,12 +1088,12 @@ class QueueStorage:
         return LogStore(self, messages, acks, f"{vhost}/{queue}/{level}")
 
     def open_stream(self, vhost: str, queue: str, *, segment_bytes: int | None,
-                    max_age_ms: int | None, max_bytes: int | None) -> Log:
-        return self.logs.open_log(
+                    max_age_ms: int | None, max_bytes: int | None) -> RecordLog:
+        return RecordLog(self.logs.open_log(
             f"{self.queue_dir(vhost, queue)}/stream",
             self._config(segment_bytes=segment_bytes or self.segment_bytes,
                          retention_ms=max_age_ms, retention_bytes=max_bytes),
-        )
+        ), StoredFormat.AMQP_MESSAGE)
 
     def remove_queue(self, vhost: str, queue: str) -> None:
         """Close a deleted queue's logs and remove its directory."""

@@ -1,4 +1,5 @@
-"""x-queue-type stream: an append-only log read with basic.consume from x-stream-offset.
+"""x-queue-type stream: a record log (``broker.log.RecordLog``, the one a Kafka partition
+is too) of AMQP messages, read with basic.consume from x-stream-offset.
 
 Every consumer has its own position; nothing is removed by consuming. Acks only
 return prefetch credit (RabbitMQ requires a prefetch for stream consumers, and
@@ -18,7 +19,8 @@ from portask.broker.amqp.errors import PreconditionFailed
 from portask.broker.amqp.message_store import Message, QueueStorage, decode_record, encode_record
 from portask.broker.amqp.queue_args import QueueArgs, parse_max_age
 from portask.broker.amqp.queues import Consumer, QueueTotals
-from portask.storage.log import Log, LogRecord, OffsetOutOfRange, StorageError
+from portask.broker.log.record_log import RecordLog
+from portask.storage.log import LogRecord, OffsetOutOfRange, StorageError
 
 _READ_AHEAD_BYTES = 64 * 1024
 
@@ -41,7 +43,7 @@ class StreamQueue(QueueTotals):
     auto_delete = False
 
     def __init__(self, name: str, *, vhost: str, arguments: dict[str, Any], args: QueueArgs,
-                 log: Log, storage: QueueStorage) -> None:
+                 log: RecordLog, storage: QueueStorage) -> None:
         self.name = name
         self.vhost = vhost
         self.arguments = dict(arguments)
@@ -61,7 +63,7 @@ class StreamQueue(QueueTotals):
         self._start_totals()
 
     @property
-    def log(self) -> Log:
+    def log(self) -> RecordLog:
         """The stream itself, for readers outside AMQP (the HTTP API)."""
         return self._log
 
@@ -90,7 +92,7 @@ class StreamQueue(QueueTotals):
             self._log.append(encode_record(message, 0, True))
         except (OSError, StorageError, ValueError):
             return False
-        self._storage.appended(self._log)
+        self._storage.appended(self._log.log)
         self.dispatch()
         return True
 

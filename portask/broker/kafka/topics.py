@@ -1,19 +1,18 @@
 """Topics and partitions: named, partitioned logs with durable definitions.
 
-A partition is one segment log plus the readers waiting for it to grow. Entries are
+A partition is one record log (``broker.log.RecordLog``) of Kafka batches. Entries are
 opaque to this module: the protocol layer decides what a payload is and how many
 offsets it spans.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,15 @@ from portask.broker.kafka import topic_configs
 from portask.broker.kafka.producers import PartitionProducers
 from portask.broker.kafka.record_codec import RecordCodec
 from portask.broker.kafka.transactions import PartitionTransactions
+from portask.broker.log.record_log import RecordLog, StoredFormat
 from portask.config import Settings
 from portask.storage.directory import LogDirectory
-from portask.storage.log import Log, LogRecord
+from portask.storage.log import Log
 
 log = logging.getLogger("portask.broker")
 
 _LEGAL_NAME = re.compile(r"^[a-zA-Z0-9._-]+$")
 MAX_NAME_LENGTH = 249
-# How much one step of a whole-log scan reads: large, as scans run rarely (rebuilds
-# after a restart, compaction, a ListOffsets by timestamp) and want few reads.
-_SCAN_CHUNK = 4 << 20
 
 
 class TopicError(Exception):
@@ -55,18 +52,18 @@ class InvalidPartitionCount(TopicError):
     pass
 
 
-class Partition:
-    __slots__ = ("_waiters", "_write_failing", "index", "log", "producers", "topic",
-                 "transactions")
+class Partition(RecordLog):
+    """One partition: a record log of Kafka batches, with its producers' and
+    transactions' state."""
+
+    __slots__ = ("index", "producers", "topic", "transactions")
 
     def __init__(self, topic: Topic, index: int, log: Log) -> None:
+        super().__init__(log, StoredFormat.KAFKA_BATCH)
         self.topic = topic
         self.index = index
-        self.log = log
         self.producers = PartitionProducers()
         self.transactions = PartitionTransactions()
-        self._waiters: set[asyncio.Future[None]] = set()
-        self._write_failing = False
 
     @property
     def log_name(self) -> str:
@@ -80,64 +77,21 @@ class Partition:
     def log_start_offset(self) -> int:
         return self.log.start_offset
 
-    def append(
-        self, payload: bytes | bytearray | memoryview, count: int, timestamp: int,
-        prefix: bytes = b"",
-    ) -> int:
-        """Append one entry; OSError (a full disk) leaves the log as it was.
-
-        Every append tries the disk again, so writes resume by themselves once space
-        returns; the first failure and the recovery are each logged once.
-        """
-        try:
-            base = self.log.append(payload, count=count, timestamp=timestamp, prefix=prefix)
-        except OSError as exc:
-            if not self._write_failing:
-                self._write_failing = True
-                log.warning(
-                    "partition write failed; appends are refused until one succeeds",
-                    extra={"fields": {"topic": self.topic.name, "partition": self.index,
-                                      "offset": self.log.end_offset, "error": str(exc)}},
-                )
-            raise
-        if self._write_failing:
-            self._write_failing = False
-            log.info(
-                "partition writes again",
+    def _write_failed(self, exc: OSError) -> None:
+        # The first failure and the recovery are each logged once.
+        if not self._write_failing:
+            log.warning(
+                "partition write failed; appends are refused until one succeeds",
                 extra={"fields": {"topic": self.topic.name, "partition": self.index,
-                                  "offset": base}},
+                                  "offset": self.log.end_offset, "error": str(exc)}},
             )
-        if self._waiters:
-            self._wake()
-        return base
 
-    def read(self, offset: int, max_bytes: int, *, min_one: bool = True) -> list[LogRecord]:
-        return self.log.read(offset, max_bytes, min_one=min_one)
-
-    def scan(self, start: int) -> Iterator[LogRecord]:
-        """Every entry from the one holding ``start`` up to the end of the log."""
-        log = self.log
-        offset = start
-        while offset < log.end_offset:
-            entries = log.read(offset, _SCAN_CHUNK)
-            if not entries:
-                return
-            for entry in entries:
-                yield entry
-                offset = entry.offset + entry.count
-
-    def watch(self, waiter: asyncio.Future[None]) -> None:
-        """Resolve ``waiter`` on the next append (long-polling readers)."""
-        self._waiters.add(waiter)
-
-    def unwatch(self, waiter: asyncio.Future[None]) -> None:
-        self._waiters.discard(waiter)
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, set()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+    def _writes_again(self, base: int) -> None:
+        log.info(
+            "partition writes again",
+            extra={"fields": {"topic": self.topic.name, "partition": self.index,
+                              "offset": base}},
+        )
 
 
 class Topic:
@@ -233,7 +187,7 @@ class Topics:
         del self._by_id[topic.topic_id]
         self.definitions.delete(TOPICS, name)
         for partition in topic.partitions:
-            partition._wake()
+            partition.wake()
             self.logs.close_log(partition.log_name)
             shutil.rmtree(self.logs.root / partition.log_name, ignore_errors=True)
         log.info("topic deleted", extra={"fields": {"topic": name}})
@@ -263,7 +217,7 @@ class Topics:
         self._persist(topic, len(topic.partitions))
         log_config = topic_configs.log_config(self.logs.config, self.effective_configs(topic))
         for partition in topic.partitions:
-            partition.log.config = log_config
+            partition.configure(log_config)
 
     def compact_all(self, now_ms: int | None = None) -> int:
         """Run compaction over every partition of topics with cleanup.policy compact."""

@@ -22,7 +22,8 @@ from portask.broker.kafka.record_codec import (
     RecordRefused,
 )
 from portask.broker.kafka.topics import Partition
-from portask.protocols.kafka import compression, records
+from portask.broker.log import compression
+from portask.protocols.kafka import records
 
 _UINT32 = struct.Struct(">I")
 _INT16 = struct.Struct(">h")

@@ -39,7 +39,8 @@ from collections.abc import Iterable
 
 import crc32c
 
-from portask.protocols.kafka import compression, records
+from portask.broker.log import compression
+from portask.protocols.kafka import records
 
 _ENTRY = struct.Struct(">qiIbb")  # offset, size, crc, magic, attributes
 _ENTRY_SIZE = _ENTRY.size  # 18

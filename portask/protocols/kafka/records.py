@@ -21,17 +21,26 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import crc32c
 
-from portask.protocols.kafka import compression
+from portask.broker.log import compression
+from portask.broker.log.kafka_batch import (
+    COMPRESSION_MASK,
+    CONTROL,
+    HEADER,
+    HEADER_SIZE,
+    LENGTH_OVERHEAD,
+    MIN_RECORD_SIZE,
+    TIMESTAMP_TYPE_LOG_APPEND,
+    TRANSACTIONAL,
+    RawRecord,
+    UnreadableBatch,
+    read_records,
+)
+from portask.broker.log.kafka_batch import read_varint as _read_varint
 from portask.protocols.kafka.wire import uvarint
 
-HEADER = struct.Struct(">qiibIhiqqqhii")
-HEADER_SIZE = HEADER.size  # 61
-# batchLength counts the bytes after the length field itself.
-LENGTH_OVERHEAD = 12
 _BASE_OFFSET = struct.Struct(">q")
 # baseOffset, batchLength, partitionLeaderEpoch: the head of a batch up to the magic byte.
 _STAMP = struct.Struct(">qii")
@@ -44,10 +53,6 @@ _INT32 = struct.Struct(">i")
 _UINT32 = struct.Struct(">I")
 _INT64 = struct.Struct(">q")
 
-COMPRESSION_MASK = 0x07
-TIMESTAMP_TYPE_LOG_APPEND = 0x08
-TRANSACTIONAL = 0x10
-CONTROL = 0x20
 NO_PRODUCER_ID = -1
 
 
@@ -63,9 +68,6 @@ CORRUPT_MESSAGE = 2
 MESSAGE_TOO_LARGE = 10
 INVALID_RECORD = 87
 UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
-# The smallest record: length, attributes, timestamp delta, offset delta, key length,
-# value length and header count, one byte each.
-MIN_RECORD_SIZE = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,71 +218,25 @@ def recompress(batch: bytes | memoryview, info: BatchInfo, codec: int, limit: in
     return out
 
 
-class _Record(NamedTuple):
-    offset_delta: int
-    timestamp: int
-    key: bytes | None
-    is_tombstone: bool
-    raw: memoryview  # the whole record, length prefix included
-
-
-def _records(batch: bytes | memoryview, limit: int) -> tuple[int, Iterator[_Record]]:
-    """The batch's codec and its records, decompressed: for the few paths that look inside.
-
-    The records come lazily, so a reader that finds what it wants early stops there.
-    Stored bytes are not trusted: anything unreadable, at once or part-way through the
-    iteration, is InvalidBatch (CORRUPT_MESSAGE).
-    """
-    view = memoryview(batch)
-    if len(view) < HEADER_SIZE:
-        raise InvalidBatch(f"record batch of {len(view)} bytes has no header", CORRUPT_MESSAGE)
-    (_, length, _, _, _, attributes, _, base_ts, max_ts, _, _, _, count) = HEADER.unpack_from(
-        view, 0
-    )
-    size = min(length + LENGTH_OVERHEAD, len(view))
-    codec = attributes & COMPRESSION_MASK
+def _records(batch: bytes | memoryview, limit: int) -> tuple[int, Iterator[RawRecord]]:
+    """The batch's codec and its records (``kafka_batch.read_records``), for the few
+    paths that look inside; anything unreadable, at once or part-way through the lazy
+    iteration, is InvalidBatch (CORRUPT_MESSAGE)."""
     try:
-        data = memoryview(compression.decompress(codec, view[HEADER_SIZE:size], limit))
-    except compression.CodecError as exc:
-        raise InvalidBatch(f"records unreadable: {exc}", CORRUPT_MESSAGE) from None
-    stamped = bool(attributes & TIMESTAMP_TYPE_LOG_APPEND)
-    return codec, _walk(data, count, base_ts, max_ts if stamped else None)
+        codec, found = read_records(batch, limit)
+    except UnreadableBatch as exc:
+        raise InvalidBatch(str(exc), CORRUPT_MESSAGE) from None
+    return codec, _answerable(found)
 
 
-def _walk(
-    data: memoryview, count: int, base_ts: int, log_append_time: int | None
-) -> Iterator[_Record]:
-    total = len(data)
-    pos = 0
+def _answerable(found: Iterator[RawRecord]) -> Iterator[RawRecord]:
     try:
-        for i in range(count):
-            start = pos
-            length, pos = _read_varint(data, pos)
-            end = pos + length
-            if length < MIN_RECORD_SIZE - 1 or end > total:
-                raise InvalidBatch(
-                    f"record {i} has length {length} with {total - pos} bytes left",
-                    CORRUPT_MESSAGE,
-                )
-            pos += 1  # record attributes
-            ts_delta, pos = _read_varint(data, pos)
-            offset_delta, pos = _read_varint(data, pos)
-            key_length, pos = _read_varint(data, pos)
-            if key_length < -1 or pos + max(key_length, 0) > end:
-                raise InvalidBatch(f"record {i} has key length {key_length}", CORRUPT_MESSAGE)
-            key = None if key_length < 0 else bytes(data[pos : pos + key_length])
-            pos += max(key_length, 0)
-            value_length, pos = _read_varint(data, pos)
-            if pos > end:
-                raise InvalidBatch(f"record {i} runs past its length", CORRUPT_MESSAGE)
-            timestamp = log_append_time if log_append_time is not None else base_ts + ts_delta
-            yield _Record(offset_delta, timestamp, key, value_length < 0, data[start:end])
-            pos = end
-    except IndexError:
-        raise InvalidBatch("records end in the middle of a record", CORRUPT_MESSAGE) from None
+        yield from found
+    except UnreadableBatch as exc:
+        raise InvalidBatch(str(exc), CORRUPT_MESSAGE) from None
 
 
-def records_of(batch: bytes | memoryview, limit: int) -> Iterator[_Record]:
+def records_of(batch: bytes | memoryview, limit: int) -> Iterator[RawRecord]:
     """Every record of a batch, decompressed; lazy, InvalidBatch may come part-way."""
     return _records(batch, limit)[1]
 
@@ -292,25 +248,6 @@ def record_timestamps(batch: bytes | memoryview, limit: int) -> Iterator[tuple[i
     """
     for record in _records(batch, limit)[1]:
         yield record.offset_delta, record.timestamp
-
-
-# Zigzag varints here are int32 or int64: ten bytes at most. Bounding the loop keeps a
-# run of continuation bytes from building an ever larger integer.
-_VARINT_MAX_SHIFT = 63
-
-
-def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """Zigzag varint, as the record format encodes lengths, deltas and sizes."""
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > _VARINT_MAX_SHIFT:
-            raise InvalidBatch(f"varint longer than 10 bytes at {pos}", CORRUPT_MESSAGE)
 
 
 CONTROL_ABORT, CONTROL_COMMIT = 0, 1
@@ -369,6 +306,8 @@ def control_type(batch: bytes | memoryview) -> int:
         return int(struct.unpack_from(">h", view, pos + 2)[0])
     except (IndexError, struct.error):
         raise InvalidBatch("transaction marker record is truncated", CORRUPT_MESSAGE) from None
+    except UnreadableBatch as exc:
+        raise InvalidBatch(str(exc), CORRUPT_MESSAGE) from None
 
 
 def varint(value: int) -> bytes:

@@ -32,13 +32,8 @@ from typing import Any
 from portask import metrics
 from portask.broker.kafka.producers import Verdict
 from portask.broker.kafka.topics import Partition
-from portask.protocols.kafka import (
-    compression,
-    message_sets,
-    producer_state,
-    records,
-    txn_markers,
-)
+from portask.broker.log import compression
+from portask.protocols.kafka import message_sets, producer_state, records, txn_markers
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode

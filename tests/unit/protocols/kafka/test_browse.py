@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from portask.protocols.kafka import compression, records
+from portask.broker.log import compression
+from portask.protocols.kafka import records
 from portask.protocols.kafka.browse import KafkaRecordCodec, build_batch, murmur2
 
 LIMIT = 1 << 20

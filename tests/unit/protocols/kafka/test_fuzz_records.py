@@ -22,7 +22,8 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from portask.protocols.kafka import compression, records
+from portask.broker.log import compression
+from portask.protocols.kafka import records
 from tests.allocation import bounded
 from tests.kafka_batches import (
     ATTRIBUTES_AT,

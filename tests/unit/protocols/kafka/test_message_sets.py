@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from kafka.record.legacy_records import LegacyRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 
-from portask.protocols.kafka import compression, message_sets, records
+from portask.broker.log import compression
+from portask.protocols.kafka import message_sets, records
 from tests.allocation import bounded
 from tests.kafka_batches import Record, batch
 from tests.mutation import fuzz_settings, mutate

@@ -15,8 +15,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portask.protocols.kafka import compression
-from portask.protocols.kafka.compression import GZIP, LZ4, SNAPPY, ZSTD, CodecError, LimitExceeded
+from portask.broker.log import compression
+from portask.broker.log.compression import GZIP, LZ4, SNAPPY, ZSTD, CodecError, LimitExceeded
 
 CODECS = {"gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
 DATA = os.urandom(200_000).hex().encode()  # compresses about 2:1, like the load tool's values
