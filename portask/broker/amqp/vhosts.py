@@ -48,13 +48,13 @@ from portask.broker.amqp.queue_args import (
     amqp_type,
     parse_queue_arguments,
 )
-from portask.broker.amqp.queues import Message, PriorityStore, Queue
-from portask.broker.amqp.stream_queue import StreamQueue
+from portask.broker.amqp.queues import AmqpQueue, Message, PriorityStore, Queue, StreamQueue
 from portask.broker.definitions import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
 
 log = logging.getLogger("portask.amqp")
 
-AnyQueue: TypeAlias = "Queue | StreamQueue"
+# Any queue kind (the one interface); the name stays for the modules that import it.
+AnyQueue: TypeAlias = AmqpQueue
 
 # The predeclared exchanges every RabbitMQ vhost has.
 _PREDECLARED = (
@@ -523,11 +523,7 @@ class VirtualHost:
             self._auto_delete_exchange(exchange)
 
     def purge_queue(self, name: str, owner: object) -> int:
-        queue = self.queue(name, owner)
-        if queue.is_stream:
-            raise NotImplementedFeature(f"queue.purge not supported by stream queues queue "
-                                        f"'{name}' in vhost '{self.name}'")
-        return queue.purge()
+        return self.queue(name, owner).purge()
 
     def delete_queue(
         self, name: str, *, owner: object, if_unused: bool = False, if_empty: bool = False

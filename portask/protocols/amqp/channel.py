@@ -320,7 +320,7 @@ class Channel:
             self.unacked_count += 1
         body = message.body
         properties = message.properties
-        if queue.is_stream:
+        if queue.delivers_offsets:
             # RabbitMQ tells stream consumers each message's offset in a header.
             properties = frames.add_long_header(properties, "x-stream-offset", ref)
         conn = self.conn
@@ -500,24 +500,14 @@ class Channel:
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise PreconditionFailed(f"invalid arg 'x-priority' for {where}: "
                                      f"\"expected integer, got {amqp_type(priority)}\"")
-        start = None
-        if queue.is_stream:
-            if m.no_ack:
-                raise NotImplementedFeature(
-                    f"automatic acknowledgement not supported by stream queues {where}")
-            if not self.prefetch_consumer:
-                raise PreconditionFailed(f"consumer prefetch count is not set for '{where}'")
-            start = queue.start_offset(arguments.get("x-stream-offset"))  # type: ignore[union-attr]
+        start = queue.consumer_start(arguments, bool(m.no_ack), self.prefetch_consumer)
         consumer = ChannelConsumer(self, queue, tag, bool(m.no_ack), bool(m.exclusive),
                                    self.prefetch_consumer, priority)
         self.consumers[tag] = consumer
         if not m.nowait:
             self.reply(Basic.ConsumeOk(consumer_tag=tag))
         # After ConsumeOk is queued, so the client knows the tag before the first delivery.
-        if queue.is_stream:
-            queue.add_consumer(consumer, start)  # type: ignore[call-arg]
-        else:
-            queue.add_consumer(consumer)
+        queue.add_consumer(consumer, start)
 
     def on_basic_cancel(self, m: Basic.Cancel) -> None:
         consumer = self.consumers.pop(m.consumer_tag, None)
@@ -539,10 +529,7 @@ class Channel:
 
     def on_basic_get(self, m: Basic.Get) -> None:
         queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
-        if queue.is_stream:
-            raise NotImplementedFeature(f"basic.get not supported by stream queues queue "
-                                        f"'{queue.name}' in vhost '{self.vhost.name}'")
-        got = queue.get(bool(m.no_ack))  # type: ignore[union-attr]
+        got = queue.get(bool(m.no_ack))
         if got is None:
             self.reply(Basic.GetEmpty())
             return

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 if TYPE_CHECKING:
-    from portask.broker.amqp.queues import Queue
+    from portask.broker.amqp.queues.base import AmqpQueue
 
-Destination: TypeAlias = "Queue | Exchange"
+Destination: TypeAlias = "AmqpQueue | Exchange"
 # Called only by exchanges that look at headers, so other routes never decode properties.
 HeadersSource: TypeAlias = Callable[[], dict[str, Any] | None]
 

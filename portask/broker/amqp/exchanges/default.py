@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 from portask.broker.amqp.exchanges.base import Binding, Destination, Exchange, HeadersSource
 
 if TYPE_CHECKING:
-    from portask.broker.amqp.queues import Queue
+    from portask.broker.amqp.queues.base import AmqpQueue
 
 
 class DefaultExchange(Exchange):
     kind = "direct"
 
-    def __init__(self, find_queue: Callable[[str], Queue | None]) -> None:
+    def __init__(self, find_queue: Callable[[str], AmqpQueue | None]) -> None:
         super().__init__("", durable=True)
         self._find_queue = find_queue
 

@@ -1,4 +1,4 @@
-"""Queues: a message store plus the consumers it delivers to, and the queue arguments.
+"""Classic (and quorum) queues: a message store plus the consumers it delivers to.
 
 A message is kept exactly as it arrived (exchange, routing key, raw property bytes,
 body); where it waits is the store's business (``message_store``): memory for
@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from portask.broker.amqp.message_store import MemoryStore, Message, MessageStore, StoreFailed
 from portask.broker.amqp.queue_args import QUORUM, QueueArgs
-
-__all__ = ["Consumer", "Message", "PriorityStore", "Queue"]
+from portask.broker.amqp.queues.base import AmqpQueue, Consumer
 
 # (queue, [(message, reason)]) -> None: route dead letters; the vhost provides it.
 DeadLetterer = Callable[["Queue", list[tuple[Message, str]]], None]
@@ -42,146 +41,10 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class Consumer(Protocol):
-    tag: str
-    no_ack: bool
-    exclusive: bool
-    priority: int
+class Queue(AmqpQueue):
+    """A classic queue; a quorum queue is one too (x-queue-type quorum is accepted as an
+    argument: every message kept on disk, x-delivery-limit and x-delivery-count)."""
 
-    def ready(self) -> bool:
-        """Whether one more delivery may be sent now."""
-
-    def deliver(self, queue: Queue, ref: Any, message: Message, redelivered: bool) -> None:
-        """Send one message; unless no_ack, the consumer keeps ``ref`` until it settles."""
-
-    def queue_deleted(self, queue: Queue) -> None:
-        """The queue went away under the consumer (server-side cancel)."""
-
-
-class PriorityStore:
-    """x-max-priority: one store (lane) per priority level in use, highest served first.
-
-    Refs are (level, lane ref). Levels above the queue's maximum share the top lane,
-    which keeps FIFO order within a level, as RabbitMQ does.
-    """
-
-    def __init__(self, max_priority: int, lane: Callable[[int], MessageStore],
-                 existing: Iterable[int] = ()) -> None:
-        self.max_priority = max_priority
-        self._make_lane = lane
-        self._lanes: dict[int, MessageStore] = {}
-        self._order: list[int] = []
-        self._track_bytes = False
-        for level in existing:
-            self._lane(level)
-
-    def _lane(self, level: int) -> MessageStore:
-        lane = self._lanes.get(level)
-        if lane is None:
-            lane = self._make_lane(level)
-            lane.track_bytes = self._track_bytes
-            self._lanes[level] = lane
-            self._order = sorted(self._lanes, reverse=True)
-        return lane
-
-    @property
-    def track_bytes(self) -> bool:
-        return self._track_bytes
-
-    @track_bytes.setter
-    def track_bytes(self, value: bool) -> None:
-        self._track_bytes = value
-        for lane in self._lanes.values():
-            lane.track_bytes = value
-
-    @property
-    def failed(self) -> bool:
-        return any(lane.failed for lane in self._lanes.values())
-
-    def __len__(self) -> int:
-        return sum(len(lane) for lane in self._lanes.values())
-
-    @property
-    def bytes(self) -> int:
-        return sum(lane.bytes for lane in self._lanes.values())
-
-    def _level(self, message: Message) -> int:
-        return min(message.priority, self.max_priority)
-
-    def push(self, message: Message, deadline: int, persistent: bool) -> None:
-        self._lane(self._level(message)).push(message, deadline, persistent)
-
-    def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Any:
-        level = self._level(message)
-        return level, self._lane(level).push_delivered(message, deadline, persistent)
-
-    def pop(self) -> tuple[Any, Message, bool, int] | None:
-        for level in self._order:
-            lane = self._lanes[level]
-            if len(lane):
-                item = lane.pop()
-                if item is not None:
-                    ref, message, redelivered, deadline = item
-                    return (level, ref), message, redelivered, deadline
-        return None
-
-    def peek_deadline(self) -> int:
-        for level in self._order:
-            lane = self._lanes[level]
-            if len(lane):
-                return lane.peek_deadline()
-        return 0
-
-    def _by_level(self, refs: Iterable[Any]) -> dict[int, list[Any]]:
-        grouped: dict[int, list[Any]] = {}
-        for level, ref in refs:
-            grouped.setdefault(level, []).append(ref)
-        return grouped
-
-    def requeue(self, refs: list[Any]) -> None:
-        for level, lane_refs in self._by_level(refs).items():
-            self._lanes[level].requeue(lane_refs)
-
-    def ack(self, refs: Iterable[Any]) -> None:
-        for level, lane_refs in self._by_level(refs).items():
-            self._lanes[level].ack(lane_refs)
-
-    def forget(self, refs: Iterable[Any]) -> None:
-        for level, lane_refs in self._by_level(refs).items():
-            self._lanes[level].forget(lane_refs)
-
-    def fetch(self, ref: Any) -> Message:
-        level, lane_ref = ref
-        return self._lanes[level].fetch(lane_ref)
-
-    def purge(self) -> int:
-        return sum(lane.purge() for lane in self._lanes.values())
-
-    def delete(self) -> None:
-        for lane in self._lanes.values():
-            lane.delete()
-
-
-class QueueTotals:
-    """Lifetime totals every queue kind keeps for the management API and metrics."""
-
-    def _start_totals(self) -> None:
-        self.delivered_flushed = 0
-        self.redelivered_flushed = 0
-        self.published_total = 0
-        self.acked_total = 0
-        self.deliveries_no_ack = 0
-        self.gets = 0
-        self.gets_no_ack = 0
-        self.gets_empty = 0
-        self.metric_messages: Any = None
-        self.metric_bytes: Any = None
-
-
-class Queue(QueueTotals):
-    is_stream = False
-    # Whether its messages live in the broker's storage (a durable, non-exclusive queue).
-    on_disk = False
 
     def __init__(
         self,
@@ -198,29 +61,11 @@ class Queue(QueueTotals):
         set_header: HeaderSetter | None = None,
         on_idle_expired: Callable[[Queue], None] | None = None,
     ) -> None:
-        self.name = name
-        self.vhost = vhost
-        self.durable = durable
-        self.exclusive_owner = exclusive_owner
-        self.auto_delete = auto_delete
-        self.arguments: dict[str, Any] = dict(arguments or {})
-        self.args = args or QueueArgs()
+        super().__init__(name, vhost=vhost, durable=durable, exclusive_owner=exclusive_owner,
+                         auto_delete=auto_delete, arguments=arguments, args=args)
         self.store: MessageStore = store if store is not None else MemoryStore()
         self.consumers: list[Consumer] = []
         self._next = 0
-        self.had_consumers = False
-        self.deleted = False
-        # Exchanges with a binding to this queue, so deletion can remove them.
-        self.bound_from: set[Any] = set()
-        self.unacked = 0
-        # Counted here and copied to Prometheus once a second, off the per-message path.
-        self.delivered = 0
-        self.delivered_bytes = 0
-        self.redelivered = 0
-        # Lifetime totals for the management API's message_stats: the counters above
-        # are added here when copied to Prometheus; the rest change per batch or on
-        # paths that are already slow (get), except one increment per publish.
-        self._start_totals()
         self._dead_letter_fn = dead_letter
         self._set_header = set_header
         self._on_idle_expired = on_idle_expired
@@ -241,19 +86,8 @@ class Queue(QueueTotals):
         self._uniform_priority = True
 
     @property
-    def exclusive(self) -> bool:
-        return self.exclusive_owner is not None
-
-    @property
     def message_count(self) -> int:
         return len(self.store)
-
-    @property
-    def consumer_count(self) -> int:
-        return len(self.consumers)
-
-    def has_exclusive_consumer(self) -> bool:
-        return any(c.exclusive for c in self.consumers)
 
     # -- publish -------------------------------------------------------------------------
 
@@ -559,7 +393,7 @@ class Queue(QueueTotals):
         if not self.consumers and not self.deleted and self._on_idle_expired is not None:
             self._on_idle_expired(self)
 
-    def add_consumer(self, consumer: Consumer) -> None:
+    def add_consumer(self, consumer: Consumer, start: Any = None) -> None:
         consumers = self.consumers
         # Sorted by priority, highest first; equal priorities keep their arrival order.
         index = len(consumers)

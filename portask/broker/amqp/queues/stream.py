@@ -15,10 +15,10 @@ import time
 from collections import deque
 from typing import Any
 
-from portask.broker.amqp.errors import PreconditionFailed
+from portask.broker.amqp.errors import NotImplementedFeature, PreconditionFailed
 from portask.broker.amqp.message_store import Message, QueueStorage, decode_record, encode_record
 from portask.broker.amqp.queue_args import QueueArgs, parse_max_age
-from portask.broker.amqp.queues import Consumer, QueueTotals
+from portask.broker.amqp.queues.base import AmqpQueue, Consumer
 from portask.broker.log.record_log import RecordLog
 from portask.storage.log import LogRecord, OffsetOutOfRange, StorageError
 
@@ -34,33 +34,19 @@ class _Reader:
         self.readahead: deque[LogRecord] = deque()
 
 
-class StreamQueue(QueueTotals):
+class StreamQueue(AmqpQueue):
     is_stream = True
+    delivers_offsets = True
     on_disk = True
-    durable = True
-    exclusive_owner = None
-    exclusive = False
-    auto_delete = False
 
     def __init__(self, name: str, *, vhost: str, arguments: dict[str, Any], args: QueueArgs,
                  log: RecordLog, storage: QueueStorage) -> None:
-        self.name = name
-        self.vhost = vhost
-        self.arguments = dict(arguments)
-        self.args = args
+        # Streams have no get and refuse no-ack consumers: those totals stay 0.
+        super().__init__(name, vhost=vhost, durable=True, exclusive_owner=None,
+                         auto_delete=False, arguments=arguments, args=args)
         self._log = log
         self._storage = storage
         self._readers: list[_Reader] = []
-        self.deleted = False
-        self.had_consumers = False
-        self.bound_from: set[Any] = set()
-        self.unacked = 0
-        self.delivered = 0
-        self.delivered_bytes = 0
-        self.redelivered = 0
-        # Lifetime totals for the management API, as on Queue (streams have no get
-        # and refuse no-ack consumers, so those stay 0).
-        self._start_totals()
 
     @property
     def log(self) -> RecordLog:
@@ -74,13 +60,6 @@ class StreamQueue(QueueTotals):
     @property
     def message_count(self) -> int:
         return self._log.end_offset - self._log.start_offset
-
-    @property
-    def consumer_count(self) -> int:
-        return len(self._readers)
-
-    def has_exclusive_consumer(self) -> bool:
-        return any(r.consumer.exclusive for r in self._readers)
 
     # -- publish -------------------------------------------------------------------------
 
@@ -97,6 +76,20 @@ class StreamQueue(QueueTotals):
         return True
 
     # -- consumers -----------------------------------------------------------------------
+
+    def consumer_start(self, arguments: dict[str, Any], no_ack: bool, prefetch: int) -> int:
+        """RabbitMQ's conditions for a stream consumer, and where it starts reading."""
+        if no_ack:
+            raise NotImplementedFeature(
+                f"automatic acknowledgement not supported by stream queues {self.where()}")
+        if not prefetch:
+            raise PreconditionFailed(f"consumer prefetch count is not set for "
+                                     f"'{self.where()}'")
+        return self.start_offset(arguments.get("x-stream-offset"))
+
+    def get(self, no_ack: bool) -> tuple[Any, Message, bool] | None:
+        raise NotImplementedFeature(f"basic.get not supported by stream queues "
+                                    f"{self.where()}")
 
     def start_offset(self, spec: object) -> int:
         """Where a consumer starts, from its x-stream-offset argument (default: next)."""
@@ -132,9 +125,9 @@ class StreamQueue(QueueTotals):
                                   f"in vhost '{self.vhost}'; expected first, last, next, an "
                                   "offset, a timestamp or an interval such as 1h")
 
-    def add_consumer(self, consumer: Consumer, offset: int | None = None) -> None:
-        self._readers.append(_Reader(consumer, self._log.end_offset if offset is None
-                                     else offset))
+    def add_consumer(self, consumer: Consumer, start: Any = None) -> None:
+        self._readers.append(_Reader(consumer, self._log.end_offset if start is None
+                                     else start))
         self.had_consumers = True
         self.dispatch()
 
@@ -165,7 +158,7 @@ class StreamQueue(QueueTotals):
                     continue
                 reader.offset = record.offset + 1
                 message, _deadline = decode_record(record.payload)
-                consumer.deliver(self, record.offset, message, False)  # type: ignore[arg-type]
+                consumer.deliver(self, record.offset, message, False)
                 if not consumer.no_ack:
                     self.unacked += 1
 
@@ -189,7 +182,8 @@ class StreamQueue(QueueTotals):
         """Streams do not expire."""
 
     def purge(self) -> int:
-        return 0
+        raise NotImplementedFeature(f"queue.purge not supported by stream queues "
+                                    f"{self.where()}")
 
     def delete(self) -> tuple[int, list[Consumer]]:
         self.deleted = True
