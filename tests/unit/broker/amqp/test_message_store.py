@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from portask.broker.amqp.message_store import LogStore, Message, QueueStorage, StoreFailed, _ranges
+from portask.broker.amqp.message_store import LogStore, Message, QueueStorage, StoreFailed
+from portask.broker.amqp.message_store.log_store import _ranges
 from portask.broker.amqp.queues import Queue
 from portask.storage.directory import LogDirectory
 from portask.storage.log import LogConfig

@@ -1,29 +1,25 @@
-"""Virtual hosts: the namespace of exchanges and queues, and the routing between them.
+"""One virtual host: the namespace of exchanges and queues, and the routing between them.
+
+Over 500 lines: RabbitMQ's declare/bind/delete rules and routing are one namespace's.
 
 Every declare/bind/delete rule that RabbitMQ enforces lives here, expressed as
-``amqp_errors`` exceptions; the protocol layer turns them into reply codes.
-
-Durability: durable exchanges, durable non-exclusive queues and bindings whose both
-ends are durable are written to the broker's ``Definitions`` when declared and removed
-when deleted; ``VirtualHosts.open`` replays them (and recovers each durable queue's
-message log) at start-up. Durable queues keep their messages in ``QueueStorage``.
+``amqp_errors`` exceptions; the protocol layer turns them into reply codes. Durable
+exchanges, durable non-exclusive queues and bindings whose both ends are durable are
+written through ``persistence.VhostDefinitions``.
 """
 
 from __future__ import annotations
 
 import base64
-import collections
 import contextlib
 import datetime
 import logging
 import os
-from collections.abc import Iterable, Iterator
 from typing import Any, TypeAlias
 
 from portask import metrics
 from portask.broker.alarms import MemoryUse
 from portask.broker.amqp.dead_letter import PropertyCodec, UndecodableProperties, is_cycle
-from portask.broker.amqp.definitions import table_from_plain, table_to_plain
 from portask.broker.amqp.errors import (
     AccessRefused,
     CommandInvalid,
@@ -33,7 +29,6 @@ from portask.broker.amqp.errors import (
     ResourceLocked,
 )
 from portask.broker.amqp.exchanges import EXCHANGE_TYPES, DefaultExchange, Exchange, HeadersSource
-from portask.broker.amqp.exchanges.base import arguments_key
 from portask.broker.amqp.exchanges.headers import match_mode
 from portask.broker.amqp.message_store import (
     MemoryStore,
@@ -49,7 +44,10 @@ from portask.broker.amqp.queue_args import (
     parse_queue_arguments,
 )
 from portask.broker.amqp.queues import AmqpQueue, Message, PriorityStore, Queue, StreamQueue
-from portask.broker.definitions import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
+from portask.broker.amqp.vhosts import metrics as vhost_metrics
+from portask.broker.amqp.vhosts.metrics import QueueTotals
+from portask.broker.amqp.vhosts.persistence import VhostDefinitions, is_durable
+from portask.broker.definitions import Definitions
 
 log = logging.getLogger("portask.amqp")
 
@@ -68,65 +66,6 @@ _PREDECLARED = (
 
 DEFAULT_EXCHANGE_REFUSED = "operation not permitted on the default exchange"
 
-class QueueTotals:
-    """Lifetime message counters summed over queues (read by the management API)."""
-
-    __slots__ = (
-        "ack",
-        "deliver",
-        "deliver_get",
-        "deliver_no_ack",
-        "get",
-        "get_empty",
-        "get_no_ack",
-        "publish",
-        "redeliver",
-    )
-
-    def __init__(self) -> None:
-        self.publish = self.deliver_get = self.ack = self.redeliver = 0
-        self.deliver = self.deliver_no_ack = self.get = self.get_no_ack = self.get_empty = 0
-
-    def add(self, queue: AnyQueue) -> QueueTotals:
-        delivered = queue.delivered + queue.delivered_flushed
-        self.publish += queue.published_total
-        self.deliver_get += delivered
-        self.ack += queue.acked_total
-        self.redeliver += queue.redelivered + queue.redelivered_flushed
-        self.deliver += delivered - queue.gets
-        self.deliver_no_ack += queue.deliveries_no_ack
-        self.get += queue.gets
-        self.get_no_ack += queue.gets_no_ack
-        self.get_empty += queue.gets_empty
-        return self
-
-    def merge(self, other: QueueTotals) -> QueueTotals:
-        for name in self.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        return self
-
-
-def queue_totals(queue: AnyQueue) -> QueueTotals:
-    return QueueTotals().add(queue)
-
-
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
-
-
-# The message and byte counters are labelled by exchange or queue name alone, so
-# same-named objects in different vhosts share a series: it is removed only when the
-# last of them is deleted.
-_NAMED_METRIC_USERS: collections.Counter[tuple[str, str]] = collections.Counter()
-
-
-def _last_user(kind: str, name: str) -> bool:
-    _NAMED_METRIC_USERS[kind, name] -= 1
-    if _NAMED_METRIC_USERS[kind, name] > 0:
-        return False
-    del _NAMED_METRIC_USERS[kind, name]
-    return True
-
 
 class VirtualHost:
     def __init__(self, name: str, *, definitions: Definitions | None = None,
@@ -134,6 +73,7 @@ class VirtualHost:
                  memory: MemoryUse | None = None) -> None:
         self.name = name
         self.definitions = definitions
+        self.saved = VhostDefinitions(definitions, name)
         self.storage = storage
         self.codec = codec
         # What in-memory queue stores hold counts here (the memory alarm).
@@ -156,11 +96,11 @@ class VirtualHost:
         self.retired_published_bytes = 0
         self.default_exchange = DefaultExchange(self.queues.get)
         self.exchanges: dict[str, Exchange] = {"": self.default_exchange}
-        self._bind_exchange_metrics(self.default_exchange)
+        vhost_metrics.bind_exchange(self.default_exchange)
         for ex_name, kind in _PREDECLARED:
             exchange = EXCHANGE_TYPES[kind](ex_name, durable=True)
             self.exchanges[ex_name] = exchange
-            self._bind_exchange_metrics(exchange)
+            vhost_metrics.bind_exchange(exchange)
 
     # -- exchanges -------------------------------------------------------------------
 
@@ -214,12 +154,9 @@ class VirtualHost:
         exchange = cls(name, durable=durable, auto_delete=auto_delete, internal=internal,
                        arguments=arguments)
         self.exchanges[name] = exchange
-        self._bind_exchange_metrics(exchange)
-        if durable and self.definitions is not None:
-            self.definitions.put(EXCHANGES, (self.name, name), {
-                "type": kind, "auto_delete": auto_delete, "internal": internal,
-                "arguments": table_to_plain(arguments),
-            })
+        vhost_metrics.bind_exchange(exchange)
+        if durable:
+            self.saved.save_exchange(name, kind, auto_delete, internal, arguments)
         return exchange
 
     def _check_exchange_equivalent(
@@ -265,17 +202,17 @@ class VirtualHost:
         self.retired_published_bytes += exchange.published_bytes + exchange.published_bytes_flushed
         exchange.deleted = True
         self.exchanges.pop(exchange.name, None)
-        self._release_exchange_metrics(exchange)
+        vhost_metrics.release_exchange(self.name, exchange)
         for binding in exchange.bindings.values():
-            self._forget_binding(exchange, binding.destination, binding.routing_key,
-                                 binding.arguments)
-        if exchange.durable and self.definitions is not None:
-            self.definitions.delete(EXCHANGES, (self.name, exchange.name))
+            self.saved.forget_binding(exchange, binding.destination, binding.routing_key,
+                                      binding.arguments)
+        if exchange.durable:
+            self.saved.forget_exchange(exchange.name)
         for dest in list(exchange.destinations()):
             dest.bound_from.discard(exchange)
         exchange.bindings.clear()
         for source in list(exchange.bound_from):
-            self._forget_bindings_to(source, exchange)
+            self.saved.forget_bindings_to(source, exchange)
             source.unbind_destination(exchange)
             self._auto_delete_exchange(source)
         exchange.bound_from.clear()
@@ -292,7 +229,7 @@ class VirtualHost:
         self._check_binding_arguments(src, arguments)
         if src.bind(dest, routing_key, arguments):
             dest.bound_from.add(src)
-            self._save_binding(src, dest, routing_key, arguments)
+            self.saved.save_binding(src, dest, routing_key, arguments)
 
     def unbind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
@@ -303,7 +240,7 @@ class VirtualHost:
         dest = self.exchanges.get(destination)
         src = self.exchanges.get(source)
         if dest is not None and src is not None and src.unbind(dest, routing_key, arguments):
-            self._forget_binding(src, dest, routing_key, arguments)
+            self.saved.forget_binding(src, dest, routing_key, arguments)
             if not src.has_binding_to(dest):
                 dest.bound_from.discard(src)
             self._auto_delete_exchange(src)
@@ -323,37 +260,6 @@ class VirtualHost:
                 f"invalid x-match field value {arguments.get('x-match')!r}; expected all, "
                 "any, all-with-x or any-with-x"
             )
-
-    # -- durable bindings ---------------------------------------------------------------
-
-    @staticmethod
-    def _durable(end: Any) -> bool:
-        if isinstance(end, Exchange):
-            return end.durable
-        return bool(end.durable) and end.exclusive_owner is None
-
-    def _binding_key(self, source: Exchange, dest: Any, routing_key: str,
-                     arguments: dict[str, Any]) -> tuple[str, ...]:
-        kind = "e" if isinstance(dest, Exchange) else "q"
-        return (self.name, source.name, kind, dest.name, routing_key, arguments_key(arguments))
-
-    def _save_binding(self, source: Exchange, dest: Any, routing_key: str,
-                      arguments: dict[str, Any]) -> None:
-        if self.definitions is not None and self._durable(source) and self._durable(dest):
-            self.definitions.put(BINDINGS, self._binding_key(source, dest, routing_key,
-                                                             arguments),
-                                 table_to_plain(arguments))
-
-    def _forget_binding(self, source: Exchange, dest: Any, routing_key: str,
-                        arguments: dict[str, Any]) -> None:
-        if self.definitions is not None and self._durable(source) and self._durable(dest):
-            self.definitions.delete(BINDINGS, self._binding_key(source, dest, routing_key,
-                                                                arguments))
-
-    def _forget_bindings_to(self, source: Exchange, dest: Any) -> None:
-        for binding in list(source.bindings.values()):
-            if binding.destination is dest:
-                self._forget_binding(source, dest, binding.routing_key, binding.arguments)
 
     # -- queues ----------------------------------------------------------------------
 
@@ -405,17 +311,15 @@ class VirtualHost:
             return existing
         args = parse_queue_arguments(arguments, queue=name, vhost=self.name, durable=durable,
                                      exclusive=exclusive, auto_delete=auto_delete)
-        queue = self._new_queue(name, durable=durable,
+        queue = self.new_queue(name, durable=durable,
                                 exclusive_owner=owner if exclusive else None,
                                 auto_delete=auto_delete, arguments=arguments, args=args)
         self.queues_created += 1
-        if queue.durable and queue.exclusive_owner is None and self.definitions is not None:
-            self.definitions.put(QUEUES, (self.name, name), {
-                "auto_delete": auto_delete, "arguments": table_to_plain(arguments),
-            })
+        if is_durable(queue):
+            self.saved.save_queue(name, auto_delete, arguments)
         return queue
 
-    def _new_queue(self, name: str, *, durable: bool, exclusive_owner: object | None,
+    def new_queue(self, name: str, *, durable: bool, exclusive_owner: object | None,
                    auto_delete: bool, arguments: dict[str, Any], args: QueueArgs) -> AnyQueue:
         storage = self.storage
         on_disk = durable and exclusive_owner is None and storage is not None
@@ -454,7 +358,7 @@ class VirtualHost:
         if on_disk:
             queue.on_disk = True
         self.queues[name] = queue
-        self._bind_queue_metrics(queue)
+        vhost_metrics.bind_queue(self.name, queue)
         queue.touch()
         return queue
 
@@ -502,7 +406,7 @@ class VirtualHost:
         self._check_binding_arguments(exchange, arguments)
         if exchange.bind(queue, routing_key, arguments):
             queue.bound_from.add(exchange)
-            self._save_binding(exchange, queue, routing_key, arguments)
+            self.saved.save_binding(exchange, queue, routing_key, arguments)
 
     def unbind_queue(
         self, queue_name: str, exchange_name: str, routing_key: str, arguments: dict[str, Any],
@@ -517,7 +421,7 @@ class VirtualHost:
             return
         self._check_owner(queue, owner)
         if exchange.unbind(queue, routing_key, arguments):
-            self._forget_binding(exchange, queue, routing_key, arguments)
+            self.saved.forget_binding(exchange, queue, routing_key, arguments)
             if not exchange.has_binding_to(queue):
                 queue.bound_from.discard(exchange)
             self._auto_delete_exchange(exchange)
@@ -542,17 +446,17 @@ class VirtualHost:
         """Delete a queue, cancel its consumers and drop its bindings; returns messages lost."""
         if queue.deleted:
             return 0
-        self.flush_queue_metrics(queue)
+        vhost_metrics.flush_queue(self.name, queue)
         self.queues.pop(queue.name, None)
         self.queues_deleted += 1
         self.retired.add(queue)
         count, consumers = queue.delete()
-        if self.definitions is not None and self._durable(queue):
-            self.definitions.delete(QUEUES, (self.name, queue.name))
+        if is_durable(queue):
+            self.saved.forget_queue(queue.name)
         for consumer in consumers:
             consumer.queue_deleted(queue)  # type: ignore[arg-type]
         for exchange in list(queue.bound_from):
-            self._forget_bindings_to(exchange, queue)
+            self.saved.forget_bindings_to(exchange, queue)
             exchange.unbind_destination(queue)
             self._auto_delete_exchange(exchange)
         queue.bound_from.clear()
@@ -562,7 +466,7 @@ class VirtualHost:
                       metrics.AMQP_QUEUE_CONSUMERS):
             with contextlib.suppress(KeyError):
                 gauge.remove(self.name, queue.name)
-        self._release_queue_metrics(queue)
+        vhost_metrics.release_queue(self.name, queue)
         return count
 
     def connection_closed(self, owner: object) -> None:
@@ -711,99 +615,15 @@ class VirtualHost:
                 exchange.published_bytes_flushed += exchange.published_bytes
                 exchange.published = exchange.published_bytes = 0
         for queue in self.queues.values():
-            self.flush_queue_metrics(queue)
-
-    def flush_queue_metrics(self, queue: AnyQueue) -> None:
-        if queue.delivered:
-            queue.metric_messages.inc(queue.delivered)
-            queue.metric_bytes.inc(queue.delivered_bytes)
-            queue.delivered_flushed += queue.delivered
-            queue.delivered = queue.delivered_bytes = 0
-        if queue.redelivered:
-            metrics.AMQP_MESSAGES_REDELIVERED.labels(self.name, queue.name).inc(queue.redelivered)
-            queue.redelivered_flushed += queue.redelivered
-            queue.redelivered = 0
-
-    # -- metrics ---------------------------------------------------------------------
-
-    def _bind_exchange_metrics(self, exchange: Exchange) -> None:
-        exchange.metric_messages = metrics.MESSAGES_PRODUCED.labels("amqp", "", exchange.name)
-        exchange.metric_bytes = metrics.BYTES_PRODUCED.labels("amqp", "", exchange.name)
-        _NAMED_METRIC_USERS["exchange", exchange.name] += 1
-
-    def _release_exchange_metrics(self, exchange: Exchange) -> None:
-        """A deleted exchange's series go with it, or every name ever declared (server-
-        named, per-client) would stay in memory and in /metrics for good."""
-        with contextlib.suppress(KeyError):
-            metrics.AMQP_MESSAGES_UNROUTABLE.remove(self.name, exchange.name)
-        if _last_user("exchange", exchange.name):
-            for counter in (metrics.MESSAGES_PRODUCED, metrics.BYTES_PRODUCED):
-                with contextlib.suppress(KeyError):
-                    counter.remove("amqp", "", exchange.name)
-
-    def _release_queue_metrics(self, queue: AnyQueue) -> None:
-        """As _release_exchange_metrics, for a deleted queue (exclusive reply queues come
-        and go by the thousand)."""
-        with contextlib.suppress(KeyError):
-            metrics.AMQP_MESSAGES_REDELIVERED.remove(self.name, queue.name)
-        if _last_user("queue", queue.name):
-            for counter in (metrics.MESSAGES_CONSUMED, metrics.BYTES_CONSUMED):
-                with contextlib.suppress(KeyError):
-                    counter.remove("amqp", "", queue.name)
-
-    def _bind_queue_metrics(self, queue: AnyQueue) -> None:
-        queue.metric_messages = metrics.MESSAGES_CONSUMED.labels("amqp", "", queue.name)
-        queue.metric_bytes = metrics.BYTES_CONSUMED.labels("amqp", "", queue.name)
-        _NAMED_METRIC_USERS["queue", queue.name] += 1
-        metrics.AMQP_QUEUE_MESSAGES_READY.labels(self.name, queue.name).set_function(
-            lambda: float(queue.message_count)
-        )
-        metrics.AMQP_QUEUE_MESSAGES_UNACKED.labels(self.name, queue.name).set_function(
-            lambda: float(queue.unacked)
-        )
-        metrics.AMQP_QUEUE_CONSUMERS.labels(self.name, queue.name).set_function(
-            lambda: float(queue.consumer_count)
-        )
-
-
-    # -- restart -----------------------------------------------------------------------
-
-    def restore_exchange(self, name: str, definition: dict[str, Any]) -> None:
-        kind = definition.get("type", "direct")
-        cls = EXCHANGE_TYPES.get(kind)
-        if cls is None or name in self.exchanges:
-            return
-        exchange = cls(name, durable=True, auto_delete=bool(definition.get("auto_delete")),
-                       internal=bool(definition.get("internal")),
-                       arguments=table_from_plain(definition.get("arguments")))
-        self.exchanges[name] = exchange
-        self._bind_exchange_metrics(exchange)
-
-    def restore_queue(self, name: str, definition: dict[str, Any]) -> None:
-        arguments = table_from_plain(definition.get("arguments"))
-        auto_delete = bool(definition.get("auto_delete"))
-        try:
-            args = parse_queue_arguments(arguments, queue=name, vhost=self.name, durable=True,
-                                         exclusive=False, auto_delete=auto_delete)
-        except PreconditionFailed as err:
-            log.error("cannot restore queue: %s", err.text)
-            return
-        self._new_queue(name, durable=True, exclusive_owner=None, auto_delete=auto_delete,
-                        arguments=arguments, args=args)
-
-    def restore_binding(self, source: str, kind: str, destination: str, routing_key: str,
-                        arguments: dict[str, Any]) -> None:
-        src = self.exchanges.get(source)
-        dest: Any = (self.exchanges.get(destination) if kind == "e"
-                     else self.queues.get(destination))
-        if src is None or dest is None or not src.name:
-            return
-        if src.bind(dest, routing_key, arguments):
-            dest.bound_from.add(src)
+            vhost_metrics.flush_queue(self.name, queue)
 
     def close(self) -> None:
         for queue in self.queues.values():
             queue.close()
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _show(value: object) -> str:
@@ -817,78 +637,3 @@ def _arg_value(value: object) -> str:
     if value is None:
         return "none"
     return f"the value '{_show(value)}' of type '{amqp_type(value)}'"
-
-
-class VirtualHosts:
-    """The vhosts that exist: from configuration, plus those recorded in definitions."""
-
-    def __init__(self, names: Iterable[str], *, definitions: Definitions | None = None,
-                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None,
-                 memory: MemoryUse | None = None) -> None:
-        self.definitions = definitions
-        self.storage = storage
-        self.codec = codec
-        self.memory = memory
-        self._vhosts: dict[str, VirtualHost] = {}
-        for name in names:
-            self._add(name)
-
-    def _add(self, name: str) -> VirtualHost:
-        vhost = self._vhosts.get(name)
-        if vhost is None:
-            vhost = VirtualHost(name, definitions=self.definitions, storage=self.storage,
-                                codec=self.codec, memory=self.memory)
-            self._vhosts[name] = vhost
-        return vhost
-
-    def open(self) -> VirtualHosts:
-        """Record the configured vhosts; restore every durable definition and queue log."""
-        defs = self.definitions
-        if defs is None:
-            return self
-        for name in self._vhosts:
-            if defs.get(VHOSTS, name) is None:
-                defs.put(VHOSTS, name, {})
-        for name, _value in defs.items(VHOSTS):
-            self._add(str(name))
-        for (vhost, name), value in _keyed(defs.items(EXCHANGES)):
-            self._add(vhost).restore_exchange(name, value)
-        for (vhost, name), value in _keyed(defs.items(QUEUES)):
-            self._add(vhost).restore_queue(name, value)
-        for key, value in defs.items(BINDINGS):
-            vhost, source, kind, destination, routing_key, _args_key = key  # type: ignore[misc]
-            self._add(vhost).restore_binding(source, kind, destination, routing_key,
-                                             table_from_plain(value))
-        if self.storage is not None:
-            keep = {(v.name, q.name) for v in self._vhosts.values()
-                    for q in v.queues.values() if q.on_disk}
-            removed = self.storage.collect_garbage(keep)
-            if removed:
-                log.info("removed logs of deleted queues", extra={"fields": {
-                    "count": removed}})
-        return self
-
-    def commit(self) -> bool:
-        """The commit point: pending appends written (and fsynced with fsync: always)."""
-        storage = self.storage
-        if storage is None:
-            return True
-        return storage.commit()
-
-    def close(self) -> None:
-        """Broker shutdown: write what is pending; the log directory closes the logs."""
-        self.commit()
-        for vhost in self._vhosts.values():
-            vhost.close()
-
-    def get(self, name: str) -> VirtualHost | None:
-        return self._vhosts.get(name)
-
-    def __iter__(self) -> Iterator[VirtualHost]:
-        return iter(list(self._vhosts.values()))
-
-
-def _keyed(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[tuple[str, str], Any]]:
-    for key, value in items:
-        if isinstance(key, tuple | list) and len(key) == 2:
-            yield (str(key[0]), str(key[1])), value

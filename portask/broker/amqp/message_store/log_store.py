@@ -1,9 +1,7 @@
-"""Where a queue's ready messages wait: in memory, or in the queue's own segment log.
+"""LogStore: one FIFO lane of a durable queue, in its own segment log.
 
-Both stores answer the same questions (push, pop, requeue, ack, fetch, purge) and hand
-out an opaque *ref* per message that the channel keeps while the message is unacked.
-
-``MemoryStore`` is a deque of small entries; non-durable queues use it.
+Over 500 lines: the settled bitmap, the ack log, recovery and write failures of a lane
+keep one invariant (what is delivered, settled and on disk) and are read together.
 
 ``LogStore`` is one FIFO lane of a durable queue:
 
@@ -44,36 +42,26 @@ ends that state. Nothing waits for a restart.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import errno
-import hashlib
 import heapq
 import logging
-import shutil
 import struct
-import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
-from portask.broker.alarms import UNMETERED, MemoryUse
-from portask.broker.log import amqp_message
-from portask.broker.log.record_log import RecordLog, StoredFormat
-from portask.storage.log import Log, LogConfig, LogRecord, StorageError
-
-if TYPE_CHECKING:
-    from portask.storage.directory import LogDirectory
+from portask.broker.amqp.message_store.message import (
+    Message,
+    Publisher,
+    StoreFailed,
+    decode_deadline,
+    decode_record,
+    encode_record,
+    record_body_size,
+)
+from portask.storage.log import Log, LogRecord, StorageError
 
 log = logging.getLogger("portask.amqp")
-
-# The stored layout (flags, priority, exchange, routing key, properties, body, deadline)
-# is the log's: broker/log/amqp_message.py.
-_RECORD = amqp_message.RECORD
-RECORD_HEADER = amqp_message.RECORD_HEADER
-FLAG_PERSISTENT = amqp_message.FLAG_PERSISTENT
 
 # Ack-log record sections: type byte, count u32, then count little-endian i64 values.
 _SECTION = struct.Struct("<cI")
@@ -82,255 +70,28 @@ _VOLATILE = b"V"  # (first offset, length) pairs of transient messages: gone aft
 _MARK = b"M"  # one value: every offset below it may have been delivered
 _RESET = b"R"  # forget every earlier record (written after recovery found stale acks)
 
-# Write errors that mean "no space": they also run the disk alarm's check at once.
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-_FAILURE_LOG_INTERVAL_S = 60.0
-
 READ_AHEAD_BYTES = 256 * 1024
 # Drop the settled prefix of the bitmap once it is this many bytes long.
 _BITS_TRIM_BYTES = 64 * 1024
-_LANE_MESSAGES = "m"
-_LANE_ACKS = "a"
 
 
-class Message:
-    """A published message as received: nothing here decodes the property bytes.
+class LaneStorage(Protocol):
+    """What a lane needs from the storage that runs its commit point (QueueStorage)."""
 
-    ``persistent``, ``priority`` and ``expiration`` (ms) are read from the properties
-    by the protocol layer once, at publish, because queues act on them. ``held`` counts
-    the memory stores holding the message, so that its bytes count once (``alarms``).
-    """
+    fsync_always: bool
+    publisher: Publisher | None
 
-    __slots__ = ("body", "exchange", "expiration", "held", "persistent", "priority",
-                 "properties", "routing_key")
+    def dirty(self, store: LogStore) -> None: ...
 
-    def __init__(
-        self,
-        exchange: str,
-        routing_key: str,
-        properties: bytes | memoryview,
-        body: bytes | memoryview,
-        persistent: bool = False,
-        priority: int = 0,
-        expiration: int | None = None,
-    ) -> None:
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.properties = properties
-        self.body = body
-        self.persistent = persistent
-        self.priority = priority
-        self.expiration = expiration
-        self.held = 0
+    def write_failed(self, store: LogStore, exc: BaseException, first: bool) -> None: ...
 
+    def writes_again(self, store: LogStore) -> None: ...
 
-class StoreFailed(Exception):
-    """A write failed: the publish that needed it is refused (nacked)."""
+    def failure_to_log(self, key: str) -> bool: ...
 
+    def recovery_to_log(self, key: str) -> bool: ...
 
-class Publisher(Protocol):
-    """Whoever is publishing right now, so that a failed write can nack its publishes.
-
-    ``publish_seq`` numbers the publish being routed (publisher confirms' sequence
-    number); ``write_failed(seq)`` says that the publishes from ``seq`` on may not
-    have been stored.
-    """
-
-    publish_seq: int
-
-    def write_failed(self, first_seq: int) -> None: ...
-
-
-class MessageStore(Protocol):
-    """What a queue needs from the place its ready messages wait."""
-
-    track_bytes: bool
-    # The last write failed (until one succeeds): see the module doc.
-    failed: bool
-
-    def __len__(self) -> int: ...
-
-    @property
-    def bytes(self) -> int: ...
-
-    def push(self, message: Message, deadline: int, persistent: bool) -> None: ...
-
-    def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Any: ...
-
-    def pop(self) -> tuple[Any, Message, bool, int] | None: ...
-
-    def peek_deadline(self) -> int: ...
-
-    def requeue(self, refs: list[Any]) -> None: ...
-
-    def ack(self, refs: Iterable[Any]) -> None: ...
-
-    def fetch(self, ref: Any) -> Message: ...
-
-    def purge(self) -> int: ...
-
-    def delete(self) -> None: ...
-
-    def forget(self, refs: Iterable[Any]) -> None:
-        """Refs of a deleted queue settled by their consumers: let go of what they hold."""
-
-
-# -- records ---------------------------------------------------------------------------
-
-
-def encode_record(message: Message, deadline: int, persistent: bool) -> bytes:
-    exchange = message.exchange.encode()
-    routing_key = message.routing_key.encode()
-    properties = message.properties
-    return b"".join((
-        _RECORD.pack(FLAG_PERSISTENT if persistent else 0, message.priority, len(exchange),
-                     len(routing_key), len(properties), deadline),
-        exchange, routing_key, properties, message.body,
-    ))
-
-
-def decode_record(payload: memoryview) -> tuple[Message, int]:
-    """(message whose properties and body are slices of ``payload``, deadline ms)."""
-    flags, priority, exchange, routing_key, properties, body, deadline = (
-        amqp_message.split(payload))
-    message = Message(exchange, routing_key, properties, body,
-                      persistent=bool(flags & FLAG_PERSISTENT), priority=priority)
-    return message, deadline
-
-
-def record_body_size(payload: memoryview) -> int:
-    _f, _p, ex_len, rk_len, props_len, _d = _RECORD.unpack_from(payload)
-    return len(payload) - RECORD_HEADER - ex_len - rk_len - props_len
-
-
-# -- memory ----------------------------------------------------------------------------
-
-
-class _Entry:
-    """A message with per-queue state: a TTL deadline or the redelivered flag.
-
-    Most messages have neither and are stored bare: with a backlog, every extra object
-    per message is more for the cyclic garbage collector to walk on each pass.
-    """
-
-    __slots__ = ("deadline", "message", "redelivered")
-
-    def __init__(self, message: Message, deadline: int, redelivered: bool = False) -> None:
-        self.message = message
-        self.deadline = deadline
-        self.redelivered = redelivered
-
-
-class MemoryStore:
-    """Ready messages in arrival order; requeued messages go back to the front.
-
-    Refs are the stored items themselves (a ``Message``, or an ``_Entry`` wrapping one).
-    A requeued bare message comes back wrapped, so its ref changes; nothing here keys
-    state by ref across a requeue (quorum delivery counts live in ``LogStore`` queues).
-
-    Every message from push until it is settled (acked, dropped, purged) counts in the
-    broker's ``MemoryUse``: ready and unacked messages are both held here in memory.
-    """
-
-    __slots__ = ("_bytes", "_entries", "failed", "memory", "track_bytes")
-
-    def __init__(self, memory: MemoryUse | None = None) -> None:
-        self._entries: deque[Message | _Entry] = deque()
-        self._bytes = 0
-        self.track_bytes = True
-        self.failed = False
-        self.memory = memory if memory is not None else UNMETERED
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    def push(self, message: Message, deadline: int, persistent: bool) -> None:
-        self._entries.append(_Entry(message, deadline) if deadline else message)
-        size = len(message.body)
-        self._bytes += size
-        # Inlined, as in push_delivered and ack: this runs once per message.
-        if not message.held:
-            memory = self.memory
-            memory.bytes += size + len(message.properties)
-            if memory.bytes > memory.limit and not memory.alarmed:
-                memory.exceeded()
-        message.held += 1
-
-    def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Message:
-        if not message.held:
-            memory = self.memory
-            memory.bytes += len(message.body) + len(message.properties)
-            if memory.bytes > memory.limit and not memory.alarmed:
-                memory.exceeded()
-        message.held += 1
-        return message
-
-    def pop(self) -> tuple[Message | _Entry, Message, bool, int] | None:
-        if not self._entries:
-            return None
-        item = self._entries.popleft()
-        if type(item) is Message:
-            self._bytes -= len(item.body)
-            return item, item, False, 0
-        message = item.message  # type: ignore[union-attr]
-        self._bytes -= len(message.body)
-        return item, message, item.redelivered, item.deadline  # type: ignore[union-attr]
-
-    def peek_deadline(self) -> int:
-        if not self._entries:
-            return 0
-        head = self._entries[0]
-        return 0 if type(head) is Message else head.deadline  # type: ignore[union-attr]
-
-    def requeue(self, refs: list[Message | _Entry]) -> None:
-        """Put entries back in front, keeping their relative order, flagged redelivered."""
-        entries = self._entries
-        for ref in reversed(refs):
-            if type(ref) is Message:
-                entry = _Entry(ref, 0, True)
-            else:
-                entry = ref  # type: ignore[assignment]
-                entry.redelivered = True
-            entries.appendleft(entry)
-            self._bytes += len(entry.message.body)
-
-    def ack(self, refs: Iterable[Message | _Entry]) -> None:
-        """Nothing to record: a settled message is no longer referenced (or counted)."""
-        freed = 0
-        for ref in refs:
-            message: Message = ref if type(ref) is Message else ref.message  # type: ignore[assignment,union-attr]
-            held = message.held - 1
-            message.held = held
-            if not held:
-                freed += len(message.body) + len(message.properties)
-        if freed:
-            memory = self.memory
-            memory.bytes -= freed
-            if memory.alarmed and memory.bytes <= memory.limit:
-                memory.fell()
-
-    forget = ack
-
-    def fetch(self, ref: Message | _Entry) -> Message:
-        return ref if type(ref) is Message else ref.message  # type: ignore[union-attr,return-value]
-
-    def purge(self) -> int:
-        entries = self._entries
-        count = len(entries)
-        self.ack(entries)
-        entries.clear()
-        self._bytes = 0
-        return count
-
-    def delete(self) -> None:
-        self.purge()
-
-
-# -- log -------------------------------------------------------------------------------
+    def retry_settlements(self, store: LogStore) -> None: ...
 
 
 def _ranges(offsets: list[int]) -> list[int]:
@@ -379,7 +140,7 @@ class LogStore:
         "_unconfirmed_from", "_volatile_pending", "failed", "name", "track_bytes",
     )
 
-    def __init__(self, storage: QueueStorage, messages: Log, acks: Log, name: str) -> None:
+    def __init__(self, storage: LaneStorage, messages: Log, acks: Log, name: str) -> None:
         self._storage = storage
         self._log = messages
         self._acks = acks
@@ -999,222 +760,3 @@ class LogStore:
         if trim >= _BITS_TRIM_BYTES:
             del self._bits[:trim]
             self._bits_base += trim << 3
-
-
-def decode_deadline(payload: memoryview) -> int:
-    return _RECORD.unpack_from(payload)[5]
-
-
-# -- the directory of queue logs ---------------------------------------------------------
-
-
-def _path_part(name: str) -> str:
-    """A name as one safe directory name: quoted, dots too, hashed when very long."""
-    quoted = quote(name, safe="").replace(".", "%2E") or "%00"
-    if len(quoted) > 180:
-        digest = hashlib.sha1(name.encode()).hexdigest()
-        quoted = quoted[:120] + "~" + digest
-    return quoted
-
-
-class QueueStorage:
-    """Opens and removes queue logs, and runs the commit point for every lane."""
-
-    def __init__(self, logs: LogDirectory, *, fsync_always: bool, segment_bytes: int,
-                 on_disk_full: Callable[[], None] | None = None) -> None:
-        """``on_disk_full`` runs when a write fails for lack of space (the disk alarm's
-        check, so that it need not wait for its next tick)."""
-        self.logs = logs
-        self.fsync_always = fsync_always
-        self.segment_bytes = segment_bytes
-        self.on_disk_full = on_disk_full
-        self._dirty: list[LogStore] = []
-        # Stream logs appended to since the last commit point (queue lanes sync their own).
-        self._appended: dict[int, Log] = {}
-        self._scheduled = False
-        # Lanes whose ack record could not be written: retried at every commit point
-        # (and at shutdown) until it is, even if nothing else happens on them.
-        self._retrying: list[LogStore] = []
-        self.failures = 0
-        # What failed -> (when its failure was last logged, whether one since was not).
-        self._failure_logged: dict[str, tuple[float, bool]] = {}
-        # Set by the vhost at each publish: whom a failed write of it nacks. Anything
-        # enqueued outside a publish (dead letters) runs with it cleared.
-        self.publisher: Publisher | None = None
-
-    # -- names ---------------------------------------------------------------------------
-
-    @staticmethod
-    def queue_dir(vhost: str, queue: str) -> str:
-        return f"amqp/{_path_part(vhost)}/{_path_part(queue)}"
-
-    def _config(self, *, segment_bytes: int, retention_ms: int | None = None,
-                retention_bytes: int | None = None) -> LogConfig:
-        base = self.logs.config
-        return LogConfig(
-            segment_bytes=segment_bytes,
-            segment_ms=None,
-            index_interval_bytes=base.index_interval_bytes,
-            # 16 bytes per index entry, one entry per index_interval_bytes of data.
-            index_max_bytes=min(base.index_max_bytes,
-                                segment_bytes // base.index_interval_bytes * 16 + 4096),
-            retention_ms=retention_ms,
-            retention_bytes=retention_bytes,
-            flush_messages=base.flush_messages,
-            flush_ms=base.flush_ms,
-            # The commit point fsyncs once per batch; per-append fsync would be per message.
-            fsync_always=False,
-            preallocate=base.preallocate,
-        )
-
-    def lanes(self, vhost: str, queue: str) -> list[int]:
-        """Priority levels that have a lane on disk for this queue."""
-        directory = self.logs.root / self.queue_dir(vhost, queue)
-        if not directory.is_dir():
-            return []
-        found = []
-        for entry in directory.iterdir():
-            name = entry.name
-            if name.startswith(_LANE_MESSAGES) and name[1:].isdigit():
-                found.append(int(name[1:]))
-        return sorted(found)
-
-    def open_lane(self, vhost: str, queue: str, level: int) -> LogStore:
-        base = self.queue_dir(vhost, queue)
-        messages = self.logs.open_log(f"{base}/{_LANE_MESSAGES}{level}",
-                                      self._config(segment_bytes=self.segment_bytes))
-        acks = self.logs.open_log(f"{base}/{_LANE_ACKS}{level}",
-                                  self._config(segment_bytes=1 << 20))
-        return LogStore(self, messages, acks, f"{vhost}/{queue}/{level}")
-
-    def open_stream(self, vhost: str, queue: str, *, segment_bytes: int | None,
-                    max_age_ms: int | None, max_bytes: int | None) -> RecordLog:
-        return RecordLog(self.logs.open_log(
-            f"{self.queue_dir(vhost, queue)}/stream",
-            self._config(segment_bytes=segment_bytes or self.segment_bytes,
-                         retention_ms=max_age_ms, retention_bytes=max_bytes),
-        ), StoredFormat.AMQP_MESSAGE)
-
-    def remove_queue(self, vhost: str, queue: str) -> None:
-        """Close a deleted queue's logs and remove its directory."""
-        base = self.queue_dir(vhost, queue)
-        for name in [n for n in self.logs.logs if n.startswith(base + "/")]:
-            self.logs.close_log(name)
-        prefix = f"{vhost}/{queue}/"
-        self._dirty = [s for s in self._dirty if not s.name.startswith(prefix)]
-        self._retrying = [s for s in self._retrying if not s.name.startswith(prefix)]
-        # No storage API deletes a log directory; the logs are closed, so remove the files.
-        shutil.rmtree(self.logs.root / base, ignore_errors=True)
-
-    def collect_garbage(self, keep: set[tuple[str, str]]) -> int:
-        """Remove queue directories no durable queue owns (a crash mid-delete)."""
-        root = self.logs.root / "amqp"
-        if not root.is_dir():
-            return 0
-        wanted = {self.queue_dir(v, q) for v, q in keep}
-        removed = 0
-        for vhost_dir in root.iterdir():
-            if not vhost_dir.is_dir():
-                continue
-            for queue_dir in vhost_dir.iterdir():
-                if f"amqp/{vhost_dir.name}/{queue_dir.name}" not in wanted:
-                    shutil.rmtree(queue_dir, ignore_errors=True)
-                    removed += 1
-        return removed
-
-    @property
-    def root(self) -> Path:
-        return self.logs.root
-
-    # -- commit point --------------------------------------------------------------------
-
-    def dirty(self, store: LogStore) -> None:
-        self._dirty.append(store)
-        if not self._scheduled:
-            # Work created outside a connection's read (timers, dead-lettering) still
-            # reaches the disk within this loop turn.
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            self._scheduled = True
-            loop.call_soon(self._scheduled_commit)
-
-    def appended(self, messages: Log) -> None:
-        self._appended[id(messages)] = messages
-
-    def _scheduled_commit(self) -> None:
-        self._scheduled = False
-        self.commit()
-
-    def commit(self) -> bool:
-        """Make everything published so far durable per the flush policy.
-
-        A queue lane whose write fails tells the publishers concerned itself (see
-        ``Publisher``). False when a stream log's fsync failed: the caller nacks the
-        publishes it has not confirmed.
-        """
-        ok = True
-        dirty = self._dirty
-        if self._retrying:
-            retrying, self._retrying = self._retrying, []
-            dirty = dirty + [store for store in retrying if store not in dirty]
-        if dirty:
-            self._dirty = []
-            for store in dirty:
-                store.commit()
-        if self._appended:
-            appended, self._appended = self._appended, {}
-            if self.fsync_always:
-                for opened in appended.values():
-                    try:
-                        opened.flush()
-                    except (OSError, StorageError) as exc:
-                        log.error("fsync of %s failed: %s", opened.directory, exc)
-                        ok = False
-        if not ok:
-            self.failures += 1
-        return ok
-
-    def write_failed(self, store: LogStore, exc: BaseException, first: bool) -> None:
-        """A lane's write failed (``first``: the one before it had succeeded)."""
-        self.failures += 1
-        if first and self.failure_to_log(store.name):
-            log.error("queue cannot write its log: the publishes it carried are nacked; "
-                      "later ones are tried again", extra={"fields": {
-                          "queue": store.name, "error": str(exc)}})
-        if (isinstance(exc, OSError) and exc.errno in _NO_SPACE
-                and self.on_disk_full is not None):
-            self.on_disk_full()
-
-    def writes_again(self, store: LogStore) -> None:
-        if self.recovery_to_log(store.name):
-            log.warning("queue writes its log again", extra={"fields": {
-                "queue": store.name}})
-
-    def failure_to_log(self, key: str) -> bool:
-        """Whether to log the start of a failure episode of ``key``.
-
-        One line per episode, and for a disk that hovers at full (a small write fits,
-        the next does not) at most one per interval.
-        """
-        now = time.monotonic()
-        logged = self._failure_logged.get(key)
-        if logged is None or now - logged[0] >= _FAILURE_LOG_INTERVAL_S:
-            self._failure_logged[key] = (now, False)
-            return True
-        self._failure_logged[key] = (logged[0], True)
-        return False
-
-    def recovery_to_log(self, key: str) -> bool:
-        """Whether to log the end of a failure episode: if its start was logged."""
-        logged = self._failure_logged.get(key)
-        return logged is not None and not logged[1]
-
-    def retry_settlements(self, store: LogStore) -> None:
-        if store not in self._retrying:
-            self._retrying.append(store)
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._dirty or self._appended)

@@ -1,4 +1,6 @@
-"""Consumer groups: members, generations, rebalances and committed offsets.
+"""The group coordinator: joins, syncs, heartbeats, leaves and rebalances of every group.
+
+Over 500 lines: Kafka's classic-protocol state machine is one unit (GroupCoordinator).
 
 The classic group protocol's state machine as Kafka's group coordinator runs it:
 Empty -> PreparingRebalance -> CompletingRebalance -> Stable, and Dead once deleted.
@@ -8,289 +10,48 @@ rebalance and sync deadlines, the initial rebalance delay) are loop timers and n
 needs a lock. A JoinGroup or SyncGroup that has to wait for the rest of the group gets
 a future that the rebalance resolves.
 
-Committed offsets are durable (Definitions, namespace CONSUMER_OFFSETS, key
-(group, topic, partition)); membership is not, as in Kafka: after a restart the
-groups with offsets exist again as Empty and their members rejoin.
+Committed offsets are durable (``offsets.CommittedOffsets``); membership is not, as in
+Kafka: after a restart the groups with offsets exist again as Empty and their members
+rejoin. The group model (states, members, results) is ``model.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from portask import metrics
-from portask.broker.definitions import CONSUMER_OFFSETS, Definitions
+from portask.broker.definitions import Definitions
+from portask.broker.kafka.groups.model import (
+    CAN_REBALANCE,
+    COMPLETING,
+    DEAD,
+    EMPTY,
+    NEW_MEMBER_JOIN_TIMEOUT_MS,
+    PREPARING,
+    STABLE,
+    UNKNOWN_MEMBER_ID,
+    Group,
+    GroupError,
+    JoinRequest,
+    JoinResult,
+    Member,
+    OffsetEntry,
+    SyncResult,
+    TopicPartition,
+    answer_join,
+    answer_sync,
+    check_member,
+)
+from portask.broker.kafka.groups.offsets import CommittedOffsets
 from portask.broker.kafka.topics import Topics
 from portask.config import Settings
 
 log = logging.getLogger("portask.groups")
-
-UNKNOWN_MEMBER_ID = ""
-NO_GENERATION = -1
-# A member that has just joined cannot heartbeat before its JoinGroup is answered, so
-# its session timeout cannot expire it; Kafka gives such a join five minutes instead.
-NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000
-
-
-class GroupState(enum.Enum):
-    EMPTY = "Empty"
-    PREPARING_REBALANCE = "PreparingRebalance"
-    COMPLETING_REBALANCE = "CompletingRebalance"
-    STABLE = "Stable"
-    DEAD = "Dead"
-
-
-EMPTY = GroupState.EMPTY
-PREPARING = GroupState.PREPARING_REBALANCE
-COMPLETING = GroupState.COMPLETING_REBALANCE
-STABLE = GroupState.STABLE
-DEAD = GroupState.DEAD
-_CAN_REBALANCE = (STABLE, COMPLETING, EMPTY)
-
-
-class GroupError(enum.Enum):
-    """Why a group operation was refused; each protocol maps these to its own codes."""
-
-    INVALID_GROUP_ID = enum.auto()
-    COORDINATOR_NOT_AVAILABLE = enum.auto()
-    INVALID_SESSION_TIMEOUT = enum.auto()
-    UNKNOWN_MEMBER = enum.auto()
-    MEMBER_ID_REQUIRED = enum.auto()
-    ILLEGAL_GENERATION = enum.auto()
-    REBALANCE_IN_PROGRESS = enum.auto()
-    INCONSISTENT_PROTOCOL = enum.auto()
-    FENCED_INSTANCE = enum.auto()
-    GROUP_NOT_FOUND = enum.auto()
-    NON_EMPTY_GROUP = enum.auto()
-    SUBSCRIBED_TO_TOPIC = enum.auto()
-
-
-Protocols = list[tuple[str, bytes]]  # (name, metadata) in the member's order of preference
-TopicPartition = tuple[str, int]
-
-
-class OffsetEntry(NamedTuple):
-    offset: int
-    leader_epoch: int
-    metadata: str
-    commit_timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
-class JoinRequest:
-    member_id: str
-    instance_id: str | None
-    client_id: str
-    client_host: str
-    session_timeout_ms: int
-    rebalance_timeout_ms: int
-    protocol_type: str
-    protocols: Protocols
-    require_known_member_id: bool  # KIP-394: hand out an id and ask the member to come back
-    supports_skip_assignment: bool  # KIP-814: a static leader may rejoin without reassigning
-    reason: str | None = None  # the client's, for the log
-
-
-@dataclass(frozen=True, slots=True)
-class JoinedMember:
-    member_id: str
-    instance_id: str | None
-    metadata: bytes
-
-
-@dataclass(slots=True)
-class JoinResult:
-    error: GroupError | None
-    member_id: str
-    generation: int = NO_GENERATION
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-    leader: str = ""
-    members: list[JoinedMember] = field(default_factory=list)
-    skip_assignment: bool = False
-
-
-@dataclass(slots=True)
-class SyncResult:
-    error: GroupError | None
-    assignment: bytes = b""
-    protocol_type: str | None = None
-    protocol_name: str | None = None
-
-
-class Member:
-    __slots__ = (
-        "assignment", "client_host", "client_id", "expiry", "instance_id", "is_new",
-        "join_waiter", "member_id", "protocol_type", "protocols", "rebalance_timeout_ms",
-        "session_timeout_ms", "sync_waiter",
-    )
-
-    def __init__(self, member_id: str, request: JoinRequest) -> None:
-        self.member_id = member_id
-        self.instance_id = request.instance_id
-        self.client_id = request.client_id
-        self.client_host = request.client_host
-        self.session_timeout_ms = request.session_timeout_ms
-        self.rebalance_timeout_ms = request.rebalance_timeout_ms
-        self.protocol_type = request.protocol_type
-        self.protocols: Protocols = list(request.protocols)
-        self.assignment = b""
-        self.is_new = False
-        # A waiter stays set while its request is unanswered, even if the client's
-        # connection went away: like Kafka, the coordinator cannot tell.
-        self.join_waiter: asyncio.Future[JoinResult] | None = None
-        self.sync_waiter: asyncio.Future[SyncResult] | None = None
-        self.expiry: asyncio.TimerHandle | None = None
-
-    @property
-    def awaiting_join(self) -> bool:
-        return self.join_waiter is not None
-
-    def metadata(self, protocol: str | None) -> bytes:
-        return next((md for name, md in self.protocols if name == protocol), b"")
-
-    def matches(self, protocols: Protocols) -> bool:
-        return self.protocols == list(protocols)
-
-    def vote(self, candidates: set[str]) -> str:
-        return next(name for name, _ in self.protocols if name in candidates)
-
-
-class Group:
-    def __init__(self, group_id: str) -> None:
-        self.group_id = group_id
-        self.state = EMPTY
-        self.generation = 0
-        self.protocol_type: str | None = None
-        self.protocol_name: str | None = None
-        self.leader_id: str | None = None
-        self.members: dict[str, Member] = {}
-        self.static_members: dict[str, str] = {}  # group.instance.id -> member id
-        self.pending_members: dict[str, asyncio.TimerHandle] = {}  # KIP-394 ids handed out
-        self.pending_sync: set[str] = set()
-        self.supported_protocols: Counter[str] = Counter()
-        self.new_member_added = False
-        self.in_initial_delay = False
-        self.join_timer: asyncio.TimerHandle | None = None
-        self.sync_timer: asyncio.TimerHandle | None = None
-
-    def __repr__(self) -> str:
-        return f"Group({self.group_id!r}, {self.state.value}, generation {self.generation})"
-
-    @property
-    def rebalance_timeout_ms(self) -> int:
-        return max((m.rebalance_timeout_ms for m in self.members.values()), default=0)
-
-    def is_leader(self, member_id: str) -> bool:
-        return self.leader_id == member_id
-
-    def supports_protocols(self, protocol_type: str, protocols: Protocols) -> bool:
-        if self.state is EMPTY:
-            return bool(protocol_type) and bool(protocols)
-        size = len(self.members)
-        return self.protocol_type == protocol_type and any(
-            self.supported_protocols[name] == size for name, _ in protocols
-        )
-
-    def select_protocol(self) -> str:
-        """The protocol every member supports that most members prefer (Kafka's vote)."""
-        size = len(self.members)
-        candidates = {name for name, count in self.supported_protocols.items() if count == size}
-        votes = Counter(m.vote(candidates) for m in self.members.values())
-        return votes.most_common(1)[0][0]
-
-    def add(self, member: Member, waiter: asyncio.Future[JoinResult]) -> None:
-        if member.instance_id is not None:
-            self.static_members[member.instance_id] = member.member_id
-        if not self.members:
-            self.protocol_type = member.protocol_type
-        if self.leader_id is None:
-            self.leader_id = member.member_id
-        self.members[member.member_id] = member
-        self.supported_protocols.update(name for name, _ in member.protocols)
-        member.join_waiter = waiter
-        pending = self.pending_members.pop(member.member_id, None)
-        if pending is not None:
-            pending.cancel()
-
-    def remove(self, member_id: str) -> Member | None:
-        member = self.members.pop(member_id, None)
-        if member is not None:
-            self.supported_protocols.subtract(name for name, _ in member.protocols)
-            if member.instance_id is not None:
-                self.static_members.pop(member.instance_id, None)
-            if member.expiry is not None:
-                member.expiry.cancel()
-                member.expiry = None
-        if self.is_leader(member_id):
-            self.leader_id = next(iter(self.members), None)
-        pending = self.pending_members.pop(member_id, None)
-        if pending is not None:
-            pending.cancel()
-        self.pending_sync.discard(member_id)
-        return member
-
-    def update_member(
-        self, member: Member, request: JoinRequest, waiter: asyncio.Future[JoinResult]
-    ) -> None:
-        self.supported_protocols.subtract(name for name, _ in member.protocols)
-        member.protocols = list(request.protocols)
-        self.supported_protocols.update(name for name, _ in member.protocols)
-        member.rebalance_timeout_ms = request.rebalance_timeout_ms
-        member.session_timeout_ms = request.session_timeout_ms
-        member.join_waiter = waiter
-
-    def replace_static_member(self, instance_id: str, old_id: str, new_id: str) -> Member:
-        member = self.members.pop(old_id)
-        # Fence the old incarnation at once if it is still waiting for an answer.
-        _answer_join(member, JoinResult(GroupError.FENCED_INSTANCE, old_id))
-        _answer_sync(member, SyncResult(GroupError.FENCED_INSTANCE))
-        member.member_id = new_id
-        self.members[new_id] = member
-        if self.is_leader(old_id):
-            self.leader_id = new_id
-        self.static_members[instance_id] = new_id
-        return member
-
-    def has_all_members_joined(self) -> bool:
-        return not self.pending_members and all(m.awaiting_join for m in self.members.values())
-
-    def elect_joined_leader(self) -> bool:
-        """Keep a leader that has rejoined, else pick any member that has; False if none has."""
-        if self.leader_id is None:
-            return False
-        if self.members[self.leader_id].awaiting_join:
-            return True
-        joined = next((m.member_id for m in self.members.values() if m.awaiting_join), None)
-        if joined is None:
-            return False
-        self.leader_id = joined
-        return True
-
-    def member_list(self) -> list[JoinedMember]:
-        return [
-            JoinedMember(m.member_id, m.instance_id, m.metadata(self.protocol_name))
-            for m in self.members.values()
-        ]
-
-
-def _answer_join(member: Member, result: JoinResult) -> None:
-    waiter, member.join_waiter = member.join_waiter, None
-    if waiter is not None and not waiter.done():
-        waiter.set_result(result)
-
-
-def _answer_sync(member: Member, result: SyncResult) -> None:
-    waiter, member.sync_waiter = member.sync_waiter, None
-    if waiter is not None and not waiter.done():
-        waiter.set_result(result)
 
 
 def _done(future: asyncio.Future[Any], result: Any) -> asyncio.Future[Any]:
@@ -308,6 +69,7 @@ class Groups:
         self.initial_rebalance_delay_ms = int(k.group_initial_rebalance_delay_ms)
         self.definitions = definitions
         self.topics = topics
+        self.stored = CommittedOffsets(definitions, topics)
         self._groups: dict[str, Group] = {}
         metrics.bind_group_gauges(self.lag, self.member_counts)
 
@@ -315,33 +77,23 @@ class Groups:
 
     def get(self, group_id: str) -> Group | None:
         group = self._groups.get(group_id)
-        if group is None and any(g == group_id for g, _, _ in self._offset_keys()):
+        if group is None and self.stored.has_group(group_id):
             # A group known only by its offsets (after a restart, or committed by a
             # transaction) exists as Empty, as Kafka loads it from __consumer_offsets.
             group = self._groups[group_id] = Group(group_id)
         return group
 
     def __iter__(self) -> Iterator[Group]:
-        for group_id, _, _ in self._offset_keys():
+        for group_id, _, _ in self.stored.partition_keys():
             if group_id not in self._groups:
                 self._groups[group_id] = Group(group_id)
         return iter(list(self._groups.values()))
 
     def lag(self) -> Iterator[tuple[str, str, int, int]]:
-        """(group, topic, partition, high watermark - committed offset), for /metrics."""
-        for (group_id, topic, index), value in self.definitions.items(CONSUMER_OFFSETS):
-            partition = self.topics.partition(topic, index)
-            if partition is not None:
-                yield group_id, topic, index, max(partition.high_watermark - value[0], 0)
+        return self.stored.lag()
 
     def offsets(self) -> Iterator[tuple[str, str, int, int, int]]:
-        """(group, topic, partition, committed offset, lag), for kafka_exporter's names."""
-        for (group_id, topic, index), value in self.definitions.items(CONSUMER_OFFSETS):
-            partition = self.topics.partition(topic, index)
-            if partition is not None:
-                committed = value[0]
-                yield group_id, topic, index, committed, max(
-                    partition.high_watermark - committed, 0)
+        return self.stored.rows()
 
     def member_counts(self) -> Iterator[tuple[str, int]]:
         for group in self._groups.values():
@@ -423,7 +175,7 @@ class Groups:
                 return
             self._add_member_and_rebalance(group, member_id, request, waiter)
             return
-        error = _check_member(group, member_id, request.instance_id)
+        error = check_member(group, member_id, request.instance_id)
         if error is not None:
             _refused("join", group.group_id, member_id, error)
             waiter.set_result(JoinResult(error, member_id))
@@ -511,7 +263,7 @@ class Groups:
                     None, new_id, group.generation, group.protocol_type, group.protocol_name,
                     previous_leader,
                 )
-            _answer_join(member, result)
+            answer_join(member, result)
         elif group.state is COMPLETING:
             # The leader may be assigning to the old member id: start over.
             self._prepare_rebalance(group, f"static member {new_id} replaced {old_id}")
@@ -520,7 +272,7 @@ class Groups:
     # -- rebalancing -----------------------------------------------------------------
 
     def _maybe_prepare_rebalance(self, group: Group, reason: str) -> None:
-        if group.state in _CAN_REBALANCE:
+        if group.state in CAN_REBALANCE:
             self._prepare_rebalance(group, reason)
 
     def _prepare_rebalance(self, group: Group, reason: str) -> None:
@@ -621,7 +373,7 @@ class Groups:
                               "leader": group.leader_id}},
         )
         for member in list(group.members.values()):
-            _answer_join(member, self._generation_result(group, member.member_id))
+            answer_join(member, self._generation_result(group, member.member_id))
             self._expect_heartbeat(group, member)
             member.is_new = False
             group.pending_sync.add(member.member_id)
@@ -640,7 +392,7 @@ class Groups:
         for member_id in missing:
             member = group.remove(member_id)
             if member is not None:
-                _answer_sync(member, SyncResult(GroupError.UNKNOWN_MEMBER))
+                answer_sync(member, SyncResult(GroupError.UNKNOWN_MEMBER))
         self._prepare_rebalance(group, f"members {missing} sent no SyncGroup in time")
 
     def _cancel_sync_deadline(self, group: Group) -> None:
@@ -655,7 +407,7 @@ class Groups:
         )
         for member in group.members.values():
             if member.sync_waiter is not None:
-                _answer_sync(
+                answer_sync(
                     member, SyncResult(error, member.assignment, protocol_type, protocol_name)
                 )
                 # Its session restarts now: an expiry while it waited was ignored.
@@ -778,7 +530,7 @@ class Groups:
                 answers.append(None)
                 continue
             else:
-                error = _check_member(group, member_id, instance_id)
+                error = check_member(group, member_id, instance_id)
                 if error is not None:
                     answers.append(error)
                     continue
@@ -790,8 +542,8 @@ class Groups:
 
     def _remove_member(self, group: Group, member: Member, reason: str) -> None:
         # A new member may be waiting for its JoinGroup: tell it to start over.
-        _answer_join(member, JoinResult(GroupError.UNKNOWN_MEMBER, UNKNOWN_MEMBER_ID))
-        _answer_sync(member, SyncResult(GroupError.UNKNOWN_MEMBER))
+        answer_join(member, JoinResult(GroupError.UNKNOWN_MEMBER, UNKNOWN_MEMBER_ID))
+        answer_sync(member, SyncResult(GroupError.UNKNOWN_MEMBER))
         group.remove(member.member_id)
         if group.state in (STABLE, COMPLETING):
             self._maybe_prepare_rebalance(group, f"{reason}: {member.member_id}")
@@ -839,7 +591,7 @@ class Groups:
     ) -> GroupError | None:
         if group.state is DEAD:
             return GroupError.COORDINATOR_NOT_AVAILABLE
-        error = _check_member(group, member_id, instance_id)
+        error = check_member(group, member_id, instance_id)
         if error is None and generation != group.generation:
             return GroupError.ILLEGAL_GENERATION
         return error
@@ -855,8 +607,8 @@ class Groups:
             elif group.state is not EMPTY:
                 results[group_id] = GroupError.NON_EMPTY_GROUP
             else:
-                removed = self._drop_offsets(
-                    group_id, [(t, p) for g, t, p in self._offset_keys() if g == group_id]
+                removed = self.stored.drop(
+                    group_id, [(t, p) for g, t, p in self.stored.partition_keys() if g == group_id]
                 )
                 self._forget(group)
                 log.info("group deleted",
@@ -904,7 +656,7 @@ class Groups:
         member = group.members.get(member_id)
         if member is not None and group.state in (STABLE, PREPARING):
             self._expect_heartbeat(group, member)  # a commit counts as a sign of life
-        self._store(group_id, offsets)
+        self.stored.store(group_id, offsets)
         return None
 
     def _check_commit(
@@ -921,38 +673,10 @@ class Groups:
             return GroupError.UNKNOWN_MEMBER  # only members commit for an active group
         return None
 
-    def _store(self, group_id: str, offsets: dict[TopicPartition, OffsetEntry]) -> None:
-        # Definitions is the one copy: transactions commit their offsets there too.
-        for (topic, partition), entry in offsets.items():
-            self.definitions.put(CONSUMER_OFFSETS, (group_id, topic, partition), tuple(entry))
-
-    def _offset_keys(self) -> Iterator[tuple[str, str, int]]:
-        for key, _ in self.definitions.items(CONSUMER_OFFSETS):
-            yield key  # type: ignore[misc]
-
     def committed(
         self, group_id: str, partitions: Iterable[TopicPartition] | None = None
     ) -> dict[TopicPartition, OffsetEntry | None]:
-        """Committed offsets of the given partitions (None: every partition with one).
-
-        Offsets of partitions that no longer exist are not reported, as Kafka drops
-        them when a topic is deleted.
-        """
-        exists = self.topics.partition
-        if partitions is None:
-            found = {
-                (topic, index): _entry(value)
-                for (group, topic, index), value in self.definitions.items(CONSUMER_OFFSETS)
-                if group == group_id and exists(topic, index) is not None
-            }
-            return dict(sorted(found.items()))
-        out: dict[TopicPartition, OffsetEntry | None] = {}
-        for topic, index in partitions:
-            value = self.definitions.get(CONSUMER_OFFSETS, (group_id, topic, index))
-            out[(topic, index)] = (
-                _entry(value) if value is not None and exists(topic, index) is not None else None
-            )
-        return out
+        return self.stored.committed(group_id, partitions)
 
     def delete_offsets(
         self,
@@ -975,41 +699,14 @@ class Groups:
             results.update(
                 {tp: GroupError.SUBSCRIBED_TO_TOPIC for tp in partitions if subscribed(tp[0])}
             )
-        removed = self._drop_offsets(group_id, eligible)
+        removed = self.stored.drop(group_id, eligible)
         results.update({tp: None for tp in eligible})
         if removed:
             log.info("offsets deleted",
                      extra={"fields": {"group": group_id, "offsets_removed": removed}})
-        if group.state is EMPTY and not any(g == group_id for g, _, _ in self._offset_keys()):
+        if group.state is EMPTY and not self.stored.has_group(group_id):
             self._forget(group)  # an empty group without offsets is gone, as in Kafka
         return None, results
-
-    def _drop_offsets(self, group_id: str, partitions: Iterable[TopicPartition]) -> int:
-        removed = 0
-        for topic, partition in partitions:
-            key = (group_id, topic, partition)
-            if self.definitions.get(CONSUMER_OFFSETS, key) is not None:
-                self.definitions.delete(CONSUMER_OFFSETS, key)
-                removed += 1
-        return removed
-
-
-def _entry(value: Any) -> OffsetEntry:
-    offset, leader_epoch, metadata, timestamp = value
-    return OffsetEntry(offset, leader_epoch, metadata or "", timestamp)
-
-
-def _check_member(group: Group, member_id: str, instance_id: str | None) -> GroupError | None:
-    """The member exists, and a group.instance.id given is mapped to it (else fenced)."""
-    if instance_id is not None:
-        current = group.static_members.get(instance_id)
-        if current is None:
-            return GroupError.UNKNOWN_MEMBER
-        if current != member_id:
-            return GroupError.FENCED_INSTANCE
-    if member_id not in group.members:
-        return GroupError.UNKNOWN_MEMBER
-    return None
 
 
 def _why(reason: str, request: JoinRequest) -> str:

@@ -1,0 +1,133 @@
+"""VirtualHosts: the vhosts that exist, their start-up from the durable definitions, and
+the commit point of their queue storage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from portask.broker.alarms import MemoryUse
+from portask.broker.amqp.dead_letter import PropertyCodec
+from portask.broker.amqp.definitions import table_from_plain
+from portask.broker.amqp.errors import PreconditionFailed
+from portask.broker.amqp.exchanges import EXCHANGE_TYPES
+from portask.broker.amqp.message_store import QueueStorage
+from portask.broker.amqp.queue_args import parse_queue_arguments
+from portask.broker.amqp.vhosts import metrics as vhost_metrics
+from portask.broker.amqp.vhosts.vhost import VirtualHost
+from portask.broker.definitions import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
+
+log = logging.getLogger("portask.amqp")
+
+
+class VirtualHosts:
+    """The vhosts that exist: from configuration, plus those recorded in definitions."""
+
+    def __init__(self, names: Iterable[str], *, definitions: Definitions | None = None,
+                 storage: QueueStorage | None = None, codec: PropertyCodec | None = None,
+                 memory: MemoryUse | None = None) -> None:
+        self.definitions = definitions
+        self.storage = storage
+        self.codec = codec
+        self.memory = memory
+        self._vhosts: dict[str, VirtualHost] = {}
+        for name in names:
+            self._add(name)
+
+    def _add(self, name: str) -> VirtualHost:
+        vhost = self._vhosts.get(name)
+        if vhost is None:
+            vhost = VirtualHost(name, definitions=self.definitions, storage=self.storage,
+                                codec=self.codec, memory=self.memory)
+            self._vhosts[name] = vhost
+        return vhost
+
+    def open(self) -> VirtualHosts:
+        """Record the configured vhosts; restore every durable definition and queue log."""
+        defs = self.definitions
+        if defs is None:
+            return self
+        for name in self._vhosts:
+            if defs.get(VHOSTS, name) is None:
+                defs.put(VHOSTS, name, {})
+        for name, _value in defs.items(VHOSTS):
+            self._add(str(name))
+        for (vhost, name), value in _keyed(defs.items(EXCHANGES)):
+            _restore_exchange(self._add(vhost), name, value)
+        for (vhost, name), value in _keyed(defs.items(QUEUES)):
+            _restore_queue(self._add(vhost), name, value)
+        for key, value in defs.items(BINDINGS):
+            vhost, source, kind, destination, routing_key, _args_key = key  # type: ignore[misc]
+            _restore_binding(self._add(vhost), source, kind, destination, routing_key,
+                                             table_from_plain(value))
+        if self.storage is not None:
+            keep = {(v.name, q.name) for v in self._vhosts.values()
+                    for q in v.queues.values() if q.on_disk}
+            removed = self.storage.collect_garbage(keep)
+            if removed:
+                log.info("removed logs of deleted queues", extra={"fields": {
+                    "count": removed}})
+        return self
+
+    def commit(self) -> bool:
+        """The commit point: pending appends written (and fsynced with fsync: always)."""
+        storage = self.storage
+        if storage is None:
+            return True
+        return storage.commit()
+
+    def close(self) -> None:
+        """Broker shutdown: write what is pending; the log directory closes the logs."""
+        self.commit()
+        for vhost in self._vhosts.values():
+            vhost.close()
+
+    def get(self, name: str) -> VirtualHost | None:
+        return self._vhosts.get(name)
+
+    def __iter__(self) -> Iterator[VirtualHost]:
+        return iter(list(self._vhosts.values()))
+
+
+def _keyed(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[tuple[str, str], Any]]:
+    for key, value in items:
+        if isinstance(key, tuple | list) and len(key) == 2:
+            yield (str(key[0]), str(key[1])), value
+
+
+# -- restart: replaying one vhost's durable definitions ------------------------
+
+
+def _restore_exchange(self: VirtualHost, name: str, definition: dict[str, Any]) -> None:
+    kind = definition.get("type", "direct")
+    cls = EXCHANGE_TYPES.get(kind)
+    if cls is None or name in self.exchanges:
+        return
+    exchange = cls(name, durable=True, auto_delete=bool(definition.get("auto_delete")),
+                   internal=bool(definition.get("internal")),
+                   arguments=table_from_plain(definition.get("arguments")))
+    self.exchanges[name] = exchange
+    vhost_metrics.bind_exchange(exchange)
+
+def _restore_queue(self: VirtualHost, name: str, definition: dict[str, Any]) -> None:
+    arguments = table_from_plain(definition.get("arguments"))
+    auto_delete = bool(definition.get("auto_delete"))
+    try:
+        args = parse_queue_arguments(arguments, queue=name, vhost=self.name, durable=True,
+                                     exclusive=False, auto_delete=auto_delete)
+    except PreconditionFailed as err:
+        log.error("cannot restore queue: %s", err.text)
+        return
+    self.new_queue(name, durable=True, exclusive_owner=None, auto_delete=auto_delete,
+                    arguments=arguments, args=args)
+
+def _restore_binding(self: VirtualHost, source: str, kind: str, destination: str, routing_key: str,
+                    arguments: dict[str, Any]) -> None:
+    src = self.exchanges.get(source)
+    dest: Any = (self.exchanges.get(destination) if kind == "e"
+                 else self.queues.get(destination))
+    if src is None or dest is None or not src.name:
+        return
+    if src.bind(dest, routing_key, arguments):
+        dest.bound_from.add(src)
