@@ -11,10 +11,7 @@ the compactor; readers here see only this interface.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from portask.broker.kafka.topics import Partition
+from typing import Any, Protocol
 
 CREATE_TIME = "CreateTime"
 LOG_APPEND_TIME = "LogAppendTime"
@@ -46,6 +43,19 @@ class RecordRefused(ValueError):
     def __init__(self, field_name: str, message: str) -> None:
         super().__init__(message)
         self.field = field_name
+
+
+class Partition(Protocol):
+    """What a codec's append needs of a partition (``topics.Partition``, which installs
+    no codec itself: naming it here would make topics and this module a loop)."""
+
+    topic: Any  # topics.Topic: its name and effective configs
+
+    @property
+    def high_watermark(self) -> int: ...
+
+    def append(self, payload: bytes | bytearray | memoryview, count: int = 1,
+               timestamp: int | None = None, prefix: bytes = b"") -> int: ...
 
 
 class RecordCodec(Protocol):
