@@ -21,6 +21,8 @@ from typing import Any
 import crc32c
 import msgpack
 
+from portask.storage.files import fsync_directory
+
 log = logging.getLogger("portask.storage")
 
 _FRAME = struct.Struct(">II")  # payload length, CRC-32C of payload
@@ -154,7 +156,7 @@ class KeyValueStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.snapshot_path)
-            _fsync_dir(self.directory)
+            fsync_directory(self.directory)
             if self._fd is not None:
                 os.close(self._fd)
             self._fd = os.open(
@@ -164,11 +166,3 @@ class KeyValueStore:
             raise KeyValueStoreError(f"{self.directory}: cannot write {self.name}: {exc}") from exc
         self._snapshot_bytes = len(blob)
         self._changes_bytes = 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

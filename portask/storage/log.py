@@ -1,3 +1,4 @@
+# Over 500 lines: appends, rolls, flushes, reads, truncation and retention move one segment list.
 """A log: a directory of segments with one active segment taking appends.
 
 Offsets are logical: an entry spans ``count`` consecutive offsets (a Kafka batch of
@@ -6,9 +7,10 @@ offsets. Everything here runs on one event loop; only ``FlushTicket.sync`` may r
 in a thread.
 
 Durability: rolling trims the old segment at once and fdatasyncs it in a background
-thread; the recovery point moves past it only once that sync is done. The checkpoint
-file records the log start offset and the recovery point (everything before it is
-synced); recovery trusts the data before it and CRC-verifies the rest.
+thread (``flush.py``); the recovery point moves past it only once that sync is done.
+The checkpoint file (``checkpoint.py``) records the log start offset and the recovery
+point (everything before it is synced); recovery trusts the data before it and
+CRC-verifies the rest.
 """
 
 from __future__ import annotations
@@ -17,16 +19,21 @@ import bisect
 import contextlib
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from crc32c import crc32c
-
+from portask.storage.checkpoint import (
+    CHECKPOINT_TMP,
+    RecoveryPoint,
+    read_checkpoint,
+    write_checkpoint,
+)
+from portask.storage.files import fsync_directory
+from portask.storage.flush import FlushTicket, RollSync
+from portask.storage.flush import background_sync as _background_sync
 from portask.storage.segment import (
     HEADER_SIZE,
     INDEX_SUFFIX,
@@ -55,43 +62,13 @@ __all__ = [
 
 logger = logging.getLogger("portask.storage")
 
-CHECKPOINT_NAME = "checkpoint"
-_CHECKPOINT_TMP = "checkpoint.tmp"
 # Where rewritten (compacted) segments are built before they replace the originals.
 _REWRITE_DIR = ".rewrite"
-_CHECKPOINT = struct.Struct("<4sHQQQQ")
-_CHECKPOINT_CRC = struct.Struct("<I")
-_CHECKPOINT_MAGIC = b"PTKC"
-_CHECKPOINT_VERSION = 1
 _MIB = 1024 * 1024
 _DAY_MS = 24 * 3600 * 1000
 # How many rolled segments may await their background sync before a roll waits for them:
 # bounds the closed-but-unsynced data a machine crash can cost.
 _MAX_PENDING_ROLL_SYNCS = 2
-
-_sync_executor: ThreadPoolExecutor | None = None
-
-
-def _sync_and_close(fds: tuple[int, ...]) -> None:
-    try:
-        for fd in fds:
-            os.fdatasync(fd)
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _background_sync(fds: tuple[int, ...]) -> Future[None]:
-    """fdatasync off the event loop: syncing a full 128 MiB segment takes 50-100 ms here.
-
-    One small pool for every log, so thousands of partitions do not mean thousands of
-    threads.
-    """
-    global _sync_executor
-    if _sync_executor is None:
-        _sync_executor = ThreadPoolExecutor(max_workers=2,
-                                            thread_name_prefix="portask-storage-sync")
-    return _sync_executor.submit(_sync_and_close, fds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +111,6 @@ class TimestampAndOffset(NamedTuple):
     offset: int
 
 
-class _RecoveryPoint(NamedTuple):
-    """Everything before ``position`` in segment ``segment_base`` is synced to disk."""
-
-    segment_base: int
-    position: int
-    next_offset: int
-
-
 class _Damage(NamedTuple):
     """Where recovery had to cut a log, for the one warning it logs."""
 
@@ -152,48 +121,6 @@ class _Damage(NamedTuple):
     dropped_segments: list[int]
 
 
-class _RollSync(NamedTuple):
-    future: Future[None]
-    recovery_point: _RecoveryPoint  # the start of the segment after the one being synced
-    appended: int
-    generation: int
-
-
-class FlushTicket:
-    """The part of a flush that may run in a thread: fdatasync of duplicated fds.
-
-    ``Log.begin_flush`` creates it on the loop, ``sync`` may run in an executor, and
-    ``Log.complete_flush`` (on the loop again) records the result. The descriptors are
-    duplicates, so a segment deleted or rolled meanwhile cannot close them under us.
-    """
-
-    __slots__ = ("_fds", "_roll_syncs", "appended", "generation", "recovery_point")
-
-    def __init__(self, fds: tuple[int, ...], roll_syncs: tuple[Future[None], ...],
-                 recovery_point: _RecoveryPoint, appended: int, generation: int) -> None:
-        self._fds = fds
-        self._roll_syncs = roll_syncs
-        self.recovery_point = recovery_point
-        self.appended = appended
-        self.generation = generation
-
-    def sync(self) -> None:
-        """Wait for segments rolled before the ticket to be synced, then sync the rest."""
-        try:
-            for future in self._roll_syncs:
-                future.result()
-            for fd in self._fds:
-                os.fdatasync(fd)
-        finally:
-            self.discard()
-
-    def discard(self) -> None:
-        """Close the descriptors without syncing (when the flush is abandoned)."""
-        fds, self._fds = self._fds, ()
-        for fd in fds:
-            os.close(fd)
-
-
 class Log:
     """An append-only log of opaque payloads addressed by logical offset."""
 
@@ -202,13 +129,11 @@ class Log:
         self.directory = directory
         self.config = config
         self._clock = clock
-        self._checkpoint_path = os.path.join(directory, CHECKPOINT_NAME)
-        self._checkpoint_tmp_path = os.path.join(directory, _CHECKPOINT_TMP)
         self._segments: list[Segment] = []
         self._bases: list[int] = []
         self._active: Segment | None = None
         self._start_offset = 0
-        self._recovery_point = _RecoveryPoint(0, 0, 0)
+        self._recovery_point = RecoveryPoint(0, 0, 0)
         # Entries appended / known synced, as running totals so that a roll or a
         # concurrent flush never makes the count of unflushed entries go wrong.
         self._appended = 0
@@ -216,7 +141,7 @@ class Log:
         # Bumped by truncate_to so an in-flight flush cannot record a recovery point
         # past data that was cut meanwhile.
         self._generation = 0
-        self._roll_syncs: list[_RollSync] = []
+        self._roll_syncs: list[RollSync] = []
         self._retired: list[Segment] = []
         self._closed = False
 
@@ -239,14 +164,14 @@ class Log:
     def _recover(self) -> None:
         cfg = self.config
         bases = self._list_segment_files()
-        checkpoint = self._read_checkpoint()
+        checkpoint = read_checkpoint(self.directory)
         start_offset, rp = checkpoint if checkpoint is not None else (None, None)
         if not bases:
             base = start_offset or 0
             seg = Segment.create(self.directory, base, cfg.segment_bytes, cfg.index_max_bytes,
                                  cfg.index_interval_bytes, cfg.preallocate)
             self._install([seg], start_offset=base)
-            self._recovery_point = _RecoveryPoint(base, 0, base)
+            self._recovery_point = RecoveryPoint(base, 0, base)
             self._write_checkpoint(durable=True)
             return
 
@@ -279,9 +204,9 @@ class Log:
 
         self._install(segments, start_offset=start_offset)
         first = segments[0]
-        end_rp = _RecoveryPoint(last.base_offset, last.size, last.next_offset)
+        end_rp = RecoveryPoint(last.base_offset, last.size, last.next_offset)
         if rp is None or rp.segment_base < first.base_offset:
-            rp = _RecoveryPoint(first.base_offset, 0, first.base_offset)
+            rp = RecoveryPoint(first.base_offset, 0, first.base_offset)
         elif (rp.segment_base, rp.position) > (end_rp.segment_base, end_rp.position):
             rp = end_rp
         self._recovery_point = rp
@@ -290,7 +215,7 @@ class Log:
             # never claims more than is on disk, and a missing one means verify all.
             self._write_checkpoint_if_possible(durable=True)
 
-    def _recover_segments(self, bases: list[int], rp: _RecoveryPoint | None
+    def _recover_segments(self, bases: list[int], rp: RecoveryPoint | None
                           ) -> tuple[list[Segment], _Damage | None]:
         """Open and scan segments in order until the end of the good data."""
         cfg = self.config
@@ -336,7 +261,7 @@ class Log:
         indexes: set[int] = set()
         for entry in os.scandir(directory):
             name = entry.name
-            if name == _CHECKPOINT_TMP:
+            if name == CHECKPOINT_TMP:
                 os.unlink(entry.path)
                 continue
             stem, dot, suffix = name.rpartition(".")
@@ -362,21 +287,6 @@ class Log:
         # the end can be served then, so the log starts at its end.
         self._start_offset = min(start, segments[-1].next_offset)
 
-    def _read_checkpoint(self) -> tuple[int, _RecoveryPoint] | None:
-        path = self.directory / CHECKPOINT_NAME
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        size = _CHECKPOINT.size
-        if (len(data) == size + _CHECKPOINT_CRC.size
-                and _CHECKPOINT_CRC.unpack_from(data, size)[0] == crc32c(data[:size])):
-            magic, version, start, rp_base, rp_pos, rp_next = _CHECKPOINT.unpack_from(data)
-            if magic == _CHECKPOINT_MAGIC and version == _CHECKPOINT_VERSION:
-                return start, _RecoveryPoint(rp_base, rp_pos, rp_next)
-        logger.warning("log %s: checkpoint is unreadable; verifying every segment", self.directory)
-        return None
-
     def _write_checkpoint(self, durable: bool = False) -> None:
         """Write-temp-and-rename, so a reader sees the old or the new file, never half.
 
@@ -396,29 +306,10 @@ class Log:
             self._write_checkpoint_file(durable)
         except OSError:
             with contextlib.suppress(OSError):
-                os.unlink(self._checkpoint_tmp_path)
+                os.unlink(self.directory / CHECKPOINT_TMP)
 
     def _write_checkpoint_file(self, durable: bool) -> None:
-        rp = self._recovery_point
-        body = _CHECKPOINT.pack(_CHECKPOINT_MAGIC, _CHECKPOINT_VERSION, self._start_offset,
-                                rp.segment_base, rp.position, rp.next_offset)
-        data = body + _CHECKPOINT_CRC.pack(crc32c(body))
-        tmp = self._checkpoint_tmp_path
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError(f"{tmp}: short write")
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._checkpoint_path)
-        if durable:
-            dir_fd = os.open(self.directory, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        write_checkpoint(self.directory, self._start_offset, self._recovery_point, durable)
 
     # -- properties --------------------------------------------------------------
 
@@ -585,9 +476,9 @@ class Log:
                              max(cfg.segment_bytes, entry_size), cfg.index_max_bytes,
                              cfg.index_interval_bytes, cfg.preallocate)
         old.seal(sync=False)
-        self._roll_syncs.append(_RollSync(
+        self._roll_syncs.append(RollSync(
             _background_sync(old.dup_fds()),
-            _RecoveryPoint(old.next_offset, 0, old.next_offset),
+            RecoveryPoint(old.next_offset, 0, old.next_offset),
             self._appended,
             self._generation,
         ))
@@ -625,7 +516,7 @@ class Log:
         """Start a flush whose ``sync`` may run in a thread; None if nothing is dirty."""
         seg = self._active_segment()
         self._collect_roll_syncs(block=False)
-        rp = _RecoveryPoint(seg.base_offset, seg.size, seg.next_offset)
+        rp = RecoveryPoint(seg.base_offset, seg.size, seg.next_offset)
         if self._appended == self._synced and rp == self._recovery_point:
             return None
         return FlushTicket(seg.dup_fds(), tuple(s.future for s in self._roll_syncs), rp,
@@ -740,7 +631,7 @@ class Log:
         self._generation += 1
         rp = self._recovery_point
         if (rp.segment_base, rp.position) > (seg.base_offset, pos):
-            self._recovery_point = _RecoveryPoint(seg.base_offset, pos, offset)
+            self._recovery_point = RecoveryPoint(seg.base_offset, pos, offset)
         self._write_checkpoint(durable=True)
         self._release_retired()
 
@@ -780,7 +671,7 @@ class Log:
             # recovery finds inconsistent and rebuilds.
             os.replace(fresh.log_path, old.log_path)
             os.replace(fresh.log_path.with_suffix(INDEX_SUFFIX), index_path)
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
             seg = Segment.open(old.log_path, old.base_offset, cfg.index_interval_bytes,
                                cfg.index_max_bytes)
             seg.recover(seg.file_size)
@@ -844,7 +735,7 @@ class Log:
         if self._recovery_point.segment_base < first.base_offset:
             # The recovery point's segment is gone; everything left is closed (synced)
             # or verified again, so the first remaining segment's start is safe.
-            self._recovery_point = _RecoveryPoint(first.base_offset, 0, first.base_offset)
+            self._recovery_point = RecoveryPoint(first.base_offset, 0, first.base_offset)
 
     def _delete_segment(self, i: int) -> None:
         seg = self._segments.pop(i)
@@ -873,7 +764,7 @@ class Log:
         active = self._active_segment()
         self.flush()
         active.seal(sync=True)
-        self._recovery_point = _RecoveryPoint(active.base_offset, active.size,
+        self._recovery_point = RecoveryPoint(active.base_offset, active.size,
                                               active.next_offset)
         # Everything is synced: without a new checkpoint (a full disk) the next open
         # only verifies more.
@@ -903,11 +794,3 @@ class Log:
         return (f"Log({str(self.directory)!r}, start={self._start_offset}, "
                 f"end={self._active.next_offset if self._active else None}, "
                 f"segments={len(self._segments)})")
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,3 +1,4 @@
+# Over 500 lines: one file's appends, reads, recovery scan and trims share its layout and map.
 """One segment of a log: an append-only .log file plus its sparse offset index.
 
 Entry layout in the .log file (little-endian), 28 bytes of header then the payload:

@@ -16,14 +16,11 @@ import logging
 from collections.abc import Callable
 
 from portask.broker.kafka.topics import Partition
+from portask.broker.log.kafka_batch import is_control
 from portask.protocols.kafka import records
 from portask.storage import LogRecord
 
 log = logging.getLogger("portask.kafka")
-
-
-def _is_control(payload: memoryview) -> bool:
-    return bool(records.HEADER.unpack_from(payload, 0)[5] & records.CONTROL)
 
 
 def compact(partition: Partition, now_ms: int, limit: int) -> int:
@@ -40,7 +37,7 @@ def compact(partition: Partition, now_ms: int, limit: int) -> int:
     latest: dict[bytes, int] = {}
     unreadable: set[int] = set()
     for entry in partition.scan(plog.start_offset):
-        if not _is_control(entry.payload):
+        if not is_control(entry.payload):
             try:
                 keys = records.record_keys(entry.payload, limit)
             except records.InvalidBatch:
@@ -51,7 +48,7 @@ def compact(partition: Partition, now_ms: int, limit: int) -> int:
                     latest[key] = entry.offset + delta
 
     def transform(entry: LogRecord) -> bytearray | None:
-        if entry.offset in unreadable or _is_control(entry.payload):
+        if entry.offset in unreadable or is_control(entry.payload):
             return None
         try:
             found = records.record_keys(entry.payload, limit)

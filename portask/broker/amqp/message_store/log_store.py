@@ -1,7 +1,5 @@
+# Over 500 lines: a lane's settled bitmap, ack log, recovery and write failures keep one invariant.
 """LogStore: one FIFO lane of a durable queue, in its own segment log.
-
-Over 500 lines: the settled bitmap, the ack log, recovery and write failures of a lane
-keep one invariant (what is delivered, settled and on disk) and are read together.
 
 ``LogStore`` is one FIFO lane of a durable queue:
 

@@ -45,7 +45,6 @@ class Queue(AmqpQueue):
     """A classic queue; a quorum queue is one too (x-queue-type quorum is accepted as an
     argument: every message kept on disk, x-delivery-limit and x-delivery-count)."""
 
-
     def __init__(
         self,
         name: str,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+from typing import Any
 
 from portask import metrics
 from portask.broker.amqp.exchanges import Exchange
@@ -54,8 +55,6 @@ def queue_totals(queue: AmqpQueue) -> QueueTotals:
     return QueueTotals().add(queue)
 
 
-
-
 # The message and byte counters are labelled by exchange or queue name alone, so
 # same-named objects in different vhosts share a series: it is removed only when the
 # last of them is deleted.
@@ -81,30 +80,36 @@ def flush_queue(vhost: str, queue: AmqpQueue) -> None:
         queue.redelivered_flushed += queue.redelivered
         queue.redelivered = 0
 
+
 def bind_exchange(exchange: Exchange) -> None:
     exchange.metric_messages = metrics.MESSAGES_PRODUCED.labels("amqp", "", exchange.name)
     exchange.metric_bytes = metrics.BYTES_PRODUCED.labels("amqp", "", exchange.name)
     _NAMED_METRIC_USERS["exchange", exchange.name] += 1
 
-def release_exchange(vhost: str, exchange: Exchange) -> None:
-    """A deleted exchange's series go with it, or every name ever declared (server-
-    named, per-client) would stay in memory and in /metrics for good."""
+
+def _release(vhost: str, kind: str, name: str, per_vhost: Any,
+             named: tuple[Any, ...]) -> None:
+    """A deleted exchange's or queue's series go with it, or every name ever declared
+    (server-named, per-client; exclusive reply queues come and go by the thousand)
+    would stay in memory and in /metrics for good. ``named`` series are shared by
+    same-named objects of other vhosts: they go with the last one."""
     with contextlib.suppress(KeyError):
-        metrics.AMQP_MESSAGES_UNROUTABLE.remove(vhost, exchange.name)
-    if _last_user("exchange", exchange.name):
-        for counter in (metrics.MESSAGES_PRODUCED, metrics.BYTES_PRODUCED):
+        per_vhost.remove(vhost, name)
+    if _last_user(kind, name):
+        for counter in named:
             with contextlib.suppress(KeyError):
-                counter.remove("amqp", "", exchange.name)
+                counter.remove("amqp", "", name)
+
+
+def release_exchange(vhost: str, exchange: Exchange) -> None:
+    _release(vhost, "exchange", exchange.name, metrics.AMQP_MESSAGES_UNROUTABLE,
+             (metrics.MESSAGES_PRODUCED, metrics.BYTES_PRODUCED))
+
 
 def release_queue(vhost: str, queue: AmqpQueue) -> None:
-    """As release_exchange, for a deleted queue (exclusive reply queues come
-    and go by the thousand)."""
-    with contextlib.suppress(KeyError):
-        metrics.AMQP_MESSAGES_REDELIVERED.remove(vhost, queue.name)
-    if _last_user("queue", queue.name):
-        for counter in (metrics.MESSAGES_CONSUMED, metrics.BYTES_CONSUMED):
-            with contextlib.suppress(KeyError):
-                counter.remove("amqp", "", queue.name)
+    _release(vhost, "queue", queue.name, metrics.AMQP_MESSAGES_REDELIVERED,
+             (metrics.MESSAGES_CONSUMED, metrics.BYTES_CONSUMED))
+
 
 def bind_queue(vhost: str, queue: AmqpQueue) -> None:
     queue.metric_messages = metrics.MESSAGES_CONSUMED.labels("amqp", "", queue.name)

@@ -99,34 +99,36 @@ def _keyed(items: Iterator[tuple[Any, Any]]) -> Iterator[tuple[tuple[str, str], 
 # -- restart: replaying one vhost's durable definitions ------------------------
 
 
-def _restore_exchange(self: VirtualHost, name: str, definition: dict[str, Any]) -> None:
+def _restore_exchange(vhost: VirtualHost, name: str, definition: dict[str, Any]) -> None:
     kind = definition.get("type", "direct")
     cls = EXCHANGE_TYPES.get(kind)
-    if cls is None or name in self.exchanges:
+    if cls is None or name in vhost.exchanges:
         return
     exchange = cls(name, durable=True, auto_delete=bool(definition.get("auto_delete")),
                    internal=bool(definition.get("internal")),
                    arguments=table_from_plain(definition.get("arguments")))
-    self.exchanges[name] = exchange
+    vhost.exchanges[name] = exchange
     vhost_metrics.bind_exchange(exchange)
 
-def _restore_queue(self: VirtualHost, name: str, definition: dict[str, Any]) -> None:
+
+def _restore_queue(vhost: VirtualHost, name: str, definition: dict[str, Any]) -> None:
     arguments = table_from_plain(definition.get("arguments"))
     auto_delete = bool(definition.get("auto_delete"))
     try:
-        args = parse_queue_arguments(arguments, queue=name, vhost=self.name, durable=True,
+        args = parse_queue_arguments(arguments, queue=name, vhost=vhost.name, durable=True,
                                      exclusive=False, auto_delete=auto_delete)
     except PreconditionFailed as err:
         log.error("cannot restore queue: %s", err.text)
         return
-    self.new_queue(name, durable=True, exclusive_owner=None, auto_delete=auto_delete,
+    vhost.new_queue(name, durable=True, exclusive_owner=None, auto_delete=auto_delete,
                     arguments=arguments, args=args)
 
-def _restore_binding(self: VirtualHost, source: str, kind: str, destination: str, routing_key: str,
-                    arguments: dict[str, Any]) -> None:
-    src = self.exchanges.get(source)
-    dest: Any = (self.exchanges.get(destination) if kind == "e"
-                 else self.queues.get(destination))
+
+def _restore_binding(vhost: VirtualHost, source: str, kind: str, destination: str,
+                     routing_key: str, arguments: dict[str, Any]) -> None:
+    src = vhost.exchanges.get(source)
+    dest: Any = (vhost.exchanges.get(destination) if kind == "e"
+                 else vhost.queues.get(destination))
     if src is None or dest is None or not src.name:
         return
     if src.bind(dest, routing_key, arguments):

@@ -1,6 +1,5 @@
+# Over 500 lines: RabbitMQ's declare/bind/delete rules and routing are one namespace's.
 """One virtual host: the namespace of exchanges and queues, and the routing between them.
-
-Over 500 lines: RabbitMQ's declare/bind/delete rules and routing are one namespace's.
 
 Every declare/bind/delete rule that RabbitMQ enforces lives here, expressed as
 ``amqp_errors`` exceptions; the protocol layer turns them into reply codes. Durable

@@ -1,6 +1,5 @@
+# Over 500 lines: Kafka's classic-protocol state machine is one unit (its GroupCoordinator).
 """The group coordinator: joins, syncs, heartbeats, leaves and rebalances of every group.
-
-Over 500 lines: Kafka's classic-protocol state machine is one unit (GroupCoordinator).
 
 The classic group protocol's state machine as Kafka's group coordinator runs it:
 Empty -> PreparingRebalance -> CompletingRebalance -> Stable, and Dead once deleted.

@@ -262,8 +262,6 @@ class Group:
         ]
 
 
-
-
 def check_member(group: Group, member_id: str, instance_id: str | None) -> GroupError | None:
     """The member exists, and a group.instance.id given is mapped to it (else fenced)."""
     if instance_id is not None:
