@@ -163,6 +163,8 @@ class Queue(AmqpQueue):
             return
         store = self.store
         now = 0
+        # Popping past expired messages is written out here and in get(), not shared:
+        # this loop runs once per delivered message.
         while len(store):
             consumer = self._ready_consumer()
             if consumer is None:

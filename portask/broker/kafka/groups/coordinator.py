@@ -447,9 +447,7 @@ class Groups:
         if error is None and group.state is PREPARING:
             error = GroupError.REBALANCE_IN_PROGRESS
         if error is not None:
-            if error is not GroupError.REBALANCE_IN_PROGRESS:
-                _refused("sync", group_id, member_id, error, generation=generation,
-                         current_generation=group.generation)
+            _refused_in_generation("sync", group, member_id, error, generation)
             return _done(waiter, SyncResult(error))
         member = group.members[member_id]
         self._synced(group, member_id)
@@ -648,9 +646,7 @@ class Groups:
             # The member knows the new generation but has no assignment yet.
             error = GroupError.REBALANCE_IN_PROGRESS
         if error is not None:
-            if error is not GroupError.REBALANCE_IN_PROGRESS:
-                _refused("commit", group_id, member_id, error, generation=generation,
-                         current_generation=group.generation)
+            _refused_in_generation("commit", group, member_id, error, generation)
             return error
         member = group.members.get(member_id)
         if member is not None and group.state in (STABLE, PREPARING):
@@ -719,3 +715,12 @@ def _refused(
         f"{operation} refused: {error.name}",
         extra={"fields": {"group": group_id, "member_id": member_id, **fields}},
     )
+
+
+def _refused_in_generation(
+    operation: str, group: Group, member_id: str, error: GroupError, generation: int
+) -> None:
+    """A refusal naming both generations; a rebalance in progress is routine, not logged."""
+    if error is not GroupError.REBALANCE_IN_PROGRESS:
+        _refused(operation, group.group_id, member_id, error, generation=generation,
+                 current_generation=group.generation)
