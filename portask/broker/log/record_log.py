@@ -82,7 +82,7 @@ class RecordLog:
         again, so writes resume by themselves once space returns.
         """
         try:
-            base = self.log.append(payload, count=count, timestamp=timestamp, prefix=prefix)
+            base = self.log.append(payload, count, timestamp, prefix=prefix)
         except OSError as exc:
             self._write_failed(exc)
             self._write_failing = True

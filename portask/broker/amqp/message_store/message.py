@@ -107,9 +107,19 @@ def encode_record(message: Message, deadline: int, persistent: bool) -> bytes:
 
 
 def decode_record(payload: memoryview) -> tuple[Message, int]:
-    """(message whose properties and body are slices of ``payload``, deadline ms)."""
-    flags, priority, exchange, routing_key, properties, body, deadline = (
-        amqp_message.split(payload))
+    """(message whose properties and body are slices of ``payload``, deadline ms).
+
+    The same reading as ``amqp_message.split``, written out: this runs per message
+    delivered from a log, and the call and the 7-tuple cost ~7% of it (cachegrind).
+    """
+    flags, priority, ex_len, rk_len, props_len, deadline = _RECORD.unpack_from(payload)
+    pos = RECORD_HEADER
+    exchange = str(payload[pos:pos + ex_len], "utf-8")
+    pos += ex_len
+    routing_key = str(payload[pos:pos + rk_len], "utf-8")
+    pos += rk_len
+    properties = payload[pos:pos + props_len]
+    body = payload[pos + props_len:]
     message = Message(exchange, routing_key, properties, body,
                       persistent=bool(flags & FLAG_PERSISTENT), priority=priority)
     return message, deadline

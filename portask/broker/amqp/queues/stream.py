@@ -136,9 +136,11 @@ class StreamQueue(AmqpQueue):
         return False
 
     def dispatch(self) -> None:
-        if self.deleted:
+        if self.deleted or not self._readers:
             return
-        log = self._log
+        # The storage log itself: this runs at every publish, and RecordLog's offsets
+        # are one more property call each.
+        log = self._log.log
         end = log.end_offset
         for reader in self._readers:
             consumer = reader.consumer
