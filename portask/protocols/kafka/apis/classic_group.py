@@ -30,7 +30,7 @@ SyncGroup, versions 0-5:
     v4  flexible
     v5  protocol type and name
 
-This node coordinates every group (the state machine is in broker/kafka/groups.py). JoinGroup
+This node coordinates every group (the state machine is in broker/kafka/groups/). JoinGroup
 and SyncGroup answer when the rebalance allows: their handlers return the coordinator's
 future, and server.py keeps the replies of each connection in order.
 """

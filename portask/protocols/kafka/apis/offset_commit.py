@@ -15,7 +15,7 @@
     v9  same as v8 for classic groups (member epoch for the new consumer protocol)
 
 A commit with generation -1 from a consumer outside any group is accepted while the
-group is empty, as Kafka does. Offsets are stored by the coordinator (broker/kafka/groups.py)
+group is empty, as Kafka does. Offsets are stored by the coordinator (broker/kafka/groups/)
 in the durable definitions store, so a restart keeps them.
 """
 
