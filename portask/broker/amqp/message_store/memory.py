@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable
 
@@ -27,8 +28,17 @@ class _Entry:
         self.redelivered = redelivered
 
 
+# Numbers every message a memory store takes, in the order taken. One counter for all
+# stores: a message routed to several queues is taken by all of them at once, so in each
+# queue the numbers follow that queue's own arrival order.
+_TAKEN = itertools.count()
+
+
 class MemoryStore:
-    """Ready messages in arrival order; requeued messages go back to the front.
+    """Ready messages in arrival order. Requeued messages go back to their original place,
+    as RabbitMQ's classic queues put them, whatever order they come back in: at the front
+    of the deque (every message delivered arrived before every message still waiting),
+    sorted among the other requeued ones there by ``Message.seq``.
 
     Refs are the stored items themselves (a ``Message``, or an ``_Entry`` wrapping one).
     A requeued bare message comes back wrapped, so its ref changes; nothing here keys
@@ -38,10 +48,11 @@ class MemoryStore:
     broker's ``MemoryUse``: ready and unacked messages are both held here in memory.
     """
 
-    __slots__ = ("_bytes", "_entries", "failed", "memory", "track_bytes")
+    __slots__ = ("_bytes", "_entries", "_front", "failed", "memory", "track_bytes")
 
     def __init__(self, memory: MemoryUse | None = None) -> None:
         self._entries: deque[Message | _Entry] = deque()
+        self._front = 0  # how many requeued entries lead the deque
         self._bytes = 0
         self.track_bytes = True
         self.failed = False
@@ -55,6 +66,7 @@ class MemoryStore:
         return self._bytes
 
     def push(self, message: Message, deadline: int, persistent: bool) -> None:
+        message.seq = next(_TAKEN)
         self._entries.append(_Entry(message, deadline) if deadline else message)
         size = len(message.body)
         self._bytes += size
@@ -67,6 +79,7 @@ class MemoryStore:
         message.held += 1
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Message:
+        message.seq = next(_TAKEN)
         if not message.held:
             memory = self.memory
             memory.bytes += len(message.body) + len(message.properties)
@@ -79,6 +92,8 @@ class MemoryStore:
         if not self._entries:
             return None
         item = self._entries.popleft()
+        if self._front:
+            self._front -= 1
         if type(item) is Message:
             self._bytes -= len(item.body)
             return item, item, False, 0
@@ -93,15 +108,22 @@ class MemoryStore:
         return 0 if type(head) is Message else head.deadline  # type: ignore[union-attr]
 
     def requeue(self, refs: list[Message | _Entry]) -> None:
-        """Put entries back in front, keeping their relative order, flagged redelivered."""
+        """Put messages back in their original place, flagged redelivered."""
         entries = self._entries
-        for ref in reversed(refs):
+        for ref in refs:
             if type(ref) is Message:
                 entry = _Entry(ref, 0, True)
             else:
                 entry = ref  # type: ignore[assignment]
                 entry.redelivered = True
-            entries.appendleft(entry)
+            seq = entry.message.seq
+            # Refs come back mostly in delivery order (a channel closing, multiple
+            # nacks): search the requeued run from its end.
+            at = self._front
+            while at and entries[at - 1].message.seq > seq:  # type: ignore[union-attr]
+                at -= 1
+            entries.insert(at, entry)
+            self._front += 1
             self._bytes += len(entry.message.body)
 
     def ack(self, refs: Iterable[Message | _Entry]) -> None:
@@ -129,6 +151,7 @@ class MemoryStore:
         count = len(entries)
         self.ack(entries)
         entries.clear()
+        self._front = 0
         self._bytes = 0
         return count
 

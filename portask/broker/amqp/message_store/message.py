@@ -19,10 +19,11 @@ class Message:
     ``persistent``, ``priority`` and ``expiration`` (ms) are read from the properties
     by the protocol layer once, at publish, because queues act on them. ``held`` counts
     the memory stores holding the message, so that its bytes count once (``alarms``).
+    ``seq`` is set when a memory store takes the message (``MemoryStore``).
     """
 
     __slots__ = ("body", "exchange", "expiration", "held", "persistent", "priority",
-                 "properties", "routing_key")
+                 "properties", "routing_key", "seq")
 
     def __init__(
         self,
