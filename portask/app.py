@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from portask import __version__, metrics
 from portask.broker.core import Broker
+from portask.broker.users import Users
 from portask.config import Settings
 from portask.http.server import (
     OK,
@@ -112,6 +113,10 @@ class App:
             self._http = HttpServer(http_listener, Routes(health, self._site),
                                     max_body=SITE_MAX_BODY_BYTES)
             await self._http.start()
+        https_listener = self.listener("http_tls")
+        if https_listener is not None:
+            await HttpServer(https_listener, Routes(health, self._site),
+                             max_body=SITE_MAX_BODY_BYTES).start()
         self._lock.acquire()
         try:
             self.broker = Broker(self.settings).open()
@@ -123,22 +128,26 @@ class App:
             self.broker.logs.segment_count, self.broker.logs.size_bytes, self.broker.logs.log_count
         )
         metrics.bind_compat_gauges(self.broker.amqp_snapshot, self.broker.kafka_snapshot)
-        kafka = self.listener("kafka")
-        if kafka is not None:
+        kafka = [lst for lst in (self.listener("kafka"), self.listener("kafka_tls")) if lst]
+        if kafka:
             await self._serve_kafka(kafka, self.broker)
-        amqp = self.listener("amqp")
-        if amqp is not None:
+        amqp = [lst for lst in (self.listener("amqp"), self.listener("amqp_tls")) if lst]
+        if amqp:
             self.amqp = self._amqp_server(self.broker)
-            await amqp.serve(self.amqp.connection)
-        management = self.listener("management")
-        if management is not None:
+            for lst in amqp:
+                await lst.serve(self.amqp.connection)
+        management = [lst for lst in (self.listener("management"),
+                                      self.listener("management_tls")) if lst]
+        if management:
             from portask.http.management import MAX_BODY_BYTES, ManagementApi
 
             self._management_api = ManagementApi(self.broker, self.settings,
                                                  lambda: self.listeners)
-            self._management = HttpServer(management, self._management_api.handler,
-                                          max_body=MAX_BODY_BYTES)
-            await self._management.start()
+            for lst in management:
+                server = HttpServer(lst, self._management_api.handler,
+                                    max_body=MAX_BODY_BYTES)
+                await server.start()
+                self._management = self._management or server
             self._management_api.start()
         for lst in self.listeners:
             print(f"portask: {lst.name} listening on {lst.address}", flush=True)
@@ -167,7 +176,7 @@ class App:
             self._console = Console(self.broker, self._management_api)
         return self._console(request)
 
-    async def _serve_kafka(self, listener: Listener, broker: Broker) -> None:
+    async def _serve_kafka(self, listeners: list[Listener], broker: Broker) -> None:
         # Imported here, not at the top: start-up loads only the protocols it serves.
         # Importing the index imports every API module, which registers its handler.
         from portask.protocols.kafka import (
@@ -185,8 +194,11 @@ class App:
         broker.topics.compactor = compaction.compactor(limit)
         # Records decoded and built for the HTTP API and the console.
         broker.topics.codec = browse.KafkaRecordCodec(limit)
-        self.kafka = KafkaServer(broker, self.settings, listener)
-        await listener.serve(self.kafka.protocol_factory)
+        plain = self.listener("kafka")
+        self.kafka = KafkaServer(broker, self.settings, plain or listeners[0],
+                                 tls_listener=self.listener("kafka_tls"))
+        for listener in listeners:
+            await listener.serve(self.kafka.protocol_factory)
 
     def _amqp_server(self, broker: Broker) -> AmqpServer:
         """AMQP's model on the broker: vhosts restored from the definitions and queue logs,
@@ -207,7 +219,8 @@ class App:
         broker.amqp = vhosts
         server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts,
                                         clients=broker.clients,
-                                        alarms=frozenset(broker.alarms.active)))
+                                        alarms=frozenset(broker.alarms.active),
+                                        users=frozenset(Users(settings.auth.users).names())))
         broker.alarms.subscribe(server.alarms_changed)
         return server
 

@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", help="HTTP listener port (http.port)")
     serve.add_argument("--log-level", help="debug, info, warning or error (server.log_level)")
     serve.add_argument(
+        "--dev-tls", action="store_true",
+        help="serve TLS too, with a self-signed CA and certificates created in the data "
+        "dir (tls.dev)",
+    )
+    serve.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="set any setting, e.g. --set storage.flush_ms=200 (repeatable)",
     )
@@ -55,6 +60,8 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
         if not sep or "." not in key:
             raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
         pairs.append((key.strip(), value))
+    if args.dev_tls:
+        pairs.append(("tls.dev", True))
     for dest, dotted in _SHORTHANDS.items():
         value = getattr(args, dest)
         if value is not None:
@@ -86,10 +93,25 @@ def _serve(settings: Settings) -> int:
     logs.configure(settings.server.log_level, settings.server.log_format)
     for line in environment_warnings():
         logging.getLogger("portask.config").warning(line)
+    tls_context = None
+    if settings.tls.enabled:
+        from portask import tls
+
+        try:
+            tls_context = tls.server_context(settings)
+        except tls.TlsError as exc:
+            print(f"portask: error: {exc}", file=sys.stderr)
+            return 1
+        if settings.tls.dev:
+            files = tls.DevFiles(*(Path(settings.server.data_dir).resolve() / tls.DEV_DIR / n
+                                   for n in tls.DEV_FILE_NAMES))
+            print(f"portask: dev TLS: CA certificate {files.ca_cert} (clients trust it); "
+                  f"client certificate {files.client_cert}, key {files.client_key}",
+                  flush=True)
     # Bind before importing the rest: ports accept connections (queued by the kernel)
     # from here on, and a busy port is reported before anything else happens.
     try:
-        listeners = bind_all(settings)
+        listeners = bind_all(settings, tls_context)
     except ListenerError as exc:
         print(f"portask: error: {exc}", file=sys.stderr)
         return 1

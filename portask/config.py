@@ -154,7 +154,25 @@ class KafkaSettings:
         pattern=r"^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)(,(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512))*$",
     )
     sasl_required: bool = _opt(
-        False, "Require SASL authentication (users from auth.users) before any other request."
+        False, "Require SASL authentication (users from auth.users) before any other request; "
+        "on the TLS listener a verified client certificate counts as authentication."
+    )
+    tls_port: int | None = _opt(
+        9093,
+        "Port of the Kafka TLS listener (security.protocol SSL, or SASL_SSL), started when "
+        "TLS is on (tls.cert_file or tls.dev); null = no Kafka TLS listener, 0 = any free port.",
+        min=0, max=65535,
+    )
+    advertised_tls_port: int | None = _opt(
+        None, "Port clients of the TLS listener are told to connect to (null = its port).",
+        min=1, max=65535,
+    )
+    ssl_principal_mapping_rules: str = _opt(
+        "DEFAULT",
+        "Kafka's ssl.principal.mapping.rules: how a client certificate's subject "
+        "(RFC 2253, e.g. CN=app,OU=dev,O=acme) becomes the principal User:<name>; "
+        "comma-separated RULE:pattern/replacement/[LU] or DEFAULT (the whole subject), the "
+        "first rule whose pattern matches the whole subject wins.",
     )
 
 
@@ -179,6 +197,12 @@ class AmqpSettings:
         "Close a connection that sent part of a frame (or of a message's content) and then "
         "nothing more for this long, whatever the heartbeat.",
         min=100,
+    )
+    tls_port: int | None = _opt(
+        5671,
+        "Port of the AMQPS listener (AMQP over TLS), started when TLS is on (tls.cert_file "
+        "or tls.dev); null = no AMQPS listener, 0 = any free port.",
+        min=0, max=65535,
     )
     default_user: str = _opt("guest", "User accepted by PLAIN and AMQPLAIN authentication.")
     default_password: str = _opt("guest", "Password of default_user.")
@@ -216,6 +240,18 @@ class HttpSettings:
     management_port: int = _opt(
         15672,
         "Port of RabbitMQ's management HTTP API (rabbitmqadmin, Flower; 0 = off).",
+        min=0, max=65535,
+    )
+    tls_port: int | None = _opt(
+        8443,
+        "Port of the HTTPS listener (/health, /metrics), started when TLS is on; null = "
+        "none, 0 = any free port.",
+        min=0, max=65535,
+    )
+    management_tls_port: int | None = _opt(
+        15671,
+        "Port of the management API over HTTPS (RabbitMQ's 15671), started when TLS is on "
+        "and http.management_port is not 0; null = none, 0 = any free port.",
         min=0, max=65535,
     )
 
@@ -268,6 +304,39 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    dev: bool = _opt(
+        False,
+        "Create (once) a self-signed CA, a server certificate and a client certificate in "
+        "<data_dir>/tls and serve TLS with them (what `portask serve --dev-tls` sets).",
+    )
+    cert_file: Path | None = _opt(
+        None, "PEM server certificate (chain); setting it turns the TLS listeners on."
+    )
+    key_file: Path | None = _opt(None, "PEM private key of cert_file (unencrypted).")
+    ca_file: Path | None = _opt(
+        None, "PEM CA certificates that client certificates are verified against."
+    )
+    client_auth: str = _opt(
+        "none",
+        "Client certificates (mTLS): 'none' asks for none, 'optional' verifies one when "
+        "sent, 'required' refuses a client without a valid one.",
+        choices=("none", "optional", "required"),
+    )
+    min_version: str = _opt(
+        "TLSv1.2", "Oldest TLS version accepted.", choices=("TLSv1.2", "TLSv1.3")
+    )
+    handshake_timeout_ms: Millis = _opt(
+        Millis(10_000), "Close a connection whose TLS handshake has not finished by then.",
+        min=100,
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.dev or self.cert_file is not None
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
@@ -276,6 +345,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Settings)
@@ -469,7 +539,47 @@ def load_settings(
     for dotted, raw in overrides:
         section, _, key = dotted.partition(".")
         _apply(values, section, key, raw, f"flag {dotted}", from_text=isinstance(raw, str))
-    return _build(values)
+    settings = _build(values)
+    _check_combinations(settings)
+    return settings
+
+
+def _check_combinations(settings: Settings) -> None:
+    """Rules that span keys; each message names the keys and values involved."""
+    tls = settings.tls
+    if tls.dev and (tls.cert_file or tls.key_file or tls.ca_file):
+        raise ConfigError(
+            "tls.dev: true creates its own certificates; it cannot be combined with "
+            f"tls.cert_file={_text(tls.cert_file)}, tls.key_file={_text(tls.key_file)}, "
+            f"tls.ca_file={_text(tls.ca_file)} (leave those null)"
+        )
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError(
+            f"tls.cert_file={_text(tls.cert_file)} and tls.key_file={_text(tls.key_file)}: "
+            "set both (a certificate and its private key) or neither"
+        )
+    if tls.client_auth != "none" and tls.cert_file is not None and tls.ca_file is None:
+        raise ConfigError(
+            f"tls.client_auth: {tls.client_auth!r} needs tls.ca_file (the CA that signs "
+            "client certificates), which is null"
+        )
+    if tls.client_auth != "none" and not tls.enabled:
+        raise ConfigError(
+            f"tls.client_auth: {tls.client_auth!r} needs TLS on (tls.cert_file or tls.dev)"
+        )
+    from portask.broker.kafka.principals import MappingRuleError, parse_rules
+
+    try:
+        parse_rules(settings.kafka.ssl_principal_mapping_rules)
+    except MappingRuleError as exc:
+        raise ConfigError(
+            f"kafka.ssl_principal_mapping_rules: {settings.kafka.ssl_principal_mapping_rules!r}"
+            f" is not valid: {exc}"
+        ) from None
+
+
+def _text(value: Any) -> str:
+    return "null" if value is None else repr(str(value))
 
 
 def _split_variable(name: str) -> tuple[str, str] | None:

@@ -16,9 +16,20 @@ from typing import TYPE_CHECKING
 from portask.config import NetworkSettings, Settings
 
 if TYPE_CHECKING:
-    # asyncio is imported lazily: binding happens before the event loop exists, and
-    # start-up time counts until the sockets listen.
+    # asyncio and ssl are imported lazily: binding happens before the event loop exists,
+    # and start-up time counts until the sockets listen.
     import asyncio
+    import ssl
+
+    from portask.tls import TlsServer
+
+# Listener name -> (the protocol it speaks, the setting that names its port).
+_PORT_SETTINGS = {
+    "kafka": "kafka.port", "amqp": "amqp.port", "http": "http.port",
+    "management": "http.management_port", "kafka_tls": "kafka.tls_port",
+    "amqp_tls": "amqp.tls_port", "http_tls": "http.tls_port",
+    "management_tls": "http.management_tls_port",
+}
 
 
 class ListenerError(RuntimeError):
@@ -31,6 +42,15 @@ class Listener:
     sock: socket.socket
     state: str = "bound"
     server: asyncio.AbstractServer | None = None
+    # Set on TLS listeners: connections are handed to the protocol after the handshake.
+    tls: ssl.SSLContext | None = None
+    tls_handshake_timeout_s: float = 10.0
+    tls_server: TlsServer | None = None
+
+    @property
+    def protocol(self) -> str:
+        """The protocol this listener speaks (kafka, amqp, http, management)."""
+        return self.name.removesuffix("_tls")
 
     @property
     def host(self) -> str:
@@ -48,13 +68,24 @@ class Listener:
     async def serve(self, protocol_factory: Callable[[], asyncio.BaseProtocol]) -> None:
         import asyncio
 
+        if self.tls is not None:
+            from portask.tls import TlsServer
+
+            label = "http" if self.protocol == "management" else self.protocol
+            self.tls_server = TlsServer(self.sock, label, self.tls,
+                                        self.tls_handshake_timeout_s, protocol_factory)
+            self.tls_server.start()
+            self.state = "listening"
+            return
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(protocol_factory, sock=self.sock)
         self.state = "listening"
 
     async def close(self) -> None:
         self.state = "closed"
-        if self.server is not None:
+        if self.tls_server is not None:
+            await self.tls_server.close()
+        elif self.server is not None:
             self.server.close()
             await self.server.wait_closed()
         else:
@@ -62,8 +93,8 @@ class Listener:
 
 
 def bind(name: str, host: str, port: int, network: NetworkSettings) -> Listener:
-    setting = (f"{name}.port / PORTASK_{name.upper()}_PORT" if name != "management"
-               else "http.management_port / PORTASK_HTTP_MANAGEMENT_PORT")
+    dotted = _PORT_SETTINGS.get(name, f"{name}.port")
+    setting = f"{dotted} / PORTASK_{dotted.replace('.', '_').upper()}"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -107,21 +138,36 @@ def configure_accepted(transport: asyncio.BaseTransport, network: NetworkSetting
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
 
 
-def bind_all(settings: Settings) -> list[Listener]:
-    """Bind every enabled listener, or none: on failure the ones bound are closed."""
-    wanted = [
+def bind_all(settings: Settings, tls: ssl.SSLContext | None = None) -> list[Listener]:
+    """Bind every enabled listener, or none: on failure the ones bound are closed.
+
+    With a TLS context, each protocol also gets its TLS listener on its own port (as
+    RabbitMQ serves 5672 and 5671), unless that port is set to null.
+    """
+    management = settings.http.enabled and settings.http.management_port != 0
+    wanted: list[tuple[str, bool, int | None]] = [
         ("kafka", settings.kafka.enabled, settings.kafka.port),
         ("amqp", settings.amqp.enabled, settings.amqp.port),
         ("http", settings.http.enabled, settings.http.port),
         # Port 0 turns the management API off (here 0 cannot mean "any free port").
-        ("management", settings.http.enabled and settings.http.management_port != 0,
-         settings.http.management_port),
+        ("management", management, settings.http.management_port),
     ]
+    if tls is not None:
+        wanted += [
+            ("kafka_tls", settings.kafka.enabled, settings.kafka.tls_port),
+            ("amqp_tls", settings.amqp.enabled, settings.amqp.tls_port),
+            ("http_tls", settings.http.enabled, settings.http.tls_port),
+            ("management_tls", management, settings.http.management_tls_port),
+        ]
     bound: list[Listener] = []
     try:
         for name, enabled, port in wanted:
-            if enabled:
-                bound.append(bind(name, settings.server.host, port, settings.network))
+            if enabled and port is not None:
+                listener = bind(name, settings.server.host, port, settings.network)
+                if name.endswith("_tls"):
+                    listener.tls = tls
+                    listener.tls_handshake_timeout_s = settings.tls.handshake_timeout_ms / 1000
+                bound.append(listener)
     except ListenerError:
         for listener in bound:
             listener.sock.close()

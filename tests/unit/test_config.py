@@ -156,3 +156,54 @@ def test_variables_that_name_no_setting_are_ignored_with_one_warning_line() -> N
     assert "PORTASK_KAFKA_PROT -> PORTASK_KAFKA_PORT?" in line
     assert "PORTASK_HOME ->" not in line
     assert environment_warnings({"PORTASK_KAFKA_PORT": "1", "HOME": "/root"}) == []
+
+
+def test_tls_is_off_by_default_and_no_tls_listener_is_bound() -> None:
+    from portask.listeners import bind_all
+
+    settings = load_settings(environ={}, overrides=[
+        ("kafka.port", 0), ("amqp.port", 0), ("http.port", 0), ("http.management_port", 0)])
+    assert not settings.tls.enabled
+    listeners = bind_all(settings)
+    try:
+        assert [lst.name for lst in listeners] == ["kafka", "amqp", "http"]
+        assert all(lst.tls is None for lst in listeners)
+    finally:
+        for lst in listeners:
+            lst.sock.close()
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ([("tls.cert_file", "server.pem")],
+     "tls.cert_file='server.pem' and tls.key_file=null: set both"),
+    ([("tls.key_file", "server.key")],
+     "tls.cert_file=null and tls.key_file='server.key': set both"),
+    ([("tls.cert_file", "s.pem"), ("tls.key_file", "s.key"), ("tls.client_auth", "required")],
+     "tls.client_auth: 'required' needs tls.ca_file"),
+    ([("tls.client_auth", "optional")], "tls.client_auth: 'optional' needs TLS on"),
+    ([("tls.dev", "true"), ("tls.cert_file", "s.pem")],
+     "tls.dev: true creates its own certificates; it cannot be combined with "
+     "tls.cert_file='s.pem'"),
+    ([("kafka.ssl_principal_mapping_rules", "RULE:^CN=(.*$/$1/")],
+     "kafka.ssl_principal_mapping_rules: 'RULE:^CN=(.*$/$1/' is not valid"),
+    ([("kafka.ssl_principal_mapping_rules", "CN")],
+     "kafka.ssl_principal_mapping_rules: 'CN' is not valid: cannot read a rule at 'CN'"),
+    ([("tls.min_version", "TLSv1.1")], "tls.min_version: 'TLSv1.1' is not valid"),
+    ([("tls.client_auth", "maybe")], "tls.client_auth: 'maybe' is not valid"),
+])
+def test_tls_settings_that_do_not_fit_name_the_keys_and_values(
+    overrides: list[tuple[str, str]], message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ={}, overrides=overrides)
+    assert message in str(err.value)
+
+
+def test_tls_settings_from_a_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "tls.yaml"
+    cfg.write_text("tls:\n  cert_file: /etc/portask/server.pem\n"
+                   "  key_file: /etc/portask/server.key\n  ca_file: /etc/portask/ca.pem\n"
+                   "  client_auth: required\n  min_version: TLSv1.3\n")
+    tls = load_settings(cfg, environ={}).tls
+    assert tls.enabled and tls.client_auth == "required" and tls.min_version == "TLSv1.3"
+    assert tls.cert_file == Path("/etc/portask/server.pem")

@@ -89,6 +89,7 @@ from portask.protocols.amqp.constants import (
 from portask.protocols.amqp.context import AmqpContext
 from portask.protocols.amqp.errors import AmqpError, ChannelClose, ConnectionClose
 from portask.protocols.amqp.handshake import check_tune_ok, connection_start, credentials
+from portask.tls import peer_common_name
 
 log = logging.getLogger("portask.amqp")
 
@@ -141,6 +142,8 @@ class AmqpConnection(asyncio.Protocol):
         self._timers: list[asyncio.TimerHandle] = []
         self._broken_framing = False
         self.peer = ""
+        # The CN of a verified client certificate (AMQPS with tls.client_auth), for EXTERNAL.
+        self.tls_common_name: str | None = None
         # A resource alarm is set: the next publish content frame blocks this connection.
         self.alarm = bool(context.alarms)
         # Not read from because of an alarm; whether Connection.Blocked was sent.
@@ -155,6 +158,7 @@ class AmqpConnection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=high, low=high // 4)  # type: ignore[union-attr]
         configure_accepted(transport, self.context.network)
         self.peer = str(transport.get_extra_info("peername"))
+        self.tls_common_name = peer_common_name(transport)
         self._sockname = transport.get_extra_info("sockname")
         self._peername = transport.get_extra_info("peername")
         self.connected_at_ms = int(time.time() * 1000)
@@ -259,7 +263,7 @@ class AmqpConnection(asyncio.Protocol):
         if len(self._header) < 8:
             return b""
         self._state = AWAIT_START_OK
-        self.send(frames.method_frame(0, connection_start()))
+        self.send(frames.method_frame(0, connection_start(self.tls_common_name is not None)))
         self._flush()
         return rest
 
@@ -431,8 +435,14 @@ class AmqpConnection(asyncio.Protocol):
 
     def on_connection_start_ok(self, m: commands.Connection.StartOk) -> None:
         self.client_properties = dict(m.client_properties or {})
-        user, password = credentials(m.mechanism, m.response)
-        if not self.context.accepts_login(user, password):
+        if m.mechanism == "EXTERNAL" and self.tls_common_name is not None:
+            # The certificate's CN names the user; the TLS handshake verified it.
+            user, accepted = self.tls_common_name, self.context.accepts_user(
+                self.tls_common_name)
+        else:
+            user, password = credentials(m.mechanism, m.response)
+            accepted = self.context.accepts_login(user, password)
+        if not accepted:
             metrics.CONNECTION_ERRORS.labels("amqp", "auth").inc()
             raise ConnectionClose(
                 ACCESS_REFUSED,

@@ -40,11 +40,18 @@ class AmqpContext:
     # set stops being read (AmqpConnection.block). Kept current by AmqpServer.
     alarms: frozenset[str] = frozenset()
     connections: set[LiveConnection] = field(default_factory=set)
+    # Names from auth.users, so that a certificate for a Kafka user opens AMQP too.
+    users: frozenset[str] = frozenset()
 
     def accepts_login(self, user: str, password: str) -> bool:
         """PLAIN and AMQPLAIN credentials against the one configured AMQP user."""
         settings = self.settings
         return user == settings.default_user and password == settings.default_password
+
+    def accepts_user(self, user: str) -> bool:
+        """EXTERNAL (a verified client certificate): the CN must name a known user, as
+        RabbitMQ requires the user to exist; no password is asked."""
+        return user == self.settings.default_user or user in self.users
 
     @property
     def blocked_reason(self) -> str:

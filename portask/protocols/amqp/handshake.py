@@ -45,10 +45,13 @@ def server_properties() -> dict[str, Any]:
     }
 
 
-def connection_start() -> commands.Connection.Start:
+def connection_start(external: bool = False) -> commands.Connection.Start:
+    """``external``: the client presented a verified certificate, so EXTERNAL is offered
+    (as RabbitMQ's rabbitmq_auth_mechanism_ssl offers it only then)."""
     return commands.Connection.Start(
         version_major=0, version_minor=9, server_properties=server_properties(),
-        mechanisms="PLAIN AMQPLAIN", locales="en_US",
+        mechanisms="PLAIN AMQPLAIN EXTERNAL" if external else "PLAIN AMQPLAIN",
+        locales="en_US",
     )
 
 

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from portask import metrics
+from portask.broker.kafka.principals import NoMatchingRule, parse_rules, principal_from_subject
 from portask.broker.users import Users
 from portask.listeners import Listener, configure_accepted
 from portask.protocols.kafka import registry
@@ -50,6 +51,7 @@ from portask.protocols.kafka.wire import (
     response_header,
 )
 from portask.protocols.scram import ScramServer
+from portask.tls import peer_subject
 
 if TYPE_CHECKING:
     from portask.broker.core import Broker
@@ -68,16 +70,19 @@ _BEFORE_AUTHENTICATION = frozenset(
 class KafkaServer:
     """State shared by every Kafka connection: the broker core and how to reach us."""
 
-    def __init__(self, broker: Broker, settings: Settings, listener: Listener) -> None:
+    def __init__(self, broker: Broker, settings: Settings, listener: Listener,
+                 tls_listener: Listener | None = None) -> None:
         if not registry.APIS:
             raise RuntimeError("no Kafka API is registered: import portask.protocols.kafka.apis")
         self.broker = broker
         self.settings = settings
         self.listener = listener
+        self.tls_listener = tls_listener
         self.connections: set[KafkaConnection] = set()
         self.users = Users(settings.auth.users)
         self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
         self.sasl_required = settings.kafka.sasl_required
+        self.principal_rules = parse_rules(settings.kafka.ssl_principal_mapping_rules)
 
     def protocol_factory(self) -> KafkaConnection:
         return KafkaConnection(self)
@@ -85,12 +90,17 @@ class KafkaServer:
     def advertised_address(self, local: tuple[str, int] | None) -> tuple[str, int]:
         """Where clients should connect: the configured address, else the one they used."""
         k = self.settings.kafka
+        listener, port = self.listener, k.advertised_port
+        tls = self.tls_listener
+        # Each listener advertises itself: a TLS client must be sent back to TLS.
+        if tls is not None and local is not None and local[1] == tls.port:
+            listener, port = tls, k.advertised_tls_port
         host = k.advertised_host
         if host is None:
-            listen_host = self.listener.host
+            listen_host = listener.host
             wildcard = listen_host in ("0.0.0.0", "::", "")
             host = local[0] if (wildcard and local) else listen_host
-        return host, k.advertised_port or self.listener.port
+        return host, port or listener.port
 
     def close_all(self) -> None:
         for conn in list(self.connections):
@@ -146,6 +156,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.authenticated_user: str | None = None
         # Between a SaslHandshake v0 and the end of its exchange, frames are raw tokens.
         self.raw_sasl: Callable[[bytes], bytes | None] | None = None
+        # From a verified client certificate on the TLS listener (ssl.principal.mapping).
+        self.tls_principal: str | None = None
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -164,6 +176,18 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._last_recv = self._last_send = self._loop.time()
         self._watchdog = self._loop.call_later(
             min(self._idle_s, self._incomplete_s), self._check_stalled)
+        subject = peer_subject(transport)
+        if subject is not None:
+            try:
+                self.tls_principal = principal_from_subject(subject,
+                                                            self.server.principal_rules)
+            except NoMatchingRule as exc:
+                # Kafka fails the TLS authentication of such a client.
+                metrics.CONNECTION_ERRORS.labels("kafka", "tls principal").inc()
+                log.warning("TLS client refused; closing the connection",
+                            extra={"fields": {"peer": self.peer, "detail": str(exc)}})
+                self._closed = True
+                self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -328,6 +352,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if (
             self.server.sasl_required
             and self.authenticated_user is None
+            and self.tls_principal is None
             and api_key not in _BEFORE_AUTHENTICATION
         ):
             self._protocol_error("request before SASL authentication", api=api.schema)
