@@ -157,6 +157,23 @@ class KafkaSettings:
         False, "Require SASL authentication (users from auth.users) before any other request; "
         "on the TLS listener a verified client certificate counts as authentication."
     )
+    authorizer: bool = _opt(
+        False,
+        "Enforce Kafka ACLs (CreateAcls/DescribeAcls/DeleteAcls; kept in the definitions "
+        "store) on every API Kafka authorizes; off, every client may do anything and the "
+        "ACL APIs answer SECURITY_DISABLED, as a Kafka broker without an authorizer does.",
+    )
+    super_users: str = _opt(
+        "",
+        "Principals the authorizer always allows, semicolon-separated as Kafka's "
+        "super.users (e.g. User:admin;User:CN=ops,O=acme).",
+        pattern=r"^([^;:]+:[^;]+(;[^;:]+:[^;]+)*)?$",
+    )
+    allow_everyone_if_no_acl_found: bool = _opt(
+        False,
+        "Kafka's allow.everyone.if.no.acl.found: a resource with no ACL at all is open to "
+        "everyone instead of to super users only.",
+    )
     tls_port: int | None = _opt(
         9093,
         "Port of the Kafka TLS listener (security.protocol SSL, or SASL_SSL), started when "

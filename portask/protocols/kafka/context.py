@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from portask.broker.core import Broker
+    from portask.broker.kafka.acls import Acls, Authorizer
     from portask.broker.users import Users
     from portask.config import Settings
     from portask.protocols.scram import ScramServer
@@ -32,6 +33,8 @@ class Server(Protocol):
     settings: Settings
     users: Users  # the SASL user store
     sasl_mechanisms: tuple[str, ...]  # offered by SaslHandshake, in preference order
+    acls: Acls  # Kafka's ACLs (durable)
+    authorizer: Authorizer | None  # None unless kafka.authorizer: nothing is checked
 
     def advertised_address(self, local: tuple[str, int] | None) -> tuple[str, int]:
         """Where clients should connect, given the local address this one used."""
@@ -49,6 +52,8 @@ class Connection(Protocol):
     # Set by SaslHandshake v0: the frames that follow are raw SASL tokens, not requests;
     # it answers each with the token to send back, or None to close the connection.
     raw_sasl: Callable[[bytes], bytes | None] | None
+    principal: str  # User:<SASL user>, the certificate's mapped name, or User:ANONYMOUS
+    host: str  # the client's address, as ACLs name hosts
 
     def close_after_reply(self) -> None:
         """Close once the replies queued so far are written (a failed login)."""

@@ -38,7 +38,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from portask import metrics
-from portask.broker.kafka.principals import NoMatchingRule, parse_rules, principal_from_subject
+from portask.broker.kafka.acls import Acls, Authorizer
+from portask.broker.kafka.principals import (
+    ANONYMOUS,
+    USER,
+    NoMatchingRule,
+    parse_rules,
+    principal_from_subject,
+)
 from portask.broker.users import Users
 from portask.listeners import Listener, configure_accepted
 from portask.protocols.kafka import registry
@@ -83,6 +90,13 @@ class KafkaServer:
         self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
         self.sasl_required = settings.kafka.sasl_required
         self.principal_rules = parse_rules(settings.kafka.ssl_principal_mapping_rules)
+        k = settings.kafka
+        self.acls = Acls(broker.definitions)
+        self.authorizer: Authorizer | None = None
+        if k.authorizer:
+            self.authorizer = Authorizer(
+                self.acls, filter(None, (u.strip() for u in k.super_users.split(";"))),
+                allow_if_no_acl=k.allow_everyone_if_no_acl_found)
 
     def protocol_factory(self) -> KafkaConnection:
         return KafkaConnection(self)
@@ -158,6 +172,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.raw_sasl: Callable[[bytes], bytes | None] | None = None
         # From a verified client certificate on the TLS listener (ssl.principal.mapping).
         self.tls_principal: str | None = None
+        self.host = ""
+
+    @property
+    def principal(self) -> str:
+        """Who the authorizer sees: SASL's user, else the certificate's, else ANONYMOUS."""
+        if self.authenticated_user is not None:
+            return f"{USER}:{self.authenticated_user}"
+        return self.tls_principal or ANONYMOUS
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -165,6 +187,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
+        self.host = str(self.peer[0]) if isinstance(self.peer, tuple) and self.peer else ""
         sockname = transport.get_extra_info("sockname")
         self.local = (str(sockname[0]), int(sockname[1])) if sockname else None
         network = self.server.settings.network

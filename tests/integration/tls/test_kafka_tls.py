@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -199,5 +199,35 @@ def test_unmatched_principal_mapping_closes_the_connection(tmp_path: Path) -> No
         text = broker.proc.stderr_text()
         assert "TLS client refused" in text and "no ssl.principal.mapping rule" in text
         assert "Traceback" not in text
+    finally:
+        broker.proc.stop()
+
+
+@pytest.mark.parametrize(("rules", "principal"), [
+    ("DEFAULT", "User:CN=guest,O=Portask dev"),
+    ("RULE:^CN=([^,]+),.*$/$1/L,DEFAULT", "User:guest"),
+])
+def test_the_certificate_subject_is_the_principal_acls_name(
+    tmp_path: Path, rules: str, principal: str
+) -> None:
+    """DEFAULT maps the dev client certificate to User:CN=guest,O=Portask dev; a rule
+    maps it to User:guest. Either way the authorizer (here: super users) sees that name."""
+    broker = start_tls_broker(
+        tmp_path / "data", "--set", "tls.client_auth=optional",
+        "--set", "kafka.authorizer=true", "--set", f"kafka.super_users={principal}",
+        "--set", f"kafka.ssl_principal_mapping_rules={rules}")
+    try:
+        producer = Producer(_ssl_conf(broker, cert=True))
+        delivered: list[KafkaError | None] = []
+        producer.produce(_topic(), b"v", on_delivery=lambda e, m: delivered.append(e))
+        assert producer.flush(15) == 0
+        assert delivered == [None]
+        # Without the certificate the same client is User:ANONYMOUS: refused.
+        anonymous = Producer(_ssl_conf(broker, **{"enable.idempotence": False}))
+        errors: list[KafkaError | None] = []
+        anonymous.produce(_topic(), b"v", on_delivery=lambda e, m: errors.append(e))
+        anonymous.flush(15)
+        assert len(errors) == 1 and errors[0] is not None
+        assert errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     finally:
         broker.proc.stop()

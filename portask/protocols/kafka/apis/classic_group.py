@@ -33,6 +33,9 @@ SyncGroup, versions 0-5:
 This node coordinates every group (the state machine is in broker/kafka/groups/). JoinGroup
 and SyncGroup answer when the rebalance allows: their handlers return the coordinator's
 future, and server.py keeps the replies of each connection in order.
+
+With ``kafka.authorizer`` each of them needs READ on the group, else
+GROUP_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ from typing import Any
 from portask.broker.kafka.groups import JoinRequest, JoinResult, SyncResult
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import RequestContext
-from portask.protocols.kafka.errors import GROUP_ERRORS
+from portask.protocols.kafka.errors import GROUP_ERRORS, ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE
 
@@ -60,12 +64,23 @@ def _client_host(ctx: RequestContext) -> str:
     return f"/{peer[0]}" if isinstance(peer, tuple) and peer else ""
 
 
+_REFUSED = ErrorCode.group_authorization_failed
+
+
+def _group_allowed(ctx: RequestContext, group_id: str) -> bool:
+    """Kafka asks for READ on the group for Join, Sync, Heartbeat and Leave."""
+    return ctx.server.authorizer is None or allowed(ctx, Operation.READ, ResourceType.GROUP,
+                                                    group_id)
+
+
 # -- JoinGroup and SyncGroup ---------------------------------------------------------
 
 
 @api(ApiKey.JOIN_GROUP, (0, 9))
 def join_group(ctx: RequestContext, request: Any) -> Any:
     version = ctx.api_version
+    if not _group_allowed(ctx, request.group_id):
+        return _join_response(version, JoinResult(None, request.member_id), _REFUSED)
     instance_id = getattr(request, "group_instance_id", None)
     session_ms = _ms(request.session_timeout)
     join = JoinRequest(
@@ -92,14 +107,14 @@ async def _join_later(version: int, waiter: Awaitable[JoinResult]) -> Any:
     return _join_response(version, await waiter)
 
 
-def _join_response(version: int, result: JoinResult) -> Any:
+def _join_response(version: int, result: JoinResult, error: ErrorCode | None = None) -> Any:
     types = registry.response_types(ApiKey.JOIN_GROUP, version)
     # v7 made the protocol name nullable; before it, "no protocol" is "".
     name = (result.protocol_name or None) if version >= 7 else (result.protocol_name or "")
     return registry.make(
         types.JoinGroupResponse,
         throttle_time=NO_THROTTLE,
-        error_code=GROUP_ERRORS[result.error],
+        error_code=GROUP_ERRORS[result.error] if error is None else error,
         generation_id=result.generation,
         protocol_type=result.protocol_type,
         protocol_name=name,
@@ -120,6 +135,8 @@ def _join_response(version: int, result: JoinResult) -> Any:
 
 @api(ApiKey.SYNC_GROUP, (0, 5))
 def sync_group(ctx: RequestContext, request: Any) -> Any:
+    if not _group_allowed(ctx, request.group_id):
+        return _sync_response(ctx.api_version, SyncResult(None), _REFUSED)
     waiter = ctx.broker.groups.sync(
         request.group_id,
         request.generation_id,
@@ -138,12 +155,12 @@ async def _sync_later(version: int, waiter: Awaitable[SyncResult]) -> Any:
     return _sync_response(version, await waiter)
 
 
-def _sync_response(version: int, result: SyncResult) -> Any:
+def _sync_response(version: int, result: SyncResult, error: ErrorCode | None = None) -> Any:
     types = registry.response_types(ApiKey.SYNC_GROUP, version)
     return registry.make(
         types.SyncGroupResponse,
         throttle_time=NO_THROTTLE,
-        error_code=GROUP_ERRORS[result.error],
+        error_code=GROUP_ERRORS[result.error] if error is None else error,
         protocol_type=result.protocol_type,
         protocol_name=result.protocol_name,
         assignment=result.assignment,
@@ -156,6 +173,9 @@ def _sync_response(version: int, result: SyncResult) -> Any:
 @api(ApiKey.HEARTBEAT, (0, 4))
 def heartbeat(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.HEARTBEAT, ctx.api_version)
+    if not _group_allowed(ctx, request.group_id):
+        return registry.make(types.HeartbeatResponse, throttle_time=NO_THROTTLE,
+                             error_code=_REFUSED)
     error = ctx.broker.groups.heartbeat(
         request.group_id,
         request.member_id,
@@ -170,6 +190,9 @@ def heartbeat(ctx: RequestContext, request: Any) -> Any:
 @api(ApiKey.LEAVE_GROUP, (0, 5))
 def leave_group(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.LEAVE_GROUP, ctx.api_version)
+    if not _group_allowed(ctx, request.group_id):
+        return registry.make(types.LeaveGroupResponse, throttle_time=NO_THROTTLE,
+                             error_code=_REFUSED, members=())
     if ctx.api_version >= 3:
         leaving = [(m.member_id, m.group_instance_id) for m in request.members]
     else:

@@ -16,6 +16,10 @@ single keys, KIP-339):
 Topic values are the ones really in force (overrides over the broker's
 settings). Broker values come from the broker's settings file and are read-only at
 run time: altering them is refused with a message saying where to change them.
+
+With ``kafka.authorizer``: DESCRIBE_CONFIGS or ALTER_CONFIGS on the topic (else
+TOPIC_AUTHORIZATION_FAILED) or, for the broker's configs, on the cluster (else
+CLUSTER_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from portask.broker.kafka.topic_configs import InvalidTopicConfig
 from portask.config import Settings
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import (
+    Operation,
+    ResourceType,
+    allowed,
+    cluster_allowed,
+)
 from portask.protocols.kafka.context import NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
@@ -162,7 +172,10 @@ def describe_configs(ctx: RequestContext, request: Any) -> Any:
         error, message = ErrorCode.none, None
         entries: list[tuple[str, str | None, bool, int, int, str | None, bool]] = []
         keys = set(res.configuration_keys) if res.configuration_keys is not None else None
-        if res.resource_type == TOPIC:
+        refused = _refusal(ctx, res.resource_type, res.resource_name, Operation.DESCRIBE_CONFIGS)
+        if refused is not None:
+            error = refused
+        elif res.resource_type == TOPIC:
             topic = ctx.broker.topics.get(res.resource_name)
             if topic is None:
                 error = ErrorCode.unknown_topic_or_partition
@@ -232,6 +245,21 @@ def describe_configs(ctx: RequestContext, request: Any) -> Any:
     )
 
 
+def _refusal(ctx: RequestContext, resource_type: int, name: str,
+             operation: Operation) -> ErrorCode | None:
+    """Kafka's check of a config resource: the operation on the topic, or on the cluster
+    for a broker's configs."""
+    if ctx.server.authorizer is None:
+        return None
+    if resource_type == TOPIC:
+        if allowed(ctx, operation, ResourceType.TOPIC, name):
+            return None
+        return ErrorCode.topic_authorization_failed
+    if resource_type == BROKER and not cluster_allowed(ctx, operation):
+        return ErrorCode.cluster_authorization_failed
+    return None
+
+
 def request_docs(request: Any) -> bool:
     return bool(getattr(request, "include_documentation", False))
 
@@ -244,6 +272,9 @@ def _alter(
     change: Any,
 ) -> tuple[ErrorCode, str | None]:
     """Apply ``change(current overrides) -> new overrides`` to one resource."""
+    refused = _refusal(ctx, resource_type, name, Operation.ALTER_CONFIGS)
+    if refused is not None:
+        return refused, None
     if resource_type == BROKER:
         return (
             ErrorCode.invalid_request,

@@ -5,6 +5,9 @@ DescribeTransactions, version 0:
 ListTransactions, versions 0-1:
     v0  transactional ids, filtered by state and producer id (KIP-664)
     v1  a minimum duration filter (KIP-994)
+
+With ``kafka.authorizer``: DESCRIBE on a transactional id to describe it (else
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED); ListTransactions lists only those ids.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from portask.broker.kafka.transactions import TxnState
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
@@ -33,13 +37,17 @@ _UNKNOWN_TIMEOUT = datetime.timedelta(0)
 def describe_transactions(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DESCRIBE_TRANSACTIONS, ctx.api_version)
     states = []
+    checked = ctx.server.authorizer is not None
     for tid in request.transactional_ids:
         txn = ctx.broker.transactions.transactions.get(tid)
-        if txn is None:
+        refused = checked and not allowed(ctx, Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID,
+                                          tid)
+        if txn is None or refused:
             states.append(
                 registry.make(
                     types.TransactionState,
-                    error_code=ErrorCode.transactional_id_not_found,
+                    error_code=ErrorCode.transactional_id_authorization_failed if refused
+                    else ErrorCode.transactional_id_not_found,
                     transactional_id=tid,
                     transaction_state="",
                     transaction_timeout=_UNKNOWN_TIMEOUT,
@@ -90,7 +98,11 @@ def list_transactions(ctx: RequestContext, request: Any) -> Any:
     min_duration = getattr(request, "duration_filter", -1)
     now = int(time.time() * 1000)
     states = []
+    checked = ctx.server.authorizer is not None
     for txn in ctx.broker.transactions.transactions.values():
+        if checked and not allowed(ctx, Operation.DESCRIBE, ResourceType.TRANSACTIONAL_ID,
+                                   txn.transactional_id):
+            continue  # Kafka lists only the ids the principal may DESCRIBE
         if wanted_states and txn.state.value not in wanted_states:
             continue
         if wanted_pids and txn.producer_id not in wanted_pids:

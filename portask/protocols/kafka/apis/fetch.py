@@ -25,6 +25,8 @@ fetch. Stored batches are written out as memoryview slices of the segment maps,
 never copied or re-encoded, from v4 on; v0-v3 answers are converted from them into
 message sets, as Kafka down-converts for old fetchers (control batches dropped,
 compressed batches decompressed, offsets kept, headers lost).
+With ``kafka.authorizer``, READ on each topic (else TOPIC_AUTHORIZATION_FAILED for its
+partitions; checked once per topic per request).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from portask import metrics
 from portask.broker.kafka.topics import Partition
 from portask.protocols.kafka import message_sets, txn_markers
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
@@ -98,6 +101,7 @@ def _resolve(
 ) -> list[tuple[str, uuid.UUID | None, list[_Wanted]]]:
     registry = ctx.broker.topics
     by_id = ctx.api_version >= 13
+    checked = ctx.server.authorizer is not None  # else no check at all (kafka.authorizer)
     out = []
     for entry in request.topics:
         if by_id:
@@ -108,6 +112,8 @@ def _resolve(
             name = entry.topic
             topic = registry.get(name)
             missing = ErrorCode.unknown_topic_or_partition
+        if checked and not allowed(ctx, Operation.READ, ResourceType.TOPIC, name):
+            topic, missing = None, ErrorCode.topic_authorization_failed
         wanted = []
         for p in entry.partitions:
             partition = registry.partition(name, p.partition) if topic is not None else None

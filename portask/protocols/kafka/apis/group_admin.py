@@ -17,6 +17,10 @@ DeleteGroups, versions 0-2:
 
 An unknown group is described as Dead (as Kafka does before DescribeGroups v6); only
 empty groups can be deleted.
+
+With ``kafka.authorizer``: DESCRIBE on a group to describe it and DELETE to delete it
+(else GROUP_AUTHORIZATION_FAILED); ListGroups lists every group with DESCRIBE on the
+cluster, else only the groups the principal may DESCRIBE.
 """
 
 from __future__ import annotations
@@ -26,13 +30,19 @@ from typing import Any
 from portask.broker.kafka.groups import STABLE
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import (
+    Operation,
+    ResourceType,
+    allowed,
+    cluster_allowed,
+)
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import GROUP_ERRORS, ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE, OPERATIONS_UNKNOWN
 
-# The group operations (READ, DELETE, DESCRIBE as AclOperation bits) every client may
-# do here: there are no ACLs yet.
+# The group operations (READ, DELETE, DESCRIBE as AclOperation bits) reported to clients
+# that ask (KIP-430); not computed from the ACLs.
 GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 
 
@@ -47,6 +57,15 @@ def describe_groups(ctx: RequestContext, request: Any) -> Any:
     described = []
     for group_id in request.groups:
         group = ctx.broker.groups.get(group_id)
+        if not _allowed(ctx, Operation.DESCRIBE, group_id):
+            described.append(
+                registry.make(
+                    types.DescribedGroup, error_code=ErrorCode.group_authorization_failed,
+                    group_id=group_id, group_state="", protocol_type="", protocol_data="",
+                    members=(), authorized_operations=operations,
+                )
+            )
+            continue
         if group is None:
             # Kafka (before DescribeGroups v6) describes an unknown group as Dead.
             described.append(
@@ -93,6 +112,8 @@ def list_groups(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.LIST_GROUPS, ctx.api_version)
     # State names match case-insensitively, as in Kafka.
     states = {s.lower() for s in getattr(request, "states_filter", ())}
+    # DESCRIBE on the cluster lists every group; without it, those it may DESCRIBE.
+    every = ctx.server.authorizer is None or cluster_allowed(ctx, Operation.DESCRIBE)
     listed = tuple(
         registry.make(
             types.ListedGroup,
@@ -101,7 +122,8 @@ def list_groups(ctx: RequestContext, request: Any) -> Any:
             group_state=g.state.value,
         )
         for g in ctx.broker.groups
-        if not states or g.state.value.lower() in states
+        if (not states or g.state.value.lower() in states)
+        and (every or _allowed(ctx, Operation.DESCRIBE, g.group_id))
     )
     return registry.make(
         types.ListGroupsResponse,
@@ -114,14 +136,21 @@ def list_groups(ctx: RequestContext, request: Any) -> Any:
 @api(ApiKey.DELETE_GROUPS, (0, 2))
 def delete_groups(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DELETE_GROUPS, ctx.api_version)
-    results = ctx.broker.groups.delete(request.groups_names)
+    names = request.groups_names
+    permitted = [g for g in names if _allowed(ctx, Operation.DELETE, g)]
+    deleted = ctx.broker.groups.delete(permitted)
+    results = {g: GROUP_ERRORS[deleted[g]] if g in deleted
+               else ErrorCode.group_authorization_failed for g in names}
     return registry.make(
         types.DeleteGroupsResponse,
         throttle_time=NO_THROTTLE,
         results=tuple(
-            registry.make(
-                types.DeletableGroupResult, group_id=group_id, error_code=GROUP_ERRORS[error]
-            )
+            registry.make(types.DeletableGroupResult, group_id=group_id, error_code=error)
             for group_id, error in results.items()
         ),
     )
+
+
+def _allowed(ctx: RequestContext, operation: Operation, group_id: str) -> bool:
+    return ctx.server.authorizer is None or allowed(ctx, operation, ResourceType.GROUP,
+                                                    group_id)

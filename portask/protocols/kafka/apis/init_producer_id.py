@@ -11,6 +11,10 @@ A transactional id goes to the transaction coordinator (broker/kafka/transaction
 fences any earlier producer using the same id by bumping the epoch and aborting its
 open transaction. The sequence checks that idempotence promises are in Produce (see
 producer_state.py).
+
+With ``kafka.authorizer``: WRITE on the transactional id (else
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED); an idempotent producer needs IDEMPOTENT_WRITE
+on the cluster or WRITE on any topic (else CLUSTER_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from typing import Any
 
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import (
+    Operation,
+    ResourceType,
+    allowed,
+    cluster_allowed,
+)
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
@@ -38,6 +48,10 @@ def init_producer_id(ctx: RequestContext, request: Any) -> Any:
             error_code=error, producer_id=producer_id, producer_epoch=epoch,
         )
 
+    if ctx.server.authorizer is not None:
+        refused = _refusal(ctx, request.transactional_id)
+        if refused is not None:
+            return answer(refused)
     if request.transactional_id is not None:
         timeout_ms = int(request.transaction_timeout.total_seconds() * 1000)
         if not 0 < timeout_ms <= MAX_TRANSACTION_TIMEOUT_MS:
@@ -52,3 +66,19 @@ def init_producer_id(ctx: RequestContext, request: Any) -> Any:
             return answer(ErrorCode.invalid_producer_epoch)
         return answer(ErrorCode.none, *bumped)
     return answer(ErrorCode.none, *ids.new())
+
+
+def _refusal(ctx: RequestContext, transactional_id: str | None) -> ErrorCode | None:
+    """WRITE on the transactional id; without one, IDEMPOTENT_WRITE on the cluster or
+    WRITE on some topic (Kafka 3's rule, since idempotence is on by default)."""
+    if transactional_id is not None:
+        if allowed(ctx, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id):
+            return None
+        return ErrorCode.transactional_id_authorization_failed
+    authorizer = ctx.server.authorizer
+    assert authorizer is not None
+    conn = ctx.connection
+    if cluster_allowed(ctx, Operation.IDEMPOTENT_WRITE) or authorizer.authorize_any(
+            conn.principal, conn.host, Operation.WRITE, ResourceType.TOPIC):
+        return None
+    return ErrorCode.cluster_authorization_failed

@@ -9,6 +9,8 @@
     v6  flexible
     v7  max timestamp (-3, KIP-734)
     v8  earliest local (-4, KIP-405; answered as earliest: there is no tiered storage)
+
+With ``kafka.authorizer``, DESCRIBE on the topic (else TOPIC_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from portask.broker.kafka.topics import Partition
 from portask.protocols.kafka import records, registry, txn_markers
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import LEADER_EPOCH, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
@@ -37,13 +40,19 @@ def list_offsets(ctx: RequestContext, request: Any) -> Any:
     committed = getattr(request, "isolation_level", 0) == READ_COMMITTED
     limit = int(ctx.server.settings.kafka.max_uncompressed_batch_bytes)
 
+    checked = ctx.server.authorizer is not None
+
     def answer(topic: Any, p: Any) -> Any:
-        partition = topics.partition(topic.name, p.partition_index)
+        # Kafka asks for DESCRIBE on the topic (per partition: the answer is per partition).
+        refused = checked and not allowed(ctx, Operation.DESCRIBE, ResourceType.TOPIC,
+                                          topic.name)
+        partition = None if refused else topics.partition(topic.name, p.partition_index)
         if partition is None:
             return registry.make(
                 types.ListOffsetsPartitionResponse,
                 partition_index=p.partition_index,
-                error_code=ErrorCode.unknown_topic_or_partition,
+                error_code=ErrorCode.topic_authorization_failed if refused
+                else ErrorCode.unknown_topic_or_partition,
                 timestamp=-1,
                 offset=-1,
                 leader_epoch=-1,

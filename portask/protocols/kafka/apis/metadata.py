@@ -17,6 +17,10 @@
 This broker is a one-node cluster: node 0 leads every partition. Kafka's internal topic
 names (``__consumer_offsets``, ``__transaction_state``) are never auto-created: they are
 answered as internal topics that do not exist (see internal_topics.py).
+
+With ``kafka.authorizer``: all topics means those the principal may DESCRIBE; a topic
+asked for by name or id that it may not DESCRIBE is TOPIC_AUTHORIZATION_FAILED, and so
+is one that auto-creation would create without CREATE on the cluster or the topic.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from typing import Any
 from portask.broker.kafka.topics import InvalidTopicName, Topic, check_name
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import (
+    Operation,
+    ResourceType,
+    allowed,
+    may_create_topic,
+)
 from portask.protocols.kafka.context import LEADER_EPOCH, NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.internal_topics import INTERNAL_TOPICS
@@ -43,7 +53,10 @@ def metadata(ctx: RequestContext, request: Any) -> Any:
         # id yet: Kafka refuses the request (InvalidRequestException).
         return _invalid_request(types, wanted)
     if wanted is None or (ctx.api_version == 0 and not wanted):
-        results = [_topic(types, t) for t in topics]
+        checked = ctx.server.authorizer is not None
+        # All topics: only those the principal may DESCRIBE, as Kafka filters them.
+        results = [_topic(types, t) for t in topics if not checked
+                   or allowed(ctx, Operation.DESCRIBE, ResourceType.TOPIC, t.name)]
     else:
         allow_create = getattr(request, "allow_auto_topic_creation", True)
         results = [_requested(ctx, types, entry, allow_create) for entry in wanted]
@@ -71,7 +84,13 @@ def _requested(ctx: RequestContext, types: Any, entry: Any, allow_create: bool) 
         found = topics.by_id(topic_id) if topic_id is not None else None
         if found is None:
             return _error(types, None, topic_id, ErrorCode.unknown_topic_id)
+        if ctx.server.authorizer is not None and not allowed(
+                ctx, Operation.DESCRIBE, ResourceType.TOPIC, found.name):
+            return _error(types, None, topic_id, ErrorCode.topic_authorization_failed)
         return _topic(types, found)
+    checked = ctx.server.authorizer is not None
+    if checked and not allowed(ctx, Operation.DESCRIBE, ResourceType.TOPIC, name):
+        return _error(types, name, None, ErrorCode.topic_authorization_failed)
     found = topics.get(name)
     if found is None:
         try:
@@ -82,6 +101,8 @@ def _requested(ctx: RequestContext, types: Any, entry: Any, allow_create: bool) 
             return _error(types, name, None, ErrorCode.unknown_topic_or_partition, internal=True)
         if not (allow_create and ctx.server.settings.kafka.auto_create_topics):
             return _error(types, name, None, ErrorCode.unknown_topic_or_partition)
+        if checked and not may_create_topic(ctx, name):
+            return _error(types, name, None, ErrorCode.topic_authorization_failed)
         found = topics.create(name, ctx.server.settings.kafka.num_partitions)
     return _topic(types, found)
 

@@ -14,6 +14,9 @@
     v8  flexible
     v9  same as v8 for classic groups (member epoch for the new consumer protocol)
 
+With ``kafka.authorizer``: READ on the group (else GROUP_AUTHORIZATION_FAILED for every
+partition) and on each topic (else TOPIC_AUTHORIZATION_FAILED for its partitions).
+
 A commit with generation -1 from a consumer outside any group is accepted while the
 group is empty, as Kafka does. Offsets are stored by the coordinator (broker/kafka/groups/)
 in the durable definitions store, so a restart keeps them.
@@ -28,6 +31,7 @@ from typing import Any
 from portask.broker.kafka.groups import OffsetEntry, TopicPartition
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import GROUP_ERRORS, ErrorCode
 from portask.protocols.kafka.registry import api
@@ -44,11 +48,21 @@ def offset_commit(ctx: RequestContext, request: Any) -> Any:
     now = int(time.time() * 1000)
     answers: dict[TopicPartition, ErrorCode] = {}
     wanted: dict[TopicPartition, OffsetEntry] = {}
+    checked = ctx.server.authorizer is not None
+    # Kafka: READ on the group for the whole request, then READ on each topic.
+    group_refused = checked and not allowed(ctx, Operation.READ, ResourceType.GROUP,
+                                            request.group_id)
     for t in request.topics:
+        topic_refused = checked and not group_refused and not allowed(
+            ctx, Operation.READ, ResourceType.TOPIC, t.name)
         for p in t.partitions:
             tp = (t.name, p.partition_index)
             metadata = p.committed_metadata or ""
-            if topics.partition(*tp) is None:
+            if group_refused:
+                answers[tp] = ErrorCode.group_authorization_failed
+            elif topic_refused:
+                answers[tp] = ErrorCode.topic_authorization_failed
+            elif topics.partition(*tp) is None:
                 answers[tp] = ErrorCode.unknown_topic_or_partition
             elif len(metadata.encode()) > limit:
                 answers[tp] = ErrorCode.offset_metadata_too_large

@@ -4,6 +4,9 @@
 
 Offsets of topics that members of the group still subscribe to are kept
 (GROUP_SUBSCRIBED_TO_TOPIC), read from the members' consumer protocol metadata.
+
+With ``kafka.authorizer``: DELETE on the group (else GROUP_AUTHORIZATION_FAILED) and READ
+on each topic (else TOPIC_AUTHORIZATION_FAILED for its partitions).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from portask.broker.kafka.groups import TopicPartition
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import GROUP_ERRORS, ErrorCode
 from portask.protocols.kafka.registry import api
@@ -27,12 +31,20 @@ CONSUMER_PROTOCOL_TYPE = "consumer"
 @api(ApiKey.OFFSET_DELETE, (0, 0))
 def offset_delete(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.OFFSET_DELETE, ctx.api_version)
+    checked = ctx.server.authorizer is not None
+    if checked and not allowed(ctx, Operation.DELETE, ResourceType.GROUP, request.group_id):
+        return registry.make(types.OffsetDeleteResponse,
+                             error_code=ErrorCode.group_authorization_failed,
+                             throttle_time=NO_THROTTLE, topics=())
     answers: dict[TopicPartition, ErrorCode] = {}
     known: list[TopicPartition] = []
     for t in request.topics:
+        refused = checked and not allowed(ctx, Operation.READ, ResourceType.TOPIC, t.name)
         for p in t.partitions:
             tp = (t.name, p.partition_index)
-            if ctx.broker.topics.partition(*tp) is None:
+            if refused:
+                answers[tp] = ErrorCode.topic_authorization_failed
+            elif ctx.broker.topics.partition(*tp) is None:
                 answers[tp] = ErrorCode.unknown_topic_or_partition
             else:
                 known.append(tp)

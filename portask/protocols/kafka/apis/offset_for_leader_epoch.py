@@ -7,7 +7,8 @@
     v4  flexible
 
 This node has only ever had leader epoch 0, so epoch 0 ends at the high watermark and
-any later epoch is unknown.
+any later epoch is unknown. With ``kafka.authorizer``, DESCRIBE on the topic (else
+TOPIC_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import LEADER_EPOCH, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
@@ -26,10 +28,13 @@ from portask.protocols.kafka.responses import NO_THROTTLE, per_partition
 def offset_for_leader_epoch(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.OFFSET_FOR_LEADER_EPOCH, ctx.api_version)
     topics = ctx.broker.topics
+    checked = ctx.server.authorizer is not None
 
     def answer(topic: Any, p: Any) -> Any:
         partition = topics.partition(topic.topic, p.partition)
-        if partition is None:
+        if checked and not allowed(ctx, Operation.DESCRIBE, ResourceType.TOPIC, topic.topic):
+            error, epoch, end = ErrorCode.topic_authorization_failed, -1, -1
+        elif partition is None:
             error, epoch, end = ErrorCode.unknown_topic_or_partition, -1, -1
         elif getattr(p, "current_leader_epoch", -1) > LEADER_EPOCH:
             error, epoch, end = ErrorCode.unknown_leader_epoch, -1, -1

@@ -24,6 +24,10 @@ CreatePartitions, versions 0-3:
     v2  flexible
     v3  same as v2
 
+With ``kafka.authorizer``: CREATE on the cluster or the topic to create it, DELETE on
+the topic to delete it or its records, ALTER to add partitions; else
+TOPIC_AUTHORIZATION_FAILED ("Authorization failed.").
+
 A single node holds one replica: a replication factor above 1 is refused with
 INVALID_REPLICATION_FACTOR unless ``kafka.clamp_replication_factor`` says to accept it
 as 1. Kafka's internal topic names are refused with INVALID_REQUEST: the state Kafka
@@ -46,6 +50,12 @@ from portask.broker.kafka.topics import (
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.apis.configs import CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC
+from portask.protocols.kafka.authorization import (
+    Operation,
+    ResourceType,
+    allowed,
+    may_create_topic,
+)
 from portask.protocols.kafka.context import NODE_ID, RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.internal_topics import INTERNAL_TOPICS
@@ -65,6 +75,15 @@ class _Refused(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+# Kafka's text for a topic the principal may not create, delete or alter.
+_AUTHORIZATION_FAILED = "Authorization failed."
+
+
+def _allowed(ctx: RequestContext, operation: Operation, topic: str | None) -> bool:
+    return ctx.server.authorizer is None or (
+        topic is not None and allowed(ctx, operation, ResourceType.TOPIC, topic))
 
 
 def _error_of(exc: Exception) -> tuple[ErrorCode, str]:
@@ -104,6 +123,7 @@ def create_topics(ctx: RequestContext, request: Any) -> Any:
     topics = ctx.broker.topics
     defaults = ctx.server.settings.kafka
     duplicates = {n for n, c in Counter(t.name for t in request.topics).items() if c > 1}
+    checked = ctx.server.authorizer is not None
     results = []
     for t in request.topics:
         partitions = t.num_partitions if t.num_partitions != -1 else defaults.num_partitions
@@ -114,6 +134,8 @@ def create_topics(ctx: RequestContext, request: Any) -> Any:
                     ErrorCode.invalid_request,
                     f"topic {t.name!r} appears more than once in the request",
                 )
+            if checked and not may_create_topic(ctx, t.name):
+                raise _Refused(ErrorCode.topic_authorization_failed, _AUTHORIZATION_FAILED)
             if t.name in INTERNAL_TOPICS:
                 raise _Refused(
                     ErrorCode.invalid_request,
@@ -187,6 +209,8 @@ def delete_topics(ctx: RequestContext, request: Any) -> Any:
                 error, message = ErrorCode.unknown_topic_id, f"no topic with id {topic_id}"
             else:
                 name = found.name
+        if error == ErrorCode.none and not _allowed(ctx, Operation.DELETE, name):
+            error, message = ErrorCode.topic_authorization_failed, _AUTHORIZATION_FAILED
         if error == ErrorCode.none:
             assert name is not None
             found = topics.get(name)
@@ -216,6 +240,8 @@ def create_partitions(ctx: RequestContext, request: Any) -> Any:
     for t in request.topics:
         error, message = ErrorCode.none, None
         try:
+            if not _allowed(ctx, Operation.ALTER, t.name):
+                raise _Refused(ErrorCode.topic_authorization_failed, _AUTHORIZATION_FAILED)
             for a in t.assignments or ():
                 if tuple(a.broker_ids) != (NODE_ID,):
                     raise _Refused(
@@ -246,7 +272,9 @@ def delete_records(ctx: RequestContext, request: Any) -> Any:
     def answer(topic: Any, p: Any) -> Any:
         partition = topics.partition(topic.name, p.partition_index)
         error, low = ErrorCode.none, -1
-        if partition is None:
+        if not _allowed(ctx, Operation.DELETE, topic.name):
+            error = ErrorCode.topic_authorization_failed
+        elif partition is None:
             error = ErrorCode.unknown_topic_or_partition
         else:
             # -1 means "up to the high watermark", as in Kafka's AdminClient.

@@ -25,6 +25,11 @@ writes a control batch (commit or abort marker) into every partition it touched
 (txn_markers.py); read_committed fetches stop at the last stable offset and list the
 aborted spans so consumers drop aborted records. InitProducerId for a transactional id
 is in init_producer_id.py.
+
+With ``kafka.authorizer``, as Kafka checks them: WRITE on the transactional id for all
+four (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); WRITE on each topic added to a transaction
+and READ on each topic whose offsets it commits (TOPIC_AUTHORIZATION_FAILED); READ on
+the group whose offsets it commits (GROUP_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 from portask.broker.kafka.transactions import TxnError, TxnState
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
+from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import RequestContext
 from portask.protocols.kafka.errors import ErrorCode
 from portask.protocols.kafka.registry import api
@@ -49,6 +55,31 @@ ERRORS = {
 
 def _code(error: TxnError | None) -> ErrorCode:
     return ErrorCode.none if error is None else ERRORS[error]
+
+
+def _refused_group(ctx: RequestContext, txn_id: str, group_id: str) -> ErrorCode | None:
+    """WRITE on the transactional id, then READ on the group, as Kafka checks them."""
+    if ctx.server.authorizer is None:
+        return None
+    if not allowed(ctx, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, txn_id):
+        return ErrorCode.transactional_id_authorization_failed
+    if not allowed(ctx, Operation.READ, ResourceType.GROUP, group_id):
+        return ErrorCode.group_authorization_failed
+    return None
+
+
+def _refused_topics(ctx: RequestContext, txn_id: str | None, topics: set[str],
+                    operation: Operation) -> dict[str, ErrorCode] | None:
+    """None when all is allowed; else the error of each refused topic (every topic
+    when the transactional id itself is refused)."""
+    if ctx.server.authorizer is None:
+        return None
+    if txn_id is not None and not allowed(ctx, Operation.WRITE, ResourceType.TRANSACTIONAL_ID,
+                                          txn_id):
+        return dict.fromkeys(topics, ErrorCode.transactional_id_authorization_failed)
+    refused = {name: ErrorCode.topic_authorization_failed for name in topics
+               if not allowed(ctx, operation, ResourceType.TOPIC, name)}
+    return refused or None
 
 
 @api(ApiKey.ADD_PARTITIONS_TO_TXN, (0, 4))
@@ -98,6 +129,11 @@ def _add(
     ctx: RequestContext, transactional_id: str, producer_id: int, epoch: int, topics: Any
 ) -> dict[tuple[str, int], ErrorCode]:
     wanted = [(t.name, p) for t in topics for p in t.partitions]
+    refused = _refused_topics(ctx, transactional_id, {name for name, _ in wanted},
+                              Operation.WRITE)
+    if refused is not None:
+        # Nothing is added; the partitions not refused get OPERATION_NOT_ATTEMPTED.
+        return {k: refused.get(k[0], ErrorCode.operation_not_attempted) for k in wanted}
     unknown = {k for k in wanted if ctx.broker.topics.partition(*k) is None}
     if unknown:
         # Kafka adds nothing when any partition is unknown; the rest get OPERATION_NOT_ATTEMPTED.
@@ -147,6 +183,10 @@ def _topic_results(types: Any, topics: Any, codes: dict[tuple[str, int], ErrorCo
 @api(ApiKey.ADD_OFFSETS_TO_TXN, (0, 3))
 def add_offsets_to_txn(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.ADD_OFFSETS_TO_TXN, ctx.api_version)
+    refused = _refused_group(ctx, request.transactional_id, request.group_id)
+    if refused is not None:
+        return registry.make(types.AddOffsetsToTxnResponse, throttle_time=NO_THROTTLE,
+                             error_code=refused)
     error = ctx.broker.transactions.add_group(
         request.transactional_id, request.producer_id, request.producer_epoch, request.group_id
     )
@@ -166,9 +206,15 @@ def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
     ):
         error = TxnError.INVALID_TXN_STATE
 
+    refused = _refused_group(ctx, request.transactional_id, request.group_id)
+    topic_refused = _refused_topics(ctx, None, {t.name for t in request.topics},
+                                    Operation.READ) if refused is None else None
+
     def answer(t: Any, p: Any) -> Any:
         code = _code(error)
-        if error is None and ctx.broker.topics.partition(t.name, p.partition_index) is None:
+        if refused is not None or (topic_refused and t.name in topic_refused):
+            code = refused if refused is not None else ErrorCode.topic_authorization_failed
+        elif error is None and ctx.broker.topics.partition(t.name, p.partition_index) is None:
             code = ErrorCode.unknown_topic_or_partition
         elif error is None:
             coordinator.stage_offset(
@@ -196,6 +242,10 @@ def txn_offset_commit(ctx: RequestContext, request: Any) -> Any:
 @api(ApiKey.END_TXN, (0, 3))
 def end_txn(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.END_TXN, ctx.api_version)
+    if ctx.server.authorizer is not None and not allowed(
+            ctx, Operation.WRITE, ResourceType.TRANSACTIONAL_ID, request.transactional_id):
+        return registry.make(types.EndTxnResponse, throttle_time=NO_THROTTLE,
+                             error_code=ErrorCode.transactional_id_authorization_failed)
     error = ctx.broker.transactions.end(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed
     )
