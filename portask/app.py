@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from portask import __version__, metrics
 from portask.broker.core import Broker
+from portask.broker.user_store import UserStore
 from portask.broker.users import Users
 from portask.config import Settings
 from portask.http.server import (
@@ -100,6 +101,7 @@ class App:
         self._health: HealthState | None = None
         self.kafka: KafkaServer | None = None
         self.amqp: AmqpServer | None = None
+        self.users: UserStore | None = None
 
     def listener(self, name: str) -> Listener | None:
         return next((lst for lst in self.listeners if lst.name == name), None)
@@ -124,6 +126,10 @@ class App:
             data_dir = self.settings.server.data_dir
             raise StartupError(f"cannot open data in {data_dir}: {exc}") from None
         self.broker.start()
+        # One user store for AMQP, the management API and (PLAIN) Kafka.
+        self.users = UserStore(Users(self.settings.auth.users), self.settings.amqp.default_user,
+                               self.settings.amqp.default_password, self.broker.definitions)
+        self.broker.users = self.users  # type: ignore[attr-defined]
         metrics.bind_storage_gauges(
             self.broker.logs.segment_count, self.broker.logs.size_bytes, self.broker.logs.log_count
         )
@@ -220,7 +226,7 @@ class App:
         server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts,
                                         clients=broker.clients,
                                         alarms=frozenset(broker.alarms.active),
-                                        users=frozenset(Users(settings.auth.users).names())))
+                                        users=self.users))
         broker.alarms.subscribe(server.alarms_changed)
         return server
 

@@ -45,7 +45,7 @@ class ManagementApi:
         router = Router()
         for module in (node, queues, exchanges, bindings, access, clients, definitions):
             module.register(router, self.view)
-        self.handler = Api(router, self.view.authenticate)
+        self.handler = Api(router, self.view.authenticate, self.view.authorize)
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:

@@ -1,17 +1,24 @@
-"""Vhosts, users and permissions, read-only: users come from ``auth.users`` and
-``amqp.default_user``, every user may use every vhost (Portask has no per-user
-permissions yet), and all are administrators as far as this API is concerned."""
+"""Vhosts, users and permissions. Users are the broker's one user store
+(``portask/broker/user_store.py``): those from ``auth.users`` and ``amqp.default_user``
+are administrators allowed everything on every vhost; users and permissions created here
+(``PUT /api/users/{name}``, ``PUT /api/permissions/{vhost}/{user}``) are durable and
+apply to AMQP at the next connection, as in RabbitMQ."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from portask.http.management import query
-from portask.http.management.api import Call, Router, not_found
+from portask.http.management.api import Call, Router, bad_request, not_found
 from portask.http.management.queues import counters, depth
-from portask.http.management.view import BrokerView, VirtualHost
-
-_ALL = {"configure": ".*", "write": ".*", "read": ".*"}
+from portask.http.management.view import (
+    HASHING,
+    BrokerView,
+    InvalidUser,
+    VirtualHost,
+    user_json,
+)
+from portask.http.server import Response
 
 
 def vhost_item(view: BrokerView, vhost: VirtualHost) -> dict[str, Any]:
@@ -51,19 +58,58 @@ def register(router: Router, view: BrokerView) -> None:
         return query.pick(vhost_item(view, view.vhost(call.params["name"])),
                           query.columns(call.query))
 
+    store = view.store
+
     def user_item(name: str) -> dict[str, Any]:
-        return {"name": name, "tags": ["administrator"], "limits": {}}
+        found = store.get(name)
+        if found is None:
+            raise not_found()
+        return user_json(found)
 
     def users(call: Call) -> Any:
-        return query.shape([user_item(n) for n in view.user_names()], call.query, ["name"])
+        return query.shape([user_json(u) for u in store.users()], call.query, ["name"])
 
     def user(call: Call) -> Any:
-        if call.params["name"] not in view.user_names():
-            raise not_found()
         return user_item(call.params["name"])
 
+    def put_user(call: Call) -> Any:
+        body = call.body()
+        tags = body.get("tags", "")
+        if isinstance(tags, str):
+            tags = [t.strip() for t in tags.split(",") if t.strip()]
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise bad_request("tags must be a comma-separated string or a list of strings")
+        algorithm = body.get("hashing_algorithm", HASHING)
+        if algorithm != HASHING:
+            raise bad_request(f"unsupported hashing_algorithm {algorithm!r}; "
+                              f"only {HASHING} is supported")
+        existed = store.get(call.params["name"]) is not None
+        try:
+            if "password" in body:
+                store.put_user(call.params["name"], password=str(body["password"]),
+                               tags=tuple(tags))
+            elif "password_hash" in body:
+                store.put_user(call.params["name"], password_hash=str(body["password_hash"]),
+                               tags=tuple(tags))
+            else:
+                raise bad_request("password or password_hash must be set")
+        except InvalidUser as exc:
+            raise bad_request(str(exc)) from None
+        return Response(204) if existed else Response(201)
+
+    def delete_user(call: Call) -> Any:
+        if not store.delete_user(call.params["name"]):
+            raise not_found()
+        return None
+
     def permission_items(vhosts: list[VirtualHost], names: list[str]) -> list[dict[str, Any]]:
-        return [{"user": n, "vhost": v.name, **_ALL} for v in vhosts for n in names]
+        items = []
+        for v in vhosts:
+            for n in names:
+                found = store.permission(n, v.name)
+                if found is not None:
+                    items.append({"user": n, "vhost": v.name, **found.as_dict()})
+        return items
 
     def permissions(call: Call) -> Any:
         return query.shape(permission_items(view.vhosts(), view.user_names()), call.query,
@@ -74,22 +120,50 @@ def register(router: Router, view: BrokerView) -> None:
                                             view.user_names()), call.query, ["user"])
 
     def user_permissions(call: Call) -> Any:
-        if call.params["name"] not in view.user_names():
-            raise not_found()
+        user_item(call.params["name"])
         return query.shape(permission_items(view.vhosts(), [call.params["name"]]),
                            call.query, ["vhost"])
 
     def permission(call: Call) -> Any:
         vhost = view.vhost(call.params["vhost"])
-        if call.params["user"] not in view.user_names():
+        found = permission_items([vhost], [call.params["user"]])
+        if not found:
             raise not_found()
-        return permission_items([vhost], [call.params["user"]])[0]
+        return found[0]
+
+    def put_permission(call: Call) -> Any:
+        vhost = view.vhost(call.params["vhost"])
+        name = call.params["user"]
+        found = store.get(name)
+        if found is None:
+            raise bad_request(f"user '{name}' does not exist")
+        if found.configured:
+            raise bad_request(f"user '{name}' is configured (auth.users / amqp.default_user) "
+                              "and may do everything; create it over the API to restrict it")
+        body = call.body()
+        try:
+            values = [str(body.get(kind, "")) for kind in ("configure", "write", "read")]
+            existed = store.permission(name, vhost.name) is not None
+            store.set_permission(name, vhost.name, *values)
+        except InvalidUser as exc:
+            raise bad_request(str(exc)) from None
+        return Response(204) if existed else Response(201)
+
+    def delete_permission(call: Call) -> Any:
+        vhost = view.vhost(call.params["vhost"])
+        if not store.clear_permission(call.params["user"], vhost.name):
+            raise not_found()
+        return None
 
     router.add("GET", "vhosts", vhosts)
     router.add("GET", "vhosts/{name}", vhost)
     router.add("GET", "vhosts/{name}/permissions", vhost_permissions)
     router.add("GET", "users", users)
     router.add("GET", "users/{name}", user)
+    router.add("PUT", "users/{name}", put_user)
+    router.add("DELETE", "users/{name}", delete_user)
     router.add("GET", "users/{name}/permissions", user_permissions)
     router.add("GET", "permissions", permissions)
     router.add("GET", "permissions/{vhost}/{user}", permission)
+    router.add("PUT", "permissions/{vhost}/{user}", put_permission)
+    router.add("DELETE", "permissions/{vhost}/{user}", delete_permission)

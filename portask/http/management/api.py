@@ -169,14 +169,18 @@ class Router:
 
 
 Authenticate = Callable[[str, str], bool]
+# (user, method, path segments) -> the refusal, or None when the user may do it.
+Authorize = Callable[[str, str, list[str]], "ApiError | None"]
 
 
 class Api:
     """The HTTP handler of the management listener."""
 
-    def __init__(self, router: Router, authenticate: Authenticate) -> None:
+    def __init__(self, router: Router, authenticate: Authenticate,
+                 authorize: Authorize | None = None) -> None:
         self.router = router
         self.authenticate = authenticate
+        self.authorize = authorize
 
     def __call__(self, request: Request) -> Response:
         path = request.path
@@ -203,6 +207,9 @@ class Api:
         if user is None:
             return error_response(ApiError(401, "not_authorised", "Login failed"),
                                   [("WWW-Authenticate", REALM)])
+        refused = self.authorize(user, method, segments) if self.authorize else None
+        if refused is not None:
+            return error_response(refused)
         query = dict(parse_qsl(request.query, keep_blank_values=True))
         call = Call(request, params, query, user)
         try:

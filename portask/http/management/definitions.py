@@ -16,7 +16,7 @@ from typing import Any
 
 from portask.http.management.api import Call, Router
 from portask.http.management.bindings import binding_items
-from portask.http.management.view import RABBITMQ_VERSION, BrokerView, VirtualHost
+from portask.http.management.view import RABBITMQ_VERSION, BrokerView, VirtualHost, user_json
 
 
 def rabbit_password_hash(password: str) -> str:
@@ -51,7 +51,6 @@ def _vhost_objects(view: BrokerView, vhost: VirtualHost, with_vhost: bool) -> di
 
 def register(router: Router, view: BrokerView) -> None:
     def export_all(call: Call) -> dict[str, Any]:
-        users = view.user_names()
         vhosts = view.vhosts()
         objects: dict[str, list[Any]] = {"queues": [], "exchanges": [], "bindings": []}
         for vhost in vhosts:
@@ -63,14 +62,16 @@ def register(router: Router, view: BrokerView) -> None:
         return {
             "rabbit_version": RABBITMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
             "product_name": "Portask", "product_version": view.product()["product_version"],
-            "users": [{"name": n, "password_hash": rabbit_password_hash(passwords.get(n, "")),
-                       "hashing_algorithm": "rabbit_password_hashing_sha256",
-                       "tags": ["administrator"], "limits": {}} for n in users],
+            # Configured users' hashes are made from their passwords at each export.
+            "users": [{**user_json(u), "password_hash": u.password_hash
+                       or rabbit_password_hash(passwords.get(u.name, ""))}
+                      for u in view.store.users()],
             "vhosts": [{"name": v.name, "limits": [], "metadata": {"description": "",
                                                                     "tags": []}}
                        for v in vhosts],
-            "permissions": [{"user": n, "vhost": v.name, "configure": ".*", "write": ".*",
-                             "read": ".*"} for v in vhosts for n in users],
+            "permissions": [{"user": n, "vhost": v.name, **p.as_dict()}
+                            for v in vhosts for n in view.user_names()
+                            if (p := view.store.permission(n, v.name)) is not None],
             "topic_permissions": [], "parameters": [],
             "global_parameters": [{"name": "cluster_name", "value": view.cluster_name()}],
             "policies": [],

@@ -7,8 +7,9 @@ broker's layout touches this file and not the endpoints.
 
 from __future__ import annotations
 
+__all__ = ["HASHING", "BrokerView", "InvalidUser", "VirtualHost", "user_json"]
+
 import contextlib
-import hmac
 import os
 import platform
 import time
@@ -20,6 +21,14 @@ from portask.broker.amqp.errors import AccessRefused, BrokerError, NotFound
 from portask.broker.amqp.queues import Message
 from portask.broker.amqp.vhosts import AnyQueue, QueueTotals, VirtualHost, queue_totals
 from portask.broker.clients import ConnectionView
+from portask.broker.user_store import (
+    ADMINISTRATOR,
+    HASHING,
+    MANAGEMENT_TAGS,
+    InvalidUser,
+    UserStore,
+    user_json,
+)
 from portask.broker.users import Users
 
 __all__ = ["API_OWNER", "AnyQueue", "BrokerView", "VirtualHost", "broker_errors", "new_message"]
@@ -65,6 +74,9 @@ class BrokerView:
         self.listeners = listeners
         self.rates = Rates()
         self.users = Users(settings.auth.users)
+        # The broker's one user store (app.py sets it); one of its own when built alone.
+        self.store: UserStore = getattr(broker, "users", None) or UserStore(
+            self.users, settings.amqp.default_user, settings.amqp.default_password)
         self.started = time.time()
 
     # -- vhosts and queues -------------------------------------------------------------
@@ -101,16 +113,23 @@ class BrokerView:
             amqp.commit()
 
     def user_names(self) -> list[str]:
-        names = dict.fromkeys(self.users.names())
-        names[self.settings.amqp.default_user] = None
-        return list(names)
+        return self.store.names()
 
     def authenticate(self, user: str, password: str) -> bool:
-        amqp = self.settings.amqp
-        if self.users.check_password(user, password):
-            return True
-        return user == amqp.default_user and hmac.compare_digest(
-            password.encode(), amqp.default_password.encode())
+        return self.store.check_password(user, password)
+
+    def authorize(self, user: str, method: str, segments: list[str]) -> ApiError | None:
+        """RabbitMQ's management tags: any of administrator, monitoring, policymaker or
+        management opens the API; changing users and permissions needs administrator."""
+        found = self.store.get(user)
+        tags = set(found.tags) if found is not None else set()
+        if not tags & MANAGEMENT_TAGS:
+            return ApiError(401, "not_authorised", "Not management user")
+        changes = method not in ("GET", "HEAD")
+        if changes and segments and segments[0] in ("users", "permissions") \
+                and ADMINISTRATOR not in tags:
+            return ApiError(401, "not_authorised", "Not administrator user")
+        return None
 
     def connections(self) -> list[ConnectionView]:
         return list(self.broker.clients.views())

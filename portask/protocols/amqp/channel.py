@@ -30,6 +30,7 @@ from portask.broker.amqp.queue_args import amqp_type, parse_expiration
 from portask.broker.amqp.queues import Message
 from portask.broker.amqp.vhosts import AnyQueue, VirtualHost
 from portask.broker.clients import ChannelView, ConsumerView
+from portask.broker.user_store import Permission
 from portask.protocols.amqp import frames
 from portask.protocols.amqp.constants import (
     BASIC_CONSUME,
@@ -67,6 +68,8 @@ class ChannelConnection(Protocol):
     # deliveries. queued_room is what is left of the budget for what waits to be sent.
     writing_paused: bool
     queued_room: int
+    user: str
+    permission: Permission | None  # the user's on this vhost; None: allowed everything
 
     def send(self, data: bytes) -> None: ...
 
@@ -172,6 +175,8 @@ class Channel:
         exchange_name, routing_key, mandatory, immediate = frames.parse_publish(payload)
         if immediate:
             raise ConnectionClose(NOT_IMPLEMENTED, "immediate=true", CLASS_BASIC, BASIC_PUBLISH)
+        if self.conn.permission is not None:  # None for users allowed everything
+            self.check_access("write", "exchange", exchange_name)
         exchange = self.vhost.exchange_for_publish(exchange_name)
         self._publish = (exchange, routing_key, mandatory)
         self._body_size = -1
@@ -406,7 +411,24 @@ class Channel:
     def reply(self, method: PamqpMethod) -> None:
         self.conn.send(frames.method_frame(self.number, method))
 
+    # -- permissions (RabbitMQ's check_resource_access) -----------------------------------
+
+    def check_access(self, kind: str, resource: str, name: str) -> None:
+        """403 ACCESS_REFUSED unless the user's ``kind`` (configure, write, read)
+        expression on this vhost matches the resource; the default exchange is checked
+        as ``amq.default``."""
+        permission = self.conn.permission
+        if permission is None:
+            return
+        if resource == "exchange" and not name:
+            name = "amq.default"
+        if not permission.allows(kind, name):
+            raise AccessRefused(f"access to {resource} '{name}' in vhost '{self.vhost.name}' "
+                                f"refused for user '{self.conn.user}'")
+
     def on_exchange_declare(self, m: commands.Exchange.Declare) -> None:
+        if not m.passive:
+            self.check_access("configure", "exchange", _strip_cr_lf(m.exchange))
         self.vhost.declare_exchange(
             _strip_cr_lf(m.exchange), m.exchange_type, passive=m.passive, durable=m.durable,
             auto_delete=m.auto_delete, internal=m.internal, arguments=dict(m.arguments or {}),
@@ -415,17 +437,22 @@ class Channel:
             self.reply(commands.Exchange.DeclareOk())
 
     def on_exchange_delete(self, m: commands.Exchange.Delete) -> None:
+        self.check_access("configure", "exchange", _strip_cr_lf(m.exchange))
         self.vhost.delete_exchange(_strip_cr_lf(m.exchange), if_unused=m.if_unused)
         if not m.nowait:
             self.reply(commands.Exchange.DeleteOk())
 
     def on_exchange_bind(self, m: commands.Exchange.Bind) -> None:
+        self.check_access("write", "exchange", _strip_cr_lf(m.destination))
+        self.check_access("read", "exchange", _strip_cr_lf(m.source))
         self.vhost.bind_exchange(_strip_cr_lf(m.destination), _strip_cr_lf(m.source),
                                  m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
             self.reply(commands.Exchange.BindOk())
 
     def on_exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
+        self.check_access("write", "exchange", _strip_cr_lf(m.destination))
+        self.check_access("read", "exchange", _strip_cr_lf(m.source))
         self.vhost.unbind_exchange(_strip_cr_lf(m.destination), _strip_cr_lf(m.source),
                                    m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
@@ -440,6 +467,9 @@ class Channel:
         return self.last_queue
 
     def on_queue_declare(self, m: commands.Queue.Declare) -> None:
+        if not m.passive:
+            # A server-named queue is checked by the prefix every such name starts with.
+            self.check_access("configure", "queue", _strip_cr_lf(m.queue) or "amq.gen-")
         queue = self.vhost.declare_queue(
             _strip_cr_lf(m.queue), owner=self.conn, passive=m.passive, durable=m.durable,
             exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=dict(m.arguments or {}),
@@ -451,6 +481,8 @@ class Channel:
 
     def on_queue_bind(self, m: commands.Queue.Bind) -> None:
         routing_key = m.routing_key if (m.queue or m.routing_key) else self._queue_name("")
+        self.check_access("write", "queue", _strip_cr_lf(self._queue_name(m.queue)))
+        self.check_access("read", "exchange", _strip_cr_lf(m.exchange))
         self.vhost.bind_queue(_strip_cr_lf(self._queue_name(m.queue)), _strip_cr_lf(m.exchange),
                               routing_key,
                               dict(m.arguments or {}), self.conn)
@@ -458,17 +490,21 @@ class Channel:
             self.reply(commands.Queue.BindOk())
 
     def on_queue_unbind(self, m: commands.Queue.Unbind) -> None:
+        self.check_access("write", "queue", _strip_cr_lf(self._queue_name(m.queue)))
+        self.check_access("read", "exchange", _strip_cr_lf(m.exchange))
         self.vhost.unbind_queue(_strip_cr_lf(self._queue_name(m.queue)),
                                 _strip_cr_lf(m.exchange), m.routing_key,
                                 dict(m.arguments or {}), self.conn)
         self.reply(commands.Queue.UnbindOk())
 
     def on_queue_purge(self, m: commands.Queue.Purge) -> None:
+        self.check_access("read", "queue", self._queue_name(m.queue))
         count = self.vhost.purge_queue(self._queue_name(m.queue), self.conn)
         if not m.nowait:
             self.reply(commands.Queue.PurgeOk(message_count=count))
 
     def on_queue_delete(self, m: commands.Queue.Delete) -> None:
+        self.check_access("configure", "queue", _strip_cr_lf(self._queue_name(m.queue)))
         count = self.vhost.delete_queue(_strip_cr_lf(self._queue_name(m.queue)), owner=self.conn,
                                         if_unused=m.if_unused, if_empty=m.if_empty)
         if not m.nowait:
@@ -485,6 +521,7 @@ class Channel:
         self.dispatch_all()
 
     def on_basic_consume(self, m: Basic.Consume) -> None:
+        self.check_access("read", "queue", self._queue_name(m.queue))
         queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
         tag = m.consumer_tag or _random_tag("amq.ctag-")
         if tag in self.consumers:
@@ -528,6 +565,7 @@ class Channel:
             self.reply(Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
 
     def on_basic_get(self, m: Basic.Get) -> None:
+        self.check_access("read", "queue", self._queue_name(m.queue))
         queue = self.vhost.queue(self._queue_name(m.queue), self.conn)
         got = queue.get(bool(m.no_ack))
         if got is None:

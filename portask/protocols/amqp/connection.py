@@ -53,6 +53,7 @@ from pamqp.base import Frame as PamqpMethod
 from portask import metrics
 from portask.broker.amqp.errors import BrokerError
 from portask.broker.clients import ConnectionView
+from portask.broker.user_store import FULL, Permission
 from portask.listeners import configure_accepted
 from portask.protocols.amqp import frames, octets
 from portask.protocols.amqp.channel import EXPECTED_METHOD, Channel
@@ -144,6 +145,8 @@ class AmqpConnection(asyncio.Protocol):
         self.peer = ""
         # The CN of a verified client certificate (AMQPS with tls.client_auth), for EXTERNAL.
         self.tls_common_name: str | None = None
+        # The user's permissions on the vhost; None when it may do everything.
+        self.permission: Permission | None = None
         # A resource alarm is set: the next publish content frame blocks this connection.
         self.alarm = bool(context.alarms)
         # Not read from because of an alarm; whether Connection.Blocked was sent.
@@ -469,6 +472,12 @@ class AmqpConnection(asyncio.Protocol):
         vhost = self.context.vhosts.get(m.virtual_host)
         if vhost is None:
             raise ConnectionClose(NOT_ALLOWED, f"vhost {m.virtual_host} not found")
+        permission = self.context.permission(self.user, vhost.name)
+        if permission is None:
+            raise ConnectionClose(NOT_ALLOWED, f"access to vhost '{vhost.name}' refused for "
+                                  f"user '{self.user}'")
+        # None for users allowed everything: the channels then check nothing at all.
+        self.permission = None if permission is FULL else permission
         self.vhost = vhost
         self._state = OPEN
         self.send(frames.method_frame(0, commands.Connection.OpenOk()))

@@ -14,6 +14,7 @@ from typing import Protocol
 from portask.broker.alarms import DISK, MEMORY
 from portask.broker.amqp.vhosts import VirtualHosts
 from portask.broker.clients import Clients
+from portask.broker.user_store import FULL, Permission, UserStore
 from portask.config import AmqpSettings, NetworkSettings
 
 
@@ -40,18 +41,27 @@ class AmqpContext:
     # set stops being read (AmqpConnection.block). Kept current by AmqpServer.
     alarms: frozenset[str] = frozenset()
     connections: set[LiveConnection] = field(default_factory=set)
-    # Names from auth.users, so that a certificate for a Kafka user opens AMQP too.
-    users: frozenset[str] = frozenset()
+    # The one user store (configured and run-time users, their permissions); None in
+    # tests that build a context by hand: then only amqp.default_user logs in.
+    users: UserStore | None = None
 
     def accepts_login(self, user: str, password: str) -> bool:
-        """PLAIN and AMQPLAIN credentials against the one configured AMQP user."""
+        """PLAIN and AMQPLAIN credentials against the user store."""
+        if self.users is not None:
+            return self.users.check_password(user, password)
         settings = self.settings
         return user == settings.default_user and password == settings.default_password
 
     def accepts_user(self, user: str) -> bool:
         """EXTERNAL (a verified client certificate): the CN must name a known user, as
         RabbitMQ requires the user to exist; no password is asked."""
-        return user == self.settings.default_user or user in self.users
+        if self.users is not None:
+            return self.users.get(user) is not None
+        return user == self.settings.default_user
+
+    def permission(self, user: str, vhost: str) -> Permission | None:
+        """The user's permissions on a vhost; None: no access to it."""
+        return self.users.permission(user, vhost) if self.users is not None else FULL
 
     @property
     def blocked_reason(self) -> str:

@@ -10,7 +10,8 @@ SaslAuthenticate, versions 0-2:
     v1  session_lifetime_ms (0 here: sessions do not expire)
     v2  flexible
 
-Mechanisms: PLAIN and SCRAM-SHA-256/512 against ``auth.users``. A
+Mechanisms: PLAIN and SCRAM-SHA-256/512 against ``auth.users``; PLAIN also accepts the
+users created over the management API. A
 failed authentication is answered with SASL_AUTHENTICATION_FAILED and the connection
 is closed, as Kafka does.
 """
@@ -97,7 +98,7 @@ def _step(ctx: RequestContext, token: bytes) -> tuple[str | None, bytes]:
         if len(parts) != 3:
             return _failed(conn, "malformed PLAIN token: expected authzid NUL user NUL password")
         _, user, password = (p.decode("utf-8", "replace") for p in parts)
-        if not ctx.server.users.check_password(user, password):
+        if not _plain_login(ctx, user, password):
             return _failed(conn, f"authentication failed for user {user!r}: invalid credentials")
         conn.authenticated_user = user
         return None, b""
@@ -116,3 +117,13 @@ def _failed(conn: Any, message: str) -> tuple[str, bytes]:
                 extra={"fields": {"peer": conn.peer, "mechanism": conn.sasl_mechanism,
                                   "detail": message}})
     return message, b""
+
+
+def _plain_login(ctx: RequestContext, user: str, password: str) -> bool:
+    """``auth.users``, then the users created over the management API (the broker's one
+    user store): PLAIN needs only a password check, which their stored hashes allow.
+    SCRAM needs salted keys derived from the password, so it serves ``auth.users``."""
+    if ctx.server.users.check_password(user, password):
+        return True
+    store = getattr(ctx.broker, "users", None)
+    return store is not None and store.check_runtime_password(user, password)

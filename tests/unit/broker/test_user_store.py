@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from portask.broker.definitions import Definitions
+from portask.broker.user_store import (
+    FULL,
+    InvalidUser,
+    Permission,
+    UserStore,
+    check_hash,
+    hash_password,
+)
+from portask.broker.users import Users
+
+
+def store(definitions: Definitions | None = None) -> UserStore:
+    return UserStore(Users("alice:alice-pw"), "guest", "guest", definitions)
+
+
+def test_hashes_are_rabbitmqs_sha256_format_both_ways() -> None:
+    # The worked example in RabbitMQ's passwords guide: salt 908D C60A, password "test12".
+    expected = "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR"
+    assert hash_password("test12", bytes.fromhex("908DC60A")) == expected
+    assert check_hash(expected, "test12") and not check_hash(expected, "test13")
+    assert not check_hash("not base64!", "x") and not check_hash("c2hvcnQ=", "x")
+
+
+def test_configured_users_log_in_and_may_do_everything_everywhere() -> None:
+    users = store()
+    assert users.check_password("alice", "alice-pw") and users.check_password("guest", "guest")
+    assert not users.check_password("alice", "nope") and not users.check_password("x", "")
+    assert users.permission("guest", "any-vhost") is FULL
+    assert users.get("alice").tags == ("administrator",)  # type: ignore[union-attr]
+
+
+def test_runtime_users_have_only_the_permissions_they_are_given() -> None:
+    users = store()
+    users.put_user("bob", password="bob-pw", tags=("monitoring",))
+    assert users.check_password("bob", "bob-pw") and not users.check_password("bob", "x")
+    assert users.permission("bob", "/") is None
+    users.set_permission("bob", "/", "^bob-", "", ".*")
+    perm = users.permission("bob", "/")
+    assert perm is not None
+    assert perm.allows("configure", "bob-queue") and not perm.allows("configure", "other")
+    # An empty expression is "^$": nothing but the empty name.
+    assert not perm.allows("write", "amq.default") and perm.allows("write", "")
+    # Unanchored, as RabbitMQ's re:run searches.
+    assert Permission("queue", "", "").allows("configure", "my-queue-1")
+    assert users.permission("bob", "other") is None
+
+
+def test_a_runtime_user_may_be_created_from_a_hash_and_replaces_a_configured_one() -> None:
+    users = store()
+    users.put_user("alice", password_hash=hash_password("new-pw"), tags=())
+    assert users.check_password("alice", "new-pw") and not users.check_password("alice",
+                                                                                 "alice-pw")
+    assert users.permission("alice", "/") is None
+    with pytest.raises(InvalidUser):
+        users.put_user("carol", password_hash="dG9vIHNob3J0")
+    with pytest.raises(InvalidUser):
+        users.set_permission("carol", "/", "(", "", "")
+
+
+def test_runtime_users_and_permissions_survive_a_restart(tmp_path: Path) -> None:
+    definitions = Definitions(tmp_path).open()
+    users = store(definitions)
+    users.put_user("bob", password="bob-pw", tags=("management",))
+    users.set_permission("bob", "/", ".*", "", "^q$")
+    users.put_user("gone", password="x")
+    users.set_permission("gone", "/", ".*", ".*", ".*")
+    assert users.delete_user("gone")
+    definitions.close()
+    reopened = Definitions(tmp_path).open()
+    try:
+        again = store(reopened)
+        assert again.check_password("bob", "bob-pw")
+        assert again.get("bob").tags == ("management",)  # type: ignore[union-attr]
+        assert again.permission("bob", "/") == Permission(".*", "", "^q$")
+        assert again.get("gone") is None and again.permissions() == [
+            ("bob", "/", Permission(".*", "", "^q$"))]
+    finally:
+        reopened.close()
