@@ -468,8 +468,10 @@ class Channel:
 
     def on_queue_declare(self, m: commands.Queue.Declare) -> None:
         if not m.passive:
-            # A server-named queue is checked by the prefix every such name starts with.
-            self.check_access("configure", "queue", _strip_cr_lf(m.queue) or "amq.gen-")
+            # A server-named queue is checked under a generated name, as RabbitMQ names it
+            # before it checks (a refusal then quotes an amq.gen-... name).
+            self.check_access("configure", "queue",
+                              _strip_cr_lf(m.queue) or _random_tag("amq.gen-"))
         queue = self.vhost.declare_queue(
             _strip_cr_lf(m.queue), owner=self.conn, passive=m.passive, durable=m.durable,
             exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=dict(m.arguments or {}),

@@ -61,6 +61,8 @@ def _refused(broker: BrokerProcess, action: str) -> str:
             channel.queue_delete("guest-q")
         elif action == "purge":
             channel.queue_purge("guest-q")
+        elif action == "server-named":
+            channel.queue_declare("")
     connection.close()
     assert err.value.reply_code == 403
     return str(err.value.reply_text)
@@ -76,6 +78,7 @@ def _refused(broker: BrokerProcess, action: str) -> str:
      "ACCESS_REFUSED - access to queue 'bob-bind' in vhost '/' refused for user 'bob'"),
     ("delete", "ACCESS_REFUSED - access to queue 'guest-q' in vhost '/' refused for user 'bob'"),
     ("purge", "ACCESS_REFUSED - access to queue 'guest-q' in vhost '/' refused for user 'bob'"),
+    ("server-named", "ACCESS_REFUSED - access to queue 'amq.gen-"),
 ])
 def test_a_method_outside_the_users_permissions_is_refused_with_rabbitmqs_text(
     broker: BrokerProcess, action: str, text: str
@@ -84,7 +87,11 @@ def test_a_method_outside_the_users_permissions_is_refused_with_rabbitmqs_text(
     guest.channel().queue_declare("guest-q")
     guest.channel().exchange_declare("ex-by-guest")
     guest.close()
-    assert _refused(broker, action) == text
+    # The texts are RabbitMQ 3.10.8's, read from a node given the same users and
+    # permissions (a server-named queue's name is random there too).
+    refused = _refused(broker, action)
+    assert refused == text or (action == "server-named" and refused.startswith(text)
+                               and refused.endswith("' in vhost '/' refused for user 'bob'"))
 
 
 def test_what_the_permissions_allow_works(broker: BrokerProcess) -> None:
