@@ -129,7 +129,7 @@ class App:
         # One user store for AMQP, the management API and (PLAIN) Kafka.
         self.users = UserStore(Users(self.settings.auth.users), self.settings.amqp.default_user,
                                self.settings.amqp.default_password, self.broker.definitions)
-        self.broker.users = self.users  # type: ignore[attr-defined]
+        self.broker.users = self.users
         metrics.bind_storage_gauges(
             self.broker.logs.segment_count, self.broker.logs.size_bytes, self.broker.logs.log_count
         )

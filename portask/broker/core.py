@@ -30,6 +30,7 @@ from portask.storage.log import LogConfig
 
 if TYPE_CHECKING:
     from portask.broker.amqp.vhosts import VirtualHosts
+    from portask.broker.user_store import UserStore
 
 log = logging.getLogger("portask.broker")
 
@@ -67,6 +68,8 @@ class Broker:
         self._compaction: asyncio.Task[None] | None = None
         # AMQP vhosts, exchanges and queues; set by the AMQP server, which restores them.
         self.amqp: VirtualHosts | None = None
+        # The one user store of every protocol; built by the composition root (app.py).
+        self.users: UserStore | None = None
         # Connected clients (both protocols register theirs), for the management API.
         self.clients = Clients()
         # Memory and disk alarms; the AMQP server blocks publishers while one is set.

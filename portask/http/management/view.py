@@ -75,7 +75,7 @@ class BrokerView:
         self.rates = Rates()
         self.users = Users(settings.auth.users)
         # The broker's one user store (app.py sets it); one of its own when built alone.
-        self.store: UserStore = getattr(broker, "users", None) or UserStore(
+        self.store: UserStore = broker.users or UserStore(
             self.users, settings.amqp.default_user, settings.amqp.default_password)
         self.started = time.time()
 

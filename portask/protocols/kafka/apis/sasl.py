@@ -125,5 +125,5 @@ def _plain_login(ctx: RequestContext, user: str, password: str) -> bool:
     SCRAM needs salted keys derived from the password, so it serves ``auth.users``."""
     if ctx.server.users.check_password(user, password):
         return True
-    store = getattr(ctx.broker, "users", None)
+    store = ctx.broker.users
     return store is not None and store.check_runtime_password(user, password)
