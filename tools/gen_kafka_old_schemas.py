@@ -42,6 +42,9 @@ APIS: dict[str, tuple[int, ...]] = {
     "OffsetForLeaderEpoch": (0, 1),
     "DescribeLogDirs": (0,),
     "AlterReplicaLogDirs": (0,),
+    "DescribeAcls": (0,),
+    "CreateAcls": (0,),
+    "DeleteAcls": (0,),
 }
 
 MESSAGES = "clients/src/main/resources/common/message"

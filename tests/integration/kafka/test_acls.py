@@ -4,6 +4,8 @@ codes a Kafka 3.7 broker with an authorizer answers."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,6 +319,62 @@ def test_acls_survive_a_restart_and_allow_everyone_if_no_acl_found(tmp_path: Pat
         assert _produce(broker, "bob", _name(), **{"enable.idempotence": False}) is None
         error = _produce(broker, "bob", "guarded", **{"enable.idempotence": False})
         assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    finally:
+        broker.stop()
+    assert "Traceback" not in broker.stderr_text()
+
+
+def _v0(sock: socket.socket, key: int, body: bytes, correlation_id: int) -> bytes:
+    """One request at version 0 (header v1), and the answer's body."""
+    client = b"v0-client"
+    frame = struct.pack(">hhih", key, 0, correlation_id, len(client)) + client + body
+    sock.sendall(struct.pack(">i", len(frame)) + frame)
+    size = struct.unpack(">i", _exactly(sock, 4))[0]
+    answer = _exactly(sock, size)
+    assert struct.unpack_from(">i", answer)[0] == correlation_id
+    return answer[4:]
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, "connection closed"
+        data += chunk
+    return data
+
+
+def _s(value: str | None) -> bytes:
+    if value is None:
+        return struct.pack(">h", -1)
+    return struct.pack(">h", len(value.encode())) + value.encode()
+
+
+READ = 3  # Kafka's AclOperation code
+
+
+def test_the_acl_apis_answer_version_0_as_kafka_3_7_does(tmp_path: Path) -> None:
+    """v0, which clients older than Kafka 2.0 send: no pattern types anywhere, written
+    here byte by byte from Kafka 3.7's message definitions."""
+    # No ACL on the cluster and allow.everyone.if.no.acl.found: ANONYMOUS may manage ACLs.
+    broker = _start(tmp_path / "data", "--set", "kafka.allow_everyone_if_no_acl_found=true")
+    try:
+        with socket.create_connection(("127.0.0.1", broker.kafka_port), timeout=10) as sock:
+            create = (struct.pack(">i", 1) + bytes([2]) + _s("orders") + _s("User:bob")
+                      + _s("*") + bytes([READ, 3]))
+            assert _v0(sock, 30, create, 1) == struct.pack(">iihh", 0, 1, 0, -1)
+            describe = bytes([1]) + _s(None) + _s(None) + _s(None) + bytes([1, 1])
+            answer = _v0(sock, 29, describe, 2)
+            assert answer == (struct.pack(">ihh", 0, 0, -1) + struct.pack(">i", 1)
+                              + bytes([2]) + _s("orders") + struct.pack(">i", 1)
+                              + _s("User:bob") + _s("*") + bytes([READ, 3]))
+            delete = struct.pack(">i", 1) + describe
+            answer = _v0(sock, 31, delete, 3)
+            assert answer == (struct.pack(">i", 0) + struct.pack(">ihh", 1, 0, -1)
+                              + struct.pack(">i", 1) + struct.pack(">hh", 0, -1) + bytes([2])
+                              + _s("orders") + _s("User:bob") + _s("*") + bytes([READ, 3]))
+        admin = _admin(broker)
+        assert admin.describe_acls(ANY_FILTER).result() == []
     finally:
         broker.stop()
     assert "Traceback" not in broker.stderr_text()

@@ -1,6 +1,7 @@
-"""CreateAcls (key 30), versions 1-3.
+"""CreateAcls (key 30), versions 0-3.
 
-    v1  resource pattern type, LITERAL or PREFIXED (KIP-290); v0 not served
+    v0  literal resource names only (no pattern type)
+    v1  resource pattern type, LITERAL or PREFIXED (KIP-290)
     v2  flexible
     v3  user resource type (KIP-554)
 
@@ -34,7 +35,7 @@ from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE
 
 
-@api(ApiKey.CREATE_ACLS, (1, 3))
+@api(ApiKey.CREATE_ACLS, (0, 3))
 def create_acls(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.CREATE_ACLS, ctx.api_version)
 
@@ -51,7 +52,8 @@ def create_acls(ctx: RequestContext, request: Any) -> Any:
         for c in request.creations:
             binding = AclBinding(
                 wire_enum(ResourceType, c.resource_type), c.resource_name,
-                wire_enum(PatternType, c.resource_pattern_type), c.principal, c.host,
+                wire_enum(PatternType, getattr(c, "resource_pattern_type", PatternType.LITERAL)),
+                c.principal, c.host,
                 wire_enum(Operation, c.operation), wire_enum(Permission, c.permission_type))
             try:
                 ctx.server.acls.create(binding)

@@ -1,6 +1,7 @@
-"""DeleteAcls (key 31), versions 1-3.
+"""DeleteAcls (key 31), versions 0-3.
 
-    v1  pattern type filter, including MATCH and ANY (KIP-290); v0 not served
+    v0  literal resource names only: no pattern type in the filters (LITERAL) or answer
+    v1  pattern type filter, including MATCH and ANY (KIP-290)
     v2  flexible
     v3  user resource type (KIP-554)
 
@@ -24,7 +25,7 @@ from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE
 
 
-@api(ApiKey.DELETE_ACLS, (1, 3))
+@api(ApiKey.DELETE_ACLS, (0, 3))
 def delete_acls(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DELETE_ACLS, ctx.api_version)
 

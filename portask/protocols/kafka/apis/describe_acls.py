@@ -1,6 +1,7 @@
-"""DescribeAcls (key 29), versions 1-3.
+"""DescribeAcls (key 29), versions 0-3.
 
-    v1  pattern type filter: LITERAL, PREFIXED, ANY or MATCH (KIP-290); v0 not served
+    v0  literal resource names only: no pattern type in the filter (LITERAL) or the answer
+    v1  pattern type filter: LITERAL, PREFIXED, ANY or MATCH (KIP-290)
     v2  flexible
     v3  user resource type allowed in filters (KIP-554)
 
@@ -39,7 +40,9 @@ def acl_filter(f: Any) -> AclFilter:
     return AclFilter(
         resource_type=wire_enum(ResourceType, f.resource_type_filter),
         resource_name=f.resource_name_filter,
-        pattern_type=wire_enum(PatternType, f.pattern_type_filter),
+        # v0 has no pattern type: its filters are LITERAL.
+        pattern_type=wire_enum(PatternType, getattr(f, "pattern_type_filter",
+                                                    PatternType.LITERAL)),
         principal=f.principal_filter,
         host=f.host_filter,
         operation=wire_enum(Operation, f.operation),
@@ -47,7 +50,7 @@ def acl_filter(f: Any) -> AclFilter:
     )
 
 
-@api(ApiKey.DESCRIBE_ACLS, (1, 3))
+@api(ApiKey.DESCRIBE_ACLS, (0, 3))
 def describe_acls(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DESCRIBE_ACLS, ctx.api_version)
 
