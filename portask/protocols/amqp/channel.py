@@ -128,6 +128,9 @@ class ChannelConsumer:
 class Channel:
     def __init__(self, conn: ChannelConnection, number: int, vhost: VirtualHost) -> None:
         self.conn = conn
+        # The connection's, fixed at Connection.Open; kept here so that a publish pays
+        # one attribute read for it (None: the user may do everything, nothing is checked).
+        self.permission = conn.permission
         self.number = number
         self.vhost = vhost
         self.closing = False
@@ -175,7 +178,7 @@ class Channel:
         exchange_name, routing_key, mandatory, immediate = frames.parse_publish(payload)
         if immediate:
             raise ConnectionClose(NOT_IMPLEMENTED, "immediate=true", CLASS_BASIC, BASIC_PUBLISH)
-        if self.conn.permission is not None:  # None for users allowed everything
+        if self.permission is not None:  # None for users allowed everything
             self.check_access("write", "exchange", exchange_name)
         exchange = self.vhost.exchange_for_publish(exchange_name)
         self._publish = (exchange, routing_key, mandatory)
@@ -417,7 +420,7 @@ class Channel:
         """403 ACCESS_REFUSED unless the user's ``kind`` (configure, write, read)
         expression on this vhost matches the resource; the default exchange is checked
         as ``amq.default``."""
-        permission = self.conn.permission
+        permission = self.permission
         if permission is None:
             return
         if resource == "exchange" and not name:
