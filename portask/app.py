@@ -40,6 +40,8 @@ from portask.storage import StorageError
 from portask.storage.keyvalue import KeyValueStoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from portask.http.console import Console
     from portask.http.management import ManagementApi
     from portask.protocols.amqp.server import AmqpServer
@@ -165,7 +167,7 @@ class App:
                               "data_dir": str(self.settings.server.data_dir)}},
         )
 
-    def _site(self, request: Request) -> Response:
+    def _site(self, request: Request) -> Response | Awaitable[Response]:
         """The console and its APIs on the HTTP listener, loaded on first use: a broker
         nobody browses keeps its start-up time and memory."""
         if self._console is None:
@@ -189,6 +191,7 @@ class App:
             apis,  # noqa: F401
             browse,
             compaction,
+            faults,
             txn_markers,
         )
         from portask.protocols.kafka.server import KafkaServer
@@ -203,6 +206,8 @@ class App:
         plain = self.listener("kafka")
         self.kafka = KafkaServer(broker, self.settings, plain or listeners[0],
                                  tls_listener=self.listener("kafka_tls"))
+        broker.control.on_close_all(self.kafka.close_all)
+        broker.control.faults.apis["kafka"] = faults.known_apis()
         for listener in listeners:
             await listener.serve(self.kafka.protocol_factory)
 
@@ -228,6 +233,7 @@ class App:
                                         alarms=frozenset(broker.alarms.active),
                                         users=self.users))
         broker.alarms.subscribe(server.alarms_changed)
+        broker.control.on_close_all(server.close_connections)
         return server
 
     async def _close_listeners(self) -> None:

@@ -216,4 +216,5 @@ def test_only_the_views_of_the_http_apis_read_the_broker() -> None:
         if any(within(m, "portask.broker") and not within(m, "portask.broker.core")
                for m in imports_of(path))
     )
-    assert readers == ["portask.http.kafka.view", "portask.http.management.view"]
+    assert readers == ["portask.http.control.view", "portask.http.kafka.view",
+                       "portask.http.management.view"]

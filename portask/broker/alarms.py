@@ -105,6 +105,8 @@ class Alarms:
         self.disk_free_limit = disk_free_limit
         self.data_dir = data_dir
         self.active: set[str] = set()
+        # Alarms raised through the control API: the periodic checks leave them set.
+        self.forced: set[str] = set()
         self._listeners: list[AlarmListener] = []
         self._timer: asyncio.TimerHandle | None = None
         self._disk_unknown = False
@@ -123,7 +125,7 @@ class Alarms:
         self._changed(resource, 1)
 
     def clear(self, resource: str, **fields: int) -> None:
-        if resource not in self.active:
+        if resource not in self.active or resource in self.forced:
             return
         self.active.discard(resource)
         log.warning("resource alarm cleared",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from portask import metrics
 from portask.broker.alarms import Alarms
 from portask.broker.clients import Clients
+from portask.broker.control import Control
 from portask.broker.definitions import CLUSTER, Definitions
 from portask.broker.kafka.groups import Groups
 from portask.broker.kafka.producers import ProducerIds
@@ -78,6 +79,8 @@ class Broker:
             disk_free_limit=int(settings.amqp.disk_free_limit_bytes),
             data_dir=data_dir,
         )
+        # Reset, faults and forced alarms for tests (the control API, /_portask/).
+        self.control = Control(self)
 
     def open(self) -> Broker:
         self.definitions.open()

@@ -12,10 +12,11 @@ bound, and malformed requests get the proper 4xx and the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -32,7 +33,8 @@ MAX_HEADER_BYTES = 16 * 1024
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
             401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
-            415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
+            408: "Request Timeout", 415: "Unsupported Media Type",
+            431: "Request Header Fields Too Large",
             500: "Internal Server Error", 501: "Not Implemented",
             503: "Service Unavailable"}
 
@@ -54,7 +56,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-Handler = Callable[[Request], Response]
+# A handler answers at once, or with an awaitable (the control API's waits): the
+# connection reads no further request until that answer is written.
+Handler = Callable[[Request], Response | Awaitable[Response]]
 
 
 class HealthState:
@@ -120,13 +124,20 @@ class HttpConnection(asyncio.Protocol):
         self._buffer = bytearray()
         # A request whose head is parsed and whose body is still arriving.
         self._pending: tuple[Request, int, bool] | None = None
+        self._answering: asyncio.Future[Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._answering is not None:
+            self._answering.cancel()
+
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        while self.transport is not None and not self.transport.is_closing():
+        while (self.transport is not None and not self.transport.is_closing()
+               and self._answering is None):
             if self._pending is not None:
                 request, length, close = self._pending
                 if len(self._buffer) < length:
@@ -194,7 +205,25 @@ class HttpConnection(asyncio.Protocol):
         except Exception:
             log.exception("HTTP handler failed", extra={"fields": {"path": request.path}})
             response = Response(500, b"internal error\n", "text/plain")
+        if inspect.isawaitable(response):
+            answering = self._answering = asyncio.ensure_future(response)
+            answering.add_done_callback(lambda task: self._answered(task, request, close))
+            return
         self._reply(response, close=close, head_only=request.method == "HEAD")
+
+    def _answered(self, task: asyncio.Future[Response], request: Request, close: bool) -> None:
+        self._answering = None
+        if task.cancelled() or self.transport is None or self.transport.is_closing():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("HTTP handler failed", exc_info=exc,
+                      extra={"fields": {"path": request.path}})
+            response = Response(500, b"internal error\n", "text/plain")
+        else:
+            response = task.result()
+        self._reply(response, close=close, head_only=request.method == "HEAD")
+        self.data_received(b"")  # requests pipelined behind this one
 
     def _reply(self, response: Response, *, close: bool, head_only: bool = False) -> None:
         assert self.transport is not None

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from portask.testing.control import ControlMethods
+
 _LISTENING = re.compile(r"^portask: (\w+) listening on (.+):(\d+)$")
 LISTENERS = ("kafka", "amqp", "http")
 
@@ -60,7 +62,7 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class Broker:
+class Broker(ControlMethods):
     """A Portask broker on free ports for the length of a test, a module or a session.
 
         with Broker() as broker:
@@ -68,6 +70,8 @@ class Broker:
             connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
 
     ``settings`` are ``section.key: value`` pairs, as ``portask serve --set`` takes them.
+    The control API's calls are methods: ``reset()``, ``add_fault(...)``,
+    ``clear_faults()``, ``wait_queue(...)``, ``requests(...)`` (``ControlMethods``).
     """
 
     def __init__(

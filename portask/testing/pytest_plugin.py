@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from portask.testing.control import ControlMethods
+
 _counter = itertools.count()
 
 
@@ -38,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @dataclass
-class RunningBroker:
+class RunningBroker(ControlMethods):
     """A broker someone else started, found through its HTTP listener's /health."""
 
     http_url: str

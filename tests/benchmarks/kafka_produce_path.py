@@ -2,6 +2,7 @@
 append and the answer, with no client and no socket in the way.
 
     .venv/bin/python -m tests.benchmarks.kafka_produce_path --requests 200 [--idempotent]
+        [--fault-rules N] [--request-log]
 
 Prints the CPU time per request. Under cachegrind it counts instructions, which other
 load on the machine does not change (a shared 2-core VM makes wall-clock figures
@@ -10,7 +11,9 @@ start-up and building the requests drop out (see BENCHMARKS.md).
 
 Requests are ProduceRequest v9, one batch of --records 1 KiB records (kafka-python's
 builder, incompressible values) each, to a 3-partition topic in a fresh data
-directory. The transport only counts the bytes written back.
+directory. The transport only counts the bytes written back. ``--fault-rules N``
+installs N control-API fault rules that match no request (another topic), so each
+request is checked against all of them; ``--request-log`` turns the request log on.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class CountingTransport:
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # written at once: the connection never holds requests back
 
     def writelines(self, buffers: list[Any]) -> None:
         self.written += sum(len(b) for b in buffers)
@@ -123,7 +129,8 @@ def produce_frames(count: int, records: int, producer: tuple[int, int] | None) -
     return frames
 
 
-async def run(requests: int, records: int, idempotent: bool) -> list[int]:
+async def run(requests: int, records: int, idempotent: bool, fault_rules: int = 0,
+              request_log: bool = False) -> list[int]:
     data_dir = tempfile.mkdtemp(prefix="portask-produce-path-")
     settings = Settings()
     settings = dataclasses.replace(
@@ -139,6 +146,10 @@ async def run(requests: int, records: int, idempotent: bool) -> list[int]:
     server = KafkaServer(broker, settings, Address())  # type: ignore[arg-type]
     try:
         broker.topics.create(TOPIC, PARTITIONS)
+        for n in range(fault_rules):
+            broker.control.faults.add(protocol="kafka", action="drop", api="Produce",
+                                      topic=f"other-{n}")
+        broker.control.requests.configure(enabled=request_log)
         producer = broker.producer_ids.new() if idempotent else None
         frames = produce_frames(requests, records, producer)
         transport = CountingTransport()
@@ -173,8 +184,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--records", type=int, default=1000, help="records per request")
     parser.add_argument("--idempotent", action="store_true")
+    parser.add_argument("--fault-rules", type=int, default=0)
+    parser.add_argument("--request-log", action="store_true")
     args = parser.parse_args()
-    cpu_ns = sorted(asyncio.run(run(args.requests, args.records, args.idempotent)))
+    cpu_ns = sorted(asyncio.run(run(args.requests, args.records, args.idempotent,
+                                    args.fault_rules, args.request_log)))
     median = cpu_ns[len(cpu_ns) // 2]
     print(
         f"{args.requests} requests of {args.records} records"

@@ -9,6 +9,8 @@ browses never loads it. Serves:
   ``http.management_port``), which the console reads for queues, exchanges,
   bindings, connections and channels.
 - ``/kafka/v1/...``: the Kafka HTTP API (``portask.http.kafka``).
+- ``/_portask/...``: the control API for tests (``portask.http.control``): reset,
+  peek, waits, faults, alarms.
 
 Everything but the static assets needs HTTP Basic credentials of a broker user. A
 request that changes something and comes from a page of another origin (its
@@ -24,11 +26,15 @@ from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from portask.http.control import PREFIX as CONTROL_PREFIX
+from portask.http.control import control_api
 from portask.http.kafka import PREFIX, kafka_api
 from portask.http.kafka.api import KafkaApiError
 from portask.http.server import Request, Response
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from portask.broker.core import Broker
     from portask.http.management import ManagementApi
 
@@ -61,9 +67,10 @@ class Console:
         self.management = management
         self.authenticate = management.view.authenticate
         self.kafka = kafka_api(broker, management.view)
+        self.control = control_api(broker, management.view)
         self.files = _static_files()
 
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path
         if path.startswith("/console/") and request.method in ("GET", "HEAD"):
             found = self.files.get(path[len("/console/"):])
@@ -90,6 +97,14 @@ class Console:
             if request.method in _CHANGES and not _same_origin(request):
                 return _cross_origin()
             return self.kafka(request)
+        if path.startswith(CONTROL_PREFIX + "/"):
+            if not self._authorized(request):
+                response = KafkaApiError(401, "not_authorised", "login failed").response()
+                response.headers.append(("WWW-Authenticate", REALM))
+                return response
+            if request.method in _CHANGES and not _same_origin(request):
+                return _cross_origin()
+            return self.control(request)
         return Response(404, b"not found\n", "text/plain")
 
     def _authorized(self, request: Request) -> bool:

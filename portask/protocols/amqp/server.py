@@ -34,6 +34,14 @@ class AmqpServer:
         if self._metrics_timer is not None:
             self._metrics_timer.cancel()
 
+    def close_connections(self) -> int:
+        """A broker restart as clients see it (the control API): Connection.Close 320 to
+        every client; the server goes on accepting."""
+        connections = list(self.context.connections)
+        for conn in connections:
+            conn.close_gracefully()
+        return len(connections)
+
     def alarms_changed(self, active: frozenset[str]) -> None:
         """An ``Alarms`` listener: block publishers on the first alarm, unblock on the last."""
         context = self.context

@@ -59,6 +59,10 @@ class Connection(Protocol):
         """Close once the replies queued so far are written (a failed login)."""
         ...
 
+    def close(self) -> None:
+        """Close now, answering nothing more (a fault rule of the control API)."""
+        ...
+
 
 @dataclass(slots=True)
 class RequestContext:

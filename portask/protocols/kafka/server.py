@@ -116,9 +116,11 @@ class KafkaServer:
             host = local[0] if (wildcard and local) else listen_host
         return host, port or listener.port
 
-    def close_all(self) -> None:
-        for conn in list(self.connections):
+    def close_all(self) -> int:
+        connections = list(self.connections)
+        for conn in connections:
             conn.close()
+        return len(connections)
 
 
 class _Slot:
@@ -173,6 +175,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # From a verified client certificate on the TLS listener (ssl.principal.mapping).
         self.tls_principal: str | None = None
         self.host = ""
+        self._control = server.broker.control
 
     @property
     def principal(self) -> str:
@@ -406,7 +409,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
         ctx = RequestContext(self.server, self, api_key, version, correlation_id, client_id)
         started = time.perf_counter()
         try:
-            result = api.handler(ctx, request)
+            # One attribute read while no fault rule is installed and the request log is
+            # off (the control API); the hook module loads the first time it is needed.
+            if self._control.kafka_hooked:
+                from portask.protocols.kafka import faults
+
+                result = faults.handle(ctx, api, request, len(frame))
+            else:
+                result = api.handler(ctx, request)
             if not inspect.isawaitable(result):
                 buffers = self._encode(ctx, schema, result)
         except Exception as exc:

@@ -1,0 +1,311 @@
+"""What tests may do to a running broker through the control API (``/_portask/``):
+reset everything users created, force an alarm, close every connection, and the
+fault rules the protocol servers consult.
+
+Protocol-neutral: the rules are plain data; ``protocols/kafka/faults.py`` turns a
+matching rule into a Kafka answer. The protocol servers register how they close their
+connections here, so readers (``http.control``) never reach into protocol objects.
+
+The request paths pay one attribute read for all of this while no rule is installed:
+``Faults.kafka`` is False until a Kafka rule exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from portask.broker.alarms import DISK, MEMORY
+
+if TYPE_CHECKING:
+    from portask.broker.core import Broker
+
+log = logging.getLogger("portask.control")
+
+PROTOCOLS = ("kafka", "amqp")
+ACTIONS = ("error", "delay", "drop", "close")
+ALARMS = (MEMORY, DISK)
+# The Kafka APIs whose answers an error rule can fill, per partition.
+KAFKA_ERROR_APIS = ("Produce", "Fetch")
+DEFAULT_REQUEST_LOG = 1000
+MAX_REQUEST_LOG = 100_000
+
+
+class ControlError(ValueError):
+    """A control request that cannot be carried out as asked; the text says why."""
+
+
+@dataclass(slots=True)
+class FaultRule:
+    """One fault: which requests it matches and what happens to them.
+
+    ``times`` counts how many more requests it applies to (None: no limit);
+    ``probability`` makes each match apply with that chance. A rule that has used up
+    its ``times`` is removed.
+    """
+
+    id: int
+    protocol: str
+    action: str
+    api: str | None = None  # Kafka API name as in the protocol docs: "Produce", "Fetch"
+    topic: str | None = None
+    error: str | None = None  # Kafka error name: "NOT_LEADER_OR_FOLLOWER"
+    delay_ms: int = 0
+    times: int | None = None
+    probability: float | None = None
+    applied: int = 0
+    created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def matches(self, api: str, topics: tuple[str, ...]) -> bool:
+        if self.api is not None and self.api != api:
+            return False
+        return self.topic is None or self.topic in topics
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "protocol": self.protocol, "action": self.action,
+                "api": self.api, "topic": self.topic, "error": self.error,
+                "delay_ms": self.delay_ms, "times": self.times,
+                "probability": self.probability, "applied": self.applied}
+
+
+class Faults:
+    """The installed fault rules, in the order they were added (the first match wins)."""
+
+    def __init__(self, changed: Callable[[], None] | None = None) -> None:
+        self.rules: list[FaultRule] = []
+        # True only while a Kafka rule is installed.
+        self.kafka = False
+        # The API names each protocol server serves (set when it starts), to refuse a
+        # rule that could never match.
+        self.apis: dict[str, frozenset[str]] = {}
+        self._changed = changed
+        self._ids = itertools.count(1)
+        self._random = random.Random()
+
+    def add(self, *, protocol: str, action: str, api: str | None = None,
+            topic: str | None = None, error: str | None = None, delay_ms: int = 0,
+            times: int | None = None, probability: float | None = None) -> FaultRule:
+        if protocol not in PROTOCOLS:
+            raise ControlError(f"protocol must be one of {', '.join(PROTOCOLS)}")
+        if protocol != "kafka":
+            raise ControlError("only Kafka fault rules are implemented so far")
+        if action not in ACTIONS:
+            raise ControlError(f"action must be one of {', '.join(ACTIONS)}")
+        known = self.apis.get(protocol)
+        if api is not None and known is not None and api not in known:
+            raise ControlError(f"unknown {protocol} API {api!r}; served: "
+                               + ", ".join(sorted(known)))
+        if action == "error":
+            if not error:
+                raise ControlError("an error rule needs error (a Kafka error name)")
+            if api not in KAFKA_ERROR_APIS:
+                raise ControlError("error rules apply to api "
+                                   + " or ".join(KAFKA_ERROR_APIS))
+        if action == "delay" and delay_ms <= 0:
+            raise ControlError("a delay rule needs delay_ms > 0")
+        if times is not None and times < 1:
+            raise ControlError("times must be at least 1")
+        if probability is not None and not 0 < probability <= 1:
+            raise ControlError("probability must be in (0, 1]")
+        rule = FaultRule(next(self._ids), protocol, action, api=api, topic=topic,
+                         error=error, delay_ms=delay_ms, times=times, probability=probability)
+        self.rules.append(rule)
+        self._refresh()
+        log.info("fault rule added", extra={"fields": rule.describe()})
+        return rule
+
+    def clear(self) -> int:
+        count = len(self.rules)
+        self.rules.clear()
+        self._refresh()
+        return count
+
+    def take(self, protocol: str, api: str, topics: tuple[str, ...]) -> FaultRule | None:
+        """The rule that applies to this request, counted as applied; None if none does."""
+        for rule in self.rules:
+            if rule.protocol != protocol or not rule.matches(api, topics):
+                continue
+            if rule.probability is not None and self._random.random() >= rule.probability:
+                continue
+            rule.applied += 1
+            if rule.times is not None:
+                rule.times -= 1
+                if rule.times == 0:
+                    self.rules.remove(rule)
+                    self._refresh()
+            return rule
+        return None
+
+    def _refresh(self) -> None:
+        self.kafka = any(r.protocol == "kafka" for r in self.rules)
+        if self._changed is not None:
+            self._changed()
+
+
+@dataclass(slots=True)
+class RequestEntry:
+    protocol: str
+    api: str
+    version: int
+    client_id: str | None
+    connection: str
+    topics: tuple[str, ...]
+    size: int
+    details: dict[str, Any]
+    fault: str | None = None
+    error: str | None = None
+    duration_ms: float | None = None
+    at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def describe(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "api": self.api, "version": self.version,
+                "client_id": self.client_id, "connection": self.connection,
+                "topics": list(self.topics), "size": self.size, "details": self.details,
+                "fault": self.fault, "error": self.error, "duration_ms": self.duration_ms,
+                "at_ms": self.at_ms}
+
+
+class RequestLog:
+    """The last requests, newest last; off until a test turns it on (it costs a record
+    per request while on)."""
+
+    def __init__(self, changed: Callable[[], None] | None = None) -> None:
+        self.enabled = False
+        self.entries: deque[RequestEntry] = deque(maxlen=DEFAULT_REQUEST_LOG)
+        self._changed = changed
+
+    def configure(self, *, enabled: bool, size: int | None = None) -> None:
+        if size is not None:
+            if not 1 <= size <= MAX_REQUEST_LOG:
+                raise ControlError(f"size must be between 1 and {MAX_REQUEST_LOG}")
+            self.entries = deque(self.entries, maxlen=size)
+        self.enabled = enabled
+        if self._changed is not None:
+            self._changed()
+
+    def add(self, entry: RequestEntry) -> RequestEntry:
+        self.entries.append(entry)
+        return entry
+
+    def find(self, *, protocol: str | None = None, api: str | None = None,
+             topic: str | None = None, client_id: str | None = None) -> Iterable[RequestEntry]:
+        for entry in self.entries:
+            if ((protocol is None or entry.protocol == protocol)
+                    and (api is None or entry.api == api)
+                    and (topic is None or topic in entry.topics)
+                    and (client_id is None or entry.client_id == client_id)):
+                yield entry
+
+    def clear(self) -> int:
+        count = len(self.entries)
+        self.entries.clear()
+        return count
+
+
+@dataclass(slots=True)
+class ResetResult:
+    topics: int = 0
+    groups: int = 0
+    offsets: int = 0
+    queues: int = 0
+    exchanges: int = 0
+    messages: int = 0
+    took_ms: float = 0.0
+
+
+class Control:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.faults = Faults(self._hooks_changed)
+        self.requests = RequestLog(self._hooks_changed)
+        # Read on every Kafka request: the request goes through the fault and log hook
+        # only while this is set.
+        self.kafka_hooked = False
+        # How each protocol server closes all its client connections.
+        self._closers: list[Callable[[], int]] = []
+
+    def _hooks_changed(self) -> None:
+        self.kafka_hooked = self.faults.kafka or self.requests.enabled
+
+    def on_close_all(self, closer: Callable[[], int]) -> None:
+        self._closers.append(closer)
+
+    def close_all_connections(self) -> int:
+        """What clients see of a broker restart: every connection closed at once."""
+        closed = sum(closer() for closer in self._closers)
+        log.info("all client connections closed on request", extra={"fields": {
+            "connections": closed}})
+        return closed
+
+    # -- alarms ------------------------------------------------------------------------
+
+    def raise_alarm(self, resource: str) -> None:
+        if resource not in ALARMS:
+            raise ControlError(f"alarm must be one of {', '.join(ALARMS)}")
+        self.broker.alarms.forced.add(resource)
+        self.broker.alarms.set(resource, forced=1)
+
+    def clear_alarm(self, resource: str) -> None:
+        if resource not in ALARMS:
+            raise ControlError(f"alarm must be one of {', '.join(ALARMS)}")
+        self.broker.alarms.forced.discard(resource)
+        self.broker.alarms.clear(resource, forced=0)
+
+    # -- reset -------------------------------------------------------------------------
+
+    def reset(self, *, vhost: str | None = None, prefix: str = "") -> ResetResult:
+        """Delete what users created, as their own deletes would: consumers of a deleted
+        queue get Basic.Cancel, Kafka clients UNKNOWN_TOPIC_OR_PARTITION. Configured vhosts
+        and users stay. ``vhost`` limits the reset to that AMQP vhost (Kafka untouched);
+        ``prefix`` to topics, groups, queues and exchanges whose names start with it."""
+        started = time.perf_counter()
+        result = ResetResult()
+        amqp = self.broker.amqp
+        vhosts = list(amqp) if amqp is not None else []
+        if vhost is not None:
+            vhosts = [v for v in vhosts if v.name == vhost]
+            if not vhosts:
+                raise ControlError(f"no vhost {vhost!r}")
+        else:
+            self._reset_kafka(prefix, result)
+        for host in vhosts:
+            for queue in [q for q in host.queues.values() if q.name.startswith(prefix)]:
+                result.messages += host.remove_queue(queue)
+                result.queues += 1
+            for name in [n for n in host.exchanges if n and not n.startswith("amq.")
+                         and n.startswith(prefix)]:
+                if name in host.exchanges:  # an auto-delete one may have gone with another
+                    host.delete_exchange(name)
+                    result.exchanges += 1
+        if amqp is not None:
+            amqp.commit()
+        result.took_ms = round((time.perf_counter() - started) * 1000, 3)
+        log.info("reset", extra={"fields": {"vhost": vhost, "prefix": prefix,
+                                            "topics": result.topics, "queues": result.queues,
+                                            "took_ms": result.took_ms}})
+        return result
+
+    def _reset_kafka(self, prefix: str, result: ResetResult) -> None:
+        broker = self.broker
+        for topic in [t for t in broker.topics if t.name.startswith(prefix)]:
+            result.messages += sum(p.high_watermark - p.log_start_offset
+                                   for p in topic.partitions)
+            broker.topics.delete(topic.name)
+            result.topics += 1
+        groups = broker.groups
+        for group in [g for g in groups if g.group_id.startswith(prefix)]:
+            keys = [(t, p) for g, t, p in groups._offset_keys() if g == group.group_id]
+            if not group.members:
+                groups.delete([group.group_id])
+                result.groups += 1
+                result.offsets += len(keys)
+            else:
+                # A group with live members stays (they rejoin as with a moved
+                # coordinator); what it committed goes.
+                result.offsets += groups._drop_offsets(group.group_id, keys)

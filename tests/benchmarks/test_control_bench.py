@@ -1,0 +1,64 @@
+"""Reset through the control API with a typical test's state: 10 topics, 50 queues and
+10,000 messages (5,000 Kafka records, 100 AMQP messages in each queue), rebuilt with real
+clients before each round. Target (issue 16): < 20 ms.
+
+    .venv/bin/python -m pytest tests/benchmarks/test_control_bench.py --benchmark-enable -q -s
+
+Prints the broker's own time (``took_ms`` of the answer) and the HTTP round trip.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from portask.testing import Broker
+
+TOPICS = 10
+RECORDS_PER_TOPIC = 500
+QUEUES = 50
+MESSAGES_PER_QUEUE = 100
+
+
+def _populate(broker: Broker, durable: bool) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.kafka_bootstrap})
+    names = [f"topic-{i}" for i in range(TOPICS)]
+    for future in admin.create_topics([NewTopic(n, 1) for n in names]).values():
+        future.result(10)
+    producer = Producer({"bootstrap.servers": broker.kafka_bootstrap, "linger.ms": 5})
+    for name in names:
+        for i in range(RECORDS_PER_TOPIC):
+            producer.produce(name, b"x" * 100, key=str(i).encode())
+    assert producer.flush(30) == 0
+    connection = pika.BlockingConnection(pika.URLParameters(broker.amqp_url))
+    channel = connection.channel()
+    for q in range(QUEUES):
+        queue = f"queue-{q}"
+        channel.queue_declare(queue, durable=durable)
+        for _ in range(MESSAGES_PER_QUEUE):
+            channel.basic_publish("", queue, b"y" * 100)
+    connection.close()
+    broker.wait_queue(f"queue-{QUEUES - 1}", messages=MESSAGES_PER_QUEUE)
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["transient-queues", "durable-queues"])
+def test_reset_of_a_typical_test_state(benchmark: Any, tmp_path: Path, durable: bool) -> None:
+    took: list[float] = []
+    with Broker(tmp_path / "data") as broker:
+
+        def reset() -> None:
+            result = broker.reset()
+            assert result["topics"] == TOPICS and result["queues"] == QUEUES
+            assert result["messages"] == TOPICS * RECORDS_PER_TOPIC + QUEUES * MESSAGES_PER_QUEUE
+            took.append(result["took_ms"])
+
+        benchmark.pedantic(reset, setup=lambda: _populate(broker, durable), rounds=7,
+                           iterations=1)
+    print(f"\nreset ({'durable' if durable else 'transient'} queues): broker took_ms median "
+          f"{statistics.median(took):.1f}, min {min(took):.1f}, max {max(took):.1f}")
