@@ -1,4 +1,4 @@
-"""``portask serve | check-config | version``."""
+"""``portask serve | check-config | ctl | version``."""
 
 from __future__ import annotations
 
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
 
     sub.add_parser("version", help="print the version")
+    from portask import ctl
+
+    ctl.add_parser(sub)
     return parser
 
 
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"portask {__version__}")
         return 0
+    if args.command == "ctl":
+        from portask import ctl
+
+        return ctl.run(args)
     try:
         if args.command == "check-config":
             settings = load_settings(args.file, environ={})

@@ -265,6 +265,15 @@ class Control:
         and users stay. ``vhost`` limits the reset to that AMQP vhost (Kafka untouched);
         ``prefix`` to topics, groups, queues and exchanges whose names start with it."""
         started = time.perf_counter()
+        with self.broker.definitions.batch():
+            result = self._reset(vhost, prefix)
+        result.took_ms = round((time.perf_counter() - started) * 1000, 3)
+        log.info("reset", extra={"fields": {"vhost": vhost, "prefix": prefix,
+                                            "topics": result.topics, "queues": result.queues,
+                                            "took_ms": result.took_ms}})
+        return result
+
+    def _reset(self, vhost: str | None, prefix: str) -> ResetResult:
         result = ResetResult()
         amqp = self.broker.amqp
         vhosts = list(amqp) if amqp is not None else []
@@ -285,10 +294,6 @@ class Control:
                     result.exchanges += 1
         if amqp is not None:
             amqp.commit()
-        result.took_ms = round((time.perf_counter() - started) * 1000, 3)
-        log.info("reset", extra={"fields": {"vhost": vhost, "prefix": prefix,
-                                            "topics": result.topics, "queues": result.queues,
-                                            "took_ms": result.took_ms}})
         return result
 
     def _reset_kafka(self, prefix: str, result: ResetResult) -> None:

@@ -8,6 +8,7 @@ Values are plain msgpack-able data; the modules that own each kind of definition
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ class Definitions:
     def close(self) -> None:
         self._definitions.close()
         self._offsets.close()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes (a reset), one sync at the end (``KeyValueStore.batch``)."""
+        with self._definitions.batch(), self._offsets.batch():
+            yield
 
     def _store(self, namespace: str) -> KeyValueStore:
         return self._offsets if namespace == CONSUMER_OFFSETS else self._definitions

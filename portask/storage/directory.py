@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +22,9 @@ from portask import metrics
 from portask.storage.log import Log, LogConfig
 
 log = logging.getLogger("portask.storage")
+
+# Where removed log directories wait to be unlinked (see remove_dir).
+TRASH = ".trash"
 
 
 class LogDirectory:
@@ -50,8 +56,42 @@ class LogDirectory:
         if opened is not None:
             opened.close()
 
+    def discard_log(self, name: str) -> None:
+        """Close a log that is being deleted, without syncing it (``Log.discard``)."""
+        opened = self.logs.pop(name, None)
+        if opened is not None:
+            opened.discard()
+
+    def remove_dir(self, relative: str) -> None:
+        """Remove the directory of deleted logs (closed first). It is renamed into the
+        trash at once, so its name is free for a new log now, and unlinked by a thread:
+        unlinking the segment files of a reset's worth of topics and queues takes
+        hundreds of milliseconds the event loop should not wait for."""
+        source = self.root / relative
+        trash = self.root / TRASH
+        target = trash / uuid.uuid4().hex
+        try:
+            trash.mkdir(exist_ok=True)
+            os.rename(source, target)
+        except FileNotFoundError:
+            return
+        except OSError:
+            shutil.rmtree(source, ignore_errors=True)
+            return
+        self._unlink_later(target)
+
+    def _unlink_later(self, path: Path) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        loop.run_in_executor(None, shutil.rmtree, path, True)
+
     def start(self) -> None:
         """Start the background flush and retention timers on the running loop."""
+        if (self.root / TRASH).is_dir():
+            self._unlink_later(self.root / TRASH)  # what a stop or crash left there
         if self.flush_ms is not None:
             self._tasks.append(asyncio.create_task(self._every(self.flush_ms, self.flush_due)))
         self._tasks.append(

@@ -11,6 +11,7 @@ crash when the store was opened with ``fsync=True``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -52,6 +53,8 @@ class KeyValueStore:
         self._fd: int | None = None
         self._changes_bytes = 0
         self._snapshot_bytes = 0
+        # Inside batch(): changes are written at once and synced together at its end.
+        self._batched = 0
 
     @property
     def snapshot_path(self) -> Path:
@@ -84,6 +87,22 @@ class KeyValueStore:
         self._append((_DELETE, namespace, key, None))
         del self._data[namespace][key]
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes, one sync: each is written as it is made (a process crash keeps
+        it) and all are made durable together when the block ends."""
+        self._batched += 1
+        try:
+            yield
+        finally:
+            self._batched -= 1
+            if not self._batched and self.fsync and self._fd is not None:
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as exc:
+                    raise KeyValueStoreError(
+                        f"{self.changes_path}: cannot write: {exc.strerror}") from exc
+
     def close(self) -> None:
         if self._fd is not None:
             self._compact()
@@ -97,7 +116,7 @@ class KeyValueStore:
         record = _FRAME.pack(len(payload), crc32c.crc32c(payload)) + payload
         try:
             os.write(self._fd, record)
-            if self.fsync:
+            if self.fsync and not self._batched:
                 os.fdatasync(self._fd)
         except OSError as exc:
             raise KeyValueStoreError(f"{self.changes_path}: cannot write: {exc.strerror}") from exc

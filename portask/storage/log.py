@@ -772,6 +772,14 @@ class Log:
         self._closed = True
         self._close_segments()
 
+    def discard(self) -> None:
+        """Close a log whose files are about to be removed (a deleted topic or queue):
+        release files and maps, and sync nothing, since nothing of it is kept."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_segments()
+
     def _close_segments(self) -> None:
         for seg in self._segments:
             if not seg.close():

@@ -7,6 +7,11 @@ Fixtures:
   or, with ``--portask-url http://HOST:PORT``, the broker already running there.
 - ``portask_topic_prefix``: a name prefix no other test (or worker) uses, for topics,
   queues and exchanges, so tests sharing one broker do not see each other's data.
+- ``portask_reset``: the broker, reset before the test (the control API's reset).
+- ``portask_faults``: the broker, its fault rules cleared after the test.
+
+The broker objects have the control API's calls as methods (``reset()``,
+``add_fault(...)``, ``wait_queue(...)``, ``requests(...)``: ``portask.testing.control``).
 
 Nothing heavy is imported until a fixture is used: the plugin loads into every pytest
 session of an environment where Portask is installed.
@@ -84,3 +89,19 @@ def portask_topic_prefix(request: pytest.FixtureRequest) -> str:
     """A prefix unique to this test in this session and worker (``t3-gw1-``)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     return f"t{next(_counter)}-{worker}-"
+
+
+@pytest.fixture
+def portask_reset(portask: Any) -> Any:
+    """The session's broker, reset before the test: no topics, groups, queues, exchanges
+    or messages left by earlier tests (configured vhosts and users stay)."""
+    portask.reset()
+    return portask
+
+
+@pytest.fixture
+def portask_faults(portask: Any) -> Iterator[Any]:
+    """The session's broker for a test that installs fault rules
+    (``portask_faults.add_fault(...)``): they are cleared when the test ends, pass or fail."""
+    yield portask
+    portask.clear_faults()

@@ -4,6 +4,9 @@ rule, a forced alarm and the request log look like from the client's side."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -325,3 +328,36 @@ def test_broker_methods_reach_the_control_api(tmp_path: Path) -> None:
         assert broker.reset()["topics"] == 0
         assert broker.add_fault(action="delay", api="Metadata", delay_ms=10)["id"] == 1
         assert broker.clear_faults() == 1
+
+
+def _ctl(broker: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "portask", "ctl", "--url",
+                           f"http://127.0.0.1:{broker.http_port}", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ctl_wraps_the_control_api(control_broker: BrokerProcess, ctl: ControlClient) -> None:
+    topic = _name()
+    _create_topic(control_broker, topic)
+    _produce(control_broker, topic, [b"seen"])
+    peeked = _ctl(control_broker, "peek", topic, "0", "--count", "1")
+    assert peeked.returncode == 0, peeked.stderr
+    assert [r["value"] for r in json.loads(peeked.stdout)] == ["seen"]
+
+    added = _ctl(control_broker, "faults", "add", "--api", "Fetch", "--action", "delay",
+                 "--delay-ms", "5", "--times", "3")
+    assert added.returncode == 0, added.stderr
+    assert [(r["api"], r["times"]) for r in ctl.faults()] == [("Fetch", 3)]
+    assert json.loads(_ctl(control_broker, "faults", "clear").stdout) == {"cleared": 1}
+
+    timed_out = _ctl(control_broker, "wait", "topic", topic, "--records", "5",
+                     "--timeout-ms", "50")
+    assert timed_out.returncode == 1
+    assert json.loads(timed_out.stdout)["records"] == 1
+
+    refused = _ctl(control_broker, "faults", "add", "--api", "Produce", "--action", "error",
+                   "--error", "NOT_A_KAFKA_ERROR")
+    assert refused.returncode == 2 and "NOT_A_KAFKA_ERROR" in refused.stderr
+
+    reset = _ctl(control_broker, "reset", "--prefix", topic)
+    assert json.loads(reset.stdout)["topics"] == 1

@@ -52,6 +52,49 @@ def test_prefix_is_new(portask_topic_prefix):
 '''
 
 
+CONTROL_TESTS = '''
+import pika
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+
+def test_a_leaves_a_queue_behind(portask):
+    connection = pika.BlockingConnection(pika.URLParameters(portask.amqp_url))
+    connection.channel().queue_declare("left-behind")
+    connection.close()
+    portask.wait_queue("left-behind", messages=0)
+
+
+def test_b_starts_clean(portask_reset):
+    connection = pika.BlockingConnection(pika.URLParameters(portask_reset.amqp_url))
+    channel = connection.channel()
+    try:
+        channel.queue_declare("left-behind", passive=True)
+        raise AssertionError("the queue of the earlier test is still there")
+    except pika.exceptions.ChannelClosedByBroker as closed:
+        assert closed.reply_code == 404
+
+
+def test_c_injects_a_retriable_error(portask_faults):
+    portask_faults.add_fault(action="error", api="Produce", error="NOT_LEADER_OR_FOLLOWER",
+                             times=1)
+    portask_faults.add_fault(action="delay", api="Metadata", delay_ms=1)  # left for cleanup
+    producer = Producer({"bootstrap.servers": portask_faults.kafka_bootstrap})
+    producer.produce("orders", b"o1")
+    assert producer.flush(15) == 0
+
+
+def test_d_faults_were_cleared(portask):
+    assert portask.faults() == []
+'''
+
+
+def test_reset_and_fault_fixtures(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user=CONTROL_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+
+
 def test_fixtures_serve_real_clients(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider")

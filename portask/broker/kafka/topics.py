@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -188,8 +187,8 @@ class Topics:
         self.definitions.delete(TOPICS, name)
         for partition in topic.partitions:
             partition.wake()
-            self.logs.close_log(partition.log_name)
-            shutil.rmtree(self.logs.root / partition.log_name, ignore_errors=True)
+            self.logs.discard_log(partition.log_name)
+            self.logs.remove_dir(partition.log_name)
         log.info("topic deleted", extra={"fields": {"topic": name}})
 
     def add_partitions(self, name: str, total: int, *, validate_only: bool = False) -> None:

@@ -122,12 +122,11 @@ class QueueStorage:
         """Close a deleted queue's logs and remove its directory."""
         base = self.queue_dir(vhost, queue)
         for name in [n for n in self.logs.logs if n.startswith(base + "/")]:
-            self.logs.close_log(name)
+            self.logs.discard_log(name)
         prefix = f"{vhost}/{queue}/"
         self._dirty = [s for s in self._dirty if not s.name.startswith(prefix)]
         self._retrying = [s for s in self._retrying if not s.name.startswith(prefix)]
-        # No storage API deletes a log directory; the logs are closed, so remove the files.
-        shutil.rmtree(self.logs.root / base, ignore_errors=True)
+        self.logs.remove_dir(base)
 
     def collect_garbage(self, keep: set[tuple[str, str]]) -> int:
         """Remove queue directories no durable queue owns (a crash mid-delete)."""

@@ -1,0 +1,149 @@
+"""``portask ctl``: the control API (``/_portask/``) from a shell, for tests in any
+language and for a person at a terminal. Answers are printed as JSON.
+
+Exit codes: 0 done; 1 a wait timed out (the state last seen is printed); 2 the broker
+refused the request or could not be reached (the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portask.testing.control import ControlClient
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def add_parser(sub: Any) -> None:
+    ctl = sub.add_parser("ctl", help="reset, peek, wait and inject faults on a running broker")
+    ctl.add_argument("--url", default=os.environ.get("PORTASK_URL", DEFAULT_URL),
+                     help=f"the broker's HTTP listener (default $PORTASK_URL or {DEFAULT_URL})")
+    ctl.add_argument("--user", default=os.environ.get("PORTASK_USER", "guest"))
+    ctl.add_argument("--password", default=os.environ.get("PORTASK_PASSWORD", "guest"))
+    commands = ctl.add_subparsers(dest="ctl_command", required=True)
+
+    reset = commands.add_parser("reset", help="delete topics, groups, queues, exchanges")
+    reset.add_argument("--vhost", help="only this AMQP vhost (Kafka untouched)")
+    reset.add_argument("--prefix", help="only names starting with this")
+
+    peek = commands.add_parser("peek", help="records of a topic partition, not consumed")
+    peek.add_argument("topic")
+    peek.add_argument("partition", type=int, nargs="?", default=0)
+    peek.add_argument("--offset", type=int, default=0)
+    peek.add_argument("--count", type=int, default=10)
+
+    wait = commands.add_parser("wait", help="until a queue, topic or group is as asked")
+    kinds = wait.add_subparsers(dest="wait_kind", required=True)
+    queue = kinds.add_parser("queue")
+    queue.add_argument("queue")
+    queue.add_argument("--vhost", default="/")
+    queue.add_argument("--messages", type=int)
+    queue.add_argument("--consumers", type=int)
+    topic = kinds.add_parser("topic")
+    topic.add_argument("topic")
+    topic.add_argument("--records", type=int, default=1)
+    group = kinds.add_parser("group")
+    group.add_argument("group")
+    group.add_argument("--state", default="Stable")
+    group.add_argument("--members", type=int)
+    for parser in (queue, topic, group):
+        parser.add_argument("--timeout-ms", type=int, default=5000)
+
+    faults = commands.add_parser("faults", help="add, list or clear fault rules")
+    actions = faults.add_subparsers(dest="faults_command", required=True)
+    add = actions.add_parser("add")
+    add.add_argument("--protocol", default="kafka")
+    add.add_argument("--api", help="Kafka API name: Produce, Fetch, Metadata, ...")
+    add.add_argument("--topic")
+    add.add_argument("--action", required=True, choices=("error", "delay", "drop", "close"))
+    add.add_argument("--error", help="Kafka error name, e.g. NOT_LEADER_OR_FOLLOWER")
+    add.add_argument("--delay-ms", type=int, default=0)
+    add.add_argument("--times", type=int)
+    add.add_argument("--probability", type=float)
+    actions.add_parser("list")
+    actions.add_parser("clear")
+
+    requests = commands.add_parser("requests", help="the request log")
+    log_actions = requests.add_subparsers(dest="requests_command", required=True)
+    listing = log_actions.add_parser("list")
+    for name in ("protocol", "api", "topic", "client-id"):
+        listing.add_argument(f"--{name}")
+    listing.add_argument("--limit", type=int)
+    on = log_actions.add_parser("on")
+    on.add_argument("--size", type=int)
+    log_actions.add_parser("off")
+    log_actions.add_parser("clear")
+
+    alarm = commands.add_parser("alarm", help="raise or clear the memory or disk alarm")
+    alarm.add_argument("change", choices=("raise", "clear"))
+    alarm.add_argument("resource", choices=("memory", "disk"))
+
+    commands.add_parser("close-connections", help="close every client connection")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: `portask serve` builds the same parser and should not load a client.
+    from portask.testing.control import ControlClient, ControlError, WaitTimeout
+
+    client = ControlClient(args.url, args.user, args.password)
+    try:
+        answer = _call(client, args)
+    except WaitTimeout as timeout:
+        print(json.dumps(timeout.answer))
+        return 1
+    except ControlError as err:
+        print(f"portask ctl: {err}", file=sys.stderr)
+        return 2
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        print(f"portask ctl: cannot reach {args.url}: {reason}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def _call(client: ControlClient, args: argparse.Namespace) -> Any:
+    command = args.ctl_command
+    if command == "reset":
+        return client.reset(vhost=args.vhost, prefix=args.prefix)
+    if command == "peek":
+        return client.peek_topic(args.topic, args.partition, offset=args.offset,
+                                 count=args.count)
+    if command == "wait":
+        if args.wait_kind == "queue":
+            return client.wait_queue(args.queue, vhost=args.vhost, messages=args.messages,
+                                     consumers=args.consumers, timeout_ms=args.timeout_ms)
+        if args.wait_kind == "topic":
+            return client.wait_topic(args.topic, records=args.records,
+                                     timeout_ms=args.timeout_ms)
+        return client.wait_group(args.group, state=args.state or None, members=args.members,
+                                 timeout_ms=args.timeout_ms)
+    if command == "faults":
+        if args.faults_command == "add":
+            return client.add_fault(protocol=args.protocol, action=args.action, api=args.api,
+                                    topic=args.topic, error=args.error,
+                                    delay_ms=args.delay_ms, times=args.times,
+                                    probability=args.probability)
+        if args.faults_command == "list":
+            return client.faults()
+        return {"cleared": client.clear_faults()}
+    if command == "requests":
+        if args.requests_command == "list":
+            return client.requests(protocol=args.protocol, api=args.api, topic=args.topic,
+                                   client_id=args.client_id, limit=args.limit)
+        if args.requests_command in ("on", "off"):
+            client.record_requests(args.requests_command == "on",
+                                   getattr(args, "size", None))
+            return {"enabled": args.requests_command == "on"}
+        return {"cleared": client.clear_requests()}
+    if command == "alarm":
+        if args.change == "raise":
+            return {"alarms": client.raise_alarm(args.resource)}
+        return {"alarms": client.clear_alarm(args.resource)}
+    return {"closed": client.close_connections()}
