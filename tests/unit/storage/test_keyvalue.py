@@ -72,3 +72,17 @@ def test_snapshot_replace_is_atomic_no_temp_left(tmp_path: Path) -> None:
     store.put("q", "a", 1)
     store.close()
     assert sorted(os.listdir(tmp_path)) == ["definitions.changes", "definitions.snapshot"]
+
+
+def test_a_batch_of_changes_is_kept_like_single_ones(tmp_path: Path) -> None:
+    store = KeyValueStore(tmp_path, fsync=True).open()
+    for i in range(10):
+        store.put("queues", ("/", f"q{i}"), {"durable": True})
+    with store.batch():
+        for i in range(10):
+            store.delete("queues", ("/", f"q{i}"))
+        with store.batch():  # nested: one sync, at the outer end
+            store.put("queues", ("/", "kept"), {"durable": True})
+    # No close(): what the batch wrote is in the change log.
+    again = KeyValueStore(tmp_path).open()
+    assert [k for k, _ in again.items("queues")] == [("/", "kept")]
