@@ -65,9 +65,6 @@ class CountingTransport:
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
 
-    def get_write_buffer_size(self) -> int:
-        return 0  # written at once: the connection never holds requests back
-
     def writelines(self, buffers: list[Any]) -> None:
         self.written += sum(len(b) for b in buffers)
 

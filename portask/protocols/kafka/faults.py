@@ -125,7 +125,8 @@ def _topics(api_key: int, request: Any) -> tuple[str, ...]:
 def _details(api_key: int, request: Any) -> dict[str, Any]:
     """What tests assert on, per API: acks of a Produce, offsets of a commit."""
     if api_key == ApiKey.PRODUCE:
-        return {"acks": request.acks, "transactional_id": request.transactional_id,
+        return {"acks": request.acks,
+                "transactional_id": getattr(request, "transactional_id", None),
                 "partitions": sum(len(t.partition_data) for t in request.topic_data)}
     if api_key == ApiKey.OFFSET_COMMIT:
         return {"group_id": request.group_id,
@@ -134,7 +135,7 @@ def _details(api_key: int, request: Any) -> dict[str, Any]:
                             for t in request.topics for p in t.partitions]}
     if api_key == ApiKey.FETCH:
         return {"max_wait_ms": int(request.max_wait.total_seconds() * 1000),
-                "isolation_level": int(request.isolation_level)}
+                "isolation_level": int(getattr(request, "isolation_level", 0))}
     return {}
 
 
