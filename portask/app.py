@@ -231,7 +231,8 @@ class App:
         server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts,
                                         clients=broker.clients,
                                         alarms=frozenset(broker.alarms.active),
-                                        users=self.users))
+                                        users=self.users,
+                                        faults=broker.control.faults))
         broker.alarms.subscribe(server.alarms_changed)
         broker.control.on_close_all(server.close_connections)
         return server

@@ -66,6 +66,11 @@ def add_parser(sub: Any) -> None:
     add.add_argument("--delay-ms", type=int, default=0)
     add.add_argument("--times", type=int)
     add.add_argument("--probability", type=float)
+    add.add_argument("--method", help="AMQP method, e.g. basic.publish")
+    add.add_argument("--queue")
+    add.add_argument("--exchange")
+    add.add_argument("--code", type=int, help="AMQP reply code of the close")
+    add.add_argument("--text", help="AMQP reply text of the close")
     actions.add_parser("list")
     actions.add_parser("clear")
 
@@ -129,7 +134,9 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
             return client.add_fault(protocol=args.protocol, action=args.action, api=args.api,
                                     topic=args.topic, error=args.error,
                                     delay_ms=args.delay_ms, times=args.times,
-                                    probability=args.probability)
+                                    probability=args.probability, method=args.method,
+                                    queue=args.queue, exchange=args.exchange,
+                                    code=args.code, text=args.text)
         if args.faults_command == "list":
             return client.faults()
         return {"cleared": client.clear_faults()}

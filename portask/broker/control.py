@@ -33,6 +33,8 @@ ACTIONS = ("error", "delay", "drop", "close")
 ALARMS = (MEMORY, DISK)
 # The Kafka APIs whose answers an error rule can fill, per partition.
 KAFKA_ERROR_APIS = ("Produce", "Fetch")
+# AMQP 0-9-1's soft errors (a channel close; the rest close the connection).
+SOFT_ERRORS = (311, 312, 313, 403, 404, 405, 406)
 DEFAULT_REQUEST_LOG = 1000
 MAX_REQUEST_LOG = 100_000
 
@@ -56,6 +58,11 @@ class FaultRule:
     api: str | None = None  # Kafka API name as in the protocol docs: "Produce", "Fetch"
     topic: str | None = None
     error: str | None = None  # Kafka error name: "NOT_LEADER_OR_FOLLOWER"
+    method: str | None = None  # AMQP method: "basic.publish", "queue.declare"
+    queue: str | None = None
+    exchange: str | None = None
+    code: int | None = None  # AMQP reply code of the channel or connection close
+    text: str | None = None
     delay_ms: int = 0
     times: int | None = None
     probability: float | None = None
@@ -68,10 +75,13 @@ class FaultRule:
         return self.topic is None or self.topic in topics
 
     def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "protocol": self.protocol, "action": self.action,
-                "api": self.api, "topic": self.topic, "error": self.error,
-                "delay_ms": self.delay_ms, "times": self.times,
-                "probability": self.probability, "applied": self.applied}
+        described = {"id": self.id, "protocol": self.protocol, "action": self.action,
+                     "api": self.api, "topic": self.topic, "error": self.error,
+                     "delay_ms": self.delay_ms, "method": self.method, "queue": self.queue,
+                     "exchange": self.exchange, "code": self.code, "text": self.text,
+                     "times": self.times, "probability": self.probability,
+                     "applied": self.applied}
+        return {k: v for k, v in described.items() if v is not None or k == "times"}
 
 
 class Faults:
@@ -79,8 +89,9 @@ class Faults:
 
     def __init__(self, changed: Callable[[], None] | None = None) -> None:
         self.rules: list[FaultRule] = []
-        # True only while a Kafka rule is installed.
+        # True only while a Kafka (an AMQP) rule is installed.
         self.kafka = False
+        self.amqp = False
         # The API names each protocol server serves (set when it starts), to refuse a
         # rule that could never match.
         self.apis: dict[str, frozenset[str]] = {}
@@ -90,11 +101,16 @@ class Faults:
 
     def add(self, *, protocol: str, action: str, api: str | None = None,
             topic: str | None = None, error: str | None = None, delay_ms: int = 0,
-            times: int | None = None, probability: float | None = None) -> FaultRule:
+            times: int | None = None, probability: float | None = None,
+            method: str | None = None, queue: str | None = None,
+            exchange: str | None = None, code: int | None = None,
+            text: str | None = None) -> FaultRule:
         if protocol not in PROTOCOLS:
             raise ControlError(f"protocol must be one of {', '.join(PROTOCOLS)}")
-        if protocol != "kafka":
-            raise ControlError("only Kafka fault rules are implemented so far")
+        if protocol == "amqp":
+            return self._add(FaultRule(0, protocol, action, method=method, queue=queue,
+                                       exchange=exchange, code=code, text=text, times=times,
+                                       probability=probability))
         if action not in ACTIONS:
             raise ControlError(f"action must be one of {', '.join(ACTIONS)}")
         known = self.apis.get(protocol)
@@ -113,8 +129,17 @@ class Faults:
             raise ControlError("times must be at least 1")
         if probability is not None and not 0 < probability <= 1:
             raise ControlError("probability must be in (0, 1]")
-        rule = FaultRule(next(self._ids), protocol, action, api=api, topic=topic,
-                         error=error, delay_ms=delay_ms, times=times, probability=probability)
+        return self._add(FaultRule(0, protocol, action, api=api, topic=topic, error=error,
+                                   delay_ms=delay_ms, times=times, probability=probability))
+
+    def _add(self, rule: FaultRule) -> FaultRule:
+        if rule.times is not None and rule.times < 1:
+            raise ControlError("times must be at least 1")
+        if rule.probability is not None and not 0 < rule.probability <= 1:
+            raise ControlError("probability must be in (0, 1]")
+        if rule.protocol == "amqp":
+            _check_amqp(rule)
+        rule.id = next(self._ids)
         self.rules.append(rule)
         self._refresh()
         log.info("fault rule added", extra={"fields": rule.describe()})
@@ -133,19 +158,58 @@ class Faults:
                 continue
             if rule.probability is not None and self._random.random() >= rule.probability:
                 continue
-            rule.applied += 1
-            if rule.times is not None:
-                rule.times -= 1
-                if rule.times == 0:
-                    self.rules.remove(rule)
-                    self._refresh()
+            self._applied(rule)
             return rule
         return None
 
+    def take_amqp(self, method: str, queue: str | None,
+                  exchange: str | None) -> FaultRule | None:
+        """The AMQP rule that applies to this method, counted as applied."""
+        for rule in self.rules:
+            if (rule.protocol != "amqp" or rule.method != method
+                    or (rule.queue is not None and rule.queue != queue)
+                    or (rule.exchange is not None and rule.exchange != exchange)):
+                continue
+            if rule.probability is not None and self._random.random() >= rule.probability:
+                continue
+            self._applied(rule)
+            return rule
+        return None
+
+    def _applied(self, rule: FaultRule) -> None:
+        rule.applied += 1
+        if rule.times is not None:
+            rule.times -= 1
+            if rule.times == 0:
+                self.rules.remove(rule)
+                self._refresh()
+
     def _refresh(self) -> None:
         self.kafka = any(r.protocol == "kafka" for r in self.rules)
+        self.amqp = any(r.protocol == "amqp" for r in self.rules)
         if self._changed is not None:
             self._changed()
+
+
+def _check_amqp(rule: FaultRule) -> None:
+    """An AMQP rule closes the channel (``error``: a soft error code) or the
+    connection (``close``: 320 or a hard error, 5xx), as RabbitMQ does for real ones."""
+    if not rule.method or "." not in rule.method:
+        raise ControlError("an AMQP rule needs method, e.g. basic.publish")
+    rule.method = rule.method.lower()
+    if rule.action == "error":
+        rule.code = rule.code if rule.code is not None else 406
+        if rule.code not in SOFT_ERRORS:
+            raise ControlError("a channel error code is one of AMQP's soft errors: "
+                               + ", ".join(map(str, SOFT_ERRORS)))
+    elif rule.action == "close":
+        rule.code = rule.code if rule.code is not None else 320
+        if rule.code != 320 and not 500 <= rule.code < 600:
+            raise ControlError("a connection close code is 320 or 5xx")
+    else:
+        raise ControlError("AMQP rules take action error (channel close) or close "
+                           "(connection close)")
+    rule.text = rule.text or "fault injected by the control API"
 
 
 @dataclass(slots=True)

@@ -99,11 +99,14 @@ class ControlMethods:
 
     def add_fault(self, *, protocol: str = "kafka", action: str, api: str | None = None,
                   topic: str | None = None, error: str | None = None, delay_ms: int = 0,
-                  times: int | None = None, probability: float | None = None
-                  ) -> dict[str, Any]:
+                  times: int | None = None, probability: float | None = None,
+                  method: str | None = None, queue: str | None = None,
+                  exchange: str | None = None, code: int | None = None,
+                  text: str | None = None) -> dict[str, Any]:
         rule = {"protocol": protocol, "action": action, "api": api, "topic": topic,
                 "error": error, "delay_ms": delay_ms or None, "times": times,
-                "probability": probability}
+                "probability": probability, "method": method, "queue": queue,
+                "exchange": exchange, "code": code, "text": text}
         return self.call("POST", "faults",  # type: ignore[no-any-return]
                          {k: v for k, v in rule.items() if v is not None})
 

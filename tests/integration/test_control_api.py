@@ -361,3 +361,28 @@ def test_ctl_wraps_the_control_api(control_broker: BrokerProcess, ctl: ControlCl
 
     reset = _ctl(control_broker, "reset", "--prefix", topic)
     assert json.loads(reset.stdout)["topics"] == 1
+
+
+def test_amqp_rules_close_the_channel_or_the_connection(control_broker: BrokerProcess,
+                                                        ctl: ControlClient) -> None:
+    queue = _name()
+    ctl.add_fault(protocol="amqp", method="queue.declare", queue=queue, action="error",
+                  code=403, text="injected", times=1)
+    connection = _amqp(control_broker)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        connection.channel().queue_declare(queue)
+    assert (refused.value.reply_code, refused.value.reply_text) == (
+        403, "ACCESS_REFUSED - injected")
+    channel = connection.channel()
+    assert channel.queue_declare(queue).method.queue == queue  # once only
+    ctl.add_fault(protocol="amqp", method="basic.publish", exchange="", action="close")
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        channel.basic_publish("", queue, b"never")
+        connection.sleep(1)
+    assert closed.value.reply_code == 320
+    assert ctl.faults()[0]["applied"] == 1
+    ctl.clear_faults()
+    assert ctl.wait_queue(queue, messages=0)["messages"] == 0  # the publish was refused
+    with pytest.raises(ControlError) as bad:
+        ctl.add_fault(protocol="amqp", method="basic.publish", action="error", code=320)
+    assert bad.value.status == 400

@@ -205,7 +205,10 @@ def _register_faults(router: Router, view: ControlView) -> None:
                 api=body_str(body, "api"), topic=body_str(body, "topic"),
                 error=_kafka_error(body_str(body, "error")),
                 delay_ms=body_int(body, "delay_ms", 0, minimum=0, maximum=MAX_WAIT_MS) or 0,
-                times=times, probability=probability)
+                times=times, probability=probability, method=body_str(body, "method"),
+                queue=body_str(body, "queue"), exchange=body_str(body, "exchange"),
+                code=body_int(body, "code", minimum=300, maximum=599),
+                text=body_str(body, "text"))
         except ControlError as exc:
             raise KafkaApiError(400, "invalid_request", str(exc)) from None
         return Response(201, to_json(rule.describe()))

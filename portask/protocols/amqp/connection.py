@@ -55,6 +55,7 @@ from portask.broker.amqp.errors import BrokerError
 from portask.broker.clients import ConnectionView
 from portask.broker.user_store import FULL, Permission
 from portask.listeners import configure_accepted
+from portask.protocols.amqp import faults as amqp_faults
 from portask.protocols.amqp import frames, octets
 from portask.protocols.amqp.channel import EXPECTED_METHOD, Channel
 from portask.protocols.amqp.constants import (
@@ -108,6 +109,7 @@ SECOND_OPEN = "second 'channel.open' seen"
 class AmqpConnection(asyncio.Protocol):
     def __init__(self, context: AmqpContext) -> None:
         self.context = context
+        self._faults = context.faults
         settings = context.settings
         self._loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
@@ -332,6 +334,8 @@ class AmqpConnection(asyncio.Protocol):
                                       CLASS_BASIC, BASIC_PUBLISH)
             index = _METHOD_INDEX.unpack_from(payload)[0]
             try:
+                if self._faults.amqp:  # the control API's rules: one read while none is set
+                    amqp_faults.check(self._faults, payload)
                 fast = _FAST_PATH.get(index)
                 if fast is not None:
                     fast(channel, payload)

@@ -15,6 +15,7 @@ from portask.broker.alarms import DISK, MEMORY
 from portask.broker.amqp.vhosts import VirtualHosts
 from portask.broker.clients import Clients
 from portask.broker.user_store import FULL, Permission, UserStore
+from portask.broker.control import Faults
 from portask.config import AmqpSettings, NetworkSettings
 
 
@@ -44,6 +45,8 @@ class AmqpContext:
     # The one user store (configured and run-time users, their permissions); None in
     # tests that build a context by hand: then only amqp.default_user logs in.
     users: UserStore | None = None
+    # Fault rules of the control API; connections consult them while any AMQP rule is set.
+    faults: Faults = field(default_factory=Faults)
 
     def accepts_login(self, user: str, password: str) -> bool:
         """PLAIN and AMQPLAIN credentials against the user store."""
