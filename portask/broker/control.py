@@ -19,12 +19,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from portask.broker.alarms import DISK, MEMORY
 
 if TYPE_CHECKING:
-    from portask.broker.core import Broker
+    from portask.broker.alarms import Alarms
+    from portask.broker.amqp.vhosts import VirtualHosts
+    from portask.broker.definitions import Definitions
+    from portask.broker.kafka.groups import Groups
+    from portask.broker.kafka.topics import Topics
 
 log = logging.getLogger("portask.control")
 
@@ -283,8 +287,19 @@ class ResetResult:
     took_ms: float = 0.0
 
 
+class BrokerState(Protocol):
+    """What of the broker core a reset and the alarms reach (``core.Broker``; named here
+    by what it has, so that core, which builds Control, is not imported back)."""
+
+    topics: Topics
+    groups: Groups
+    amqp: VirtualHosts | None
+    alarms: Alarms
+    definitions: Definitions
+
+
 class Control:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: BrokerState) -> None:
         self.broker = broker
         self.faults = Faults(self._hooks_changed)
         self.requests = RequestLog(self._hooks_changed)
