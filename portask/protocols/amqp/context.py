@@ -14,8 +14,8 @@ from typing import Protocol
 from portask.broker.alarms import DISK, MEMORY
 from portask.broker.amqp.vhosts import VirtualHosts
 from portask.broker.clients import Clients
-from portask.broker.user_store import FULL, Permission, UserStore
 from portask.broker.control import Faults
+from portask.broker.user_store import FULL, Permission, UserStore
 from portask.config import AmqpSettings, NetworkSettings
 
 
