@@ -143,6 +143,19 @@ class KafkaSettings:
         "Longest session timeout a group member may ask for (group.max.session.timeout.ms).",
         min=1,
     )
+    group_consumer_session_timeout_ms: Millis = _opt(
+        Millis(45_000),
+        "How long a member of a consumer-protocol group (KIP-848) may go without a "
+        "heartbeat before it is removed (group.consumer.session.timeout.ms).",
+        min=1,
+    )
+    group_consumer_heartbeat_interval_ms: Millis = _opt(
+        Millis(5000),
+        "How often members of a consumer-protocol group heartbeat, as the coordinator "
+        "tells them (group.consumer.heartbeat.interval.ms); an assignment change waits "
+        "for a member's next heartbeat.",
+        min=1,
+    )
     offset_metadata_max_bytes: ByteSize = _opt(
         ByteSize(4096),
         "Largest metadata string an offset commit may carry (offset.metadata.max.bytes).",

@@ -60,7 +60,8 @@ class GroupMember:
     def _run(self) -> None:
         try:
             {"confluent": self._confluent, "kafka-python": self._kafka_python,
-             "aiokafka": self._aiokafka_thread}[self.client]()
+             "aiokafka": self._aiokafka_thread,
+             "confluent-consumer": self._confluent_consumer_protocol}[self.client]()
         except BaseException as exc:  # surfaced by the test through .error
             self.error = exc
 
@@ -72,6 +73,31 @@ class GroupMember:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
                 "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+                "auto.commit.interval.ms": 200,
+                **self.conf,
+            }
+        )
+        consumer.subscribe([self.topic])
+        try:
+            while not self._stop.is_set():
+                msg = consumer.poll(0.1)
+                if msg is not None:
+                    if msg.error() is not None:
+                        raise RuntimeError(str(msg.error()))
+                    self._seen(msg.partition(), msg.offset(), msg.value())
+                self.partitions = frozenset(tp.partition for tp in consumer.assignment())
+        finally:
+            consumer.close()
+
+    def _confluent_consumer_protocol(self) -> None:
+        """librdkafka with Kafka 4's consumer group protocol (KIP-848): the broker sets
+        the session timeout and heartbeat interval, so the client may not."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap(self.port),
+                "group.id": self.group,
+                "group.protocol": "consumer",
+                "auto.offset.reset": "earliest",
                 "auto.commit.interval.ms": 200,
                 **self.conf,
             }

@@ -100,11 +100,11 @@ def test_api_versions_lists_implemented_ranges(kafka_broker: BrokerProcess) -> N
     ranges = {a.api_key: (a.min_version, a.max_version) for a in resp.api_keys}
     assert cid == 1 and resp.error_code == 0
     # Every API served, at the versions a Kafka 3.7 broker serves (validVersions of its
-    # message definitions), old ones included.
+    # message definitions), old ones included; ListGroups goes to Kafka 4.0's v5.
     served_as_kafka_37 = {
         PRODUCE: (0, 10), FETCH: (0, 16), 2: (0, 8), METADATA: (0, 12), 8: (0, 9),
         9: (0, 9), 10: (0, 4), 11: (0, 9), 12: (0, 4), 13: (0, 5), 14: (0, 5), 15: (0, 5),
-        16: (0, 4), API_VERSIONS: (0, 3), 19: (0, 7), 20: (0, 6), 21: (0, 2), 22: (0, 4),
+        16: (0, 5), API_VERSIONS: (0, 3), 19: (0, 7), 20: (0, 6), 21: (0, 2), 22: (0, 4),
         23: (0, 4), 24: (0, 4), 25: (0, 3), 26: (0, 3), 28: (0, 3), 32: (0, 4), 33: (0, 2),
         36: (0, 2),
         37: (0, 3), 42: (0, 2), 44: (0, 1), 47: (0, 0), 60: (0, 1), 65: (0, 0),
@@ -112,6 +112,8 @@ def test_api_versions_lists_implemented_ranges(kafka_broker: BrokerProcess) -> N
     }
     assert {k: ranges[k] for k in served_as_kafka_37} == served_as_kafka_37
     assert ranges[75] == (0, 0)  # DescribeTopicPartitions: Kafka 3.8's, for 3.8+ admin clients
+    # Kafka 4.0's consumer group protocol (KIP-848), with ListGroups v5 (above) beside it.
+    assert (ranges[68], ranges[69]) == ((0, 1), (0, 1))
 
 
 def test_unsupported_api_versions_version_gets_error_35_and_the_list(

@@ -25,6 +25,11 @@ from typing import Any
 
 from portask import metrics
 from portask.broker.definitions import Definitions
+from portask.broker.kafka.groups.consumer import (
+    ConsumerGroups,
+    ConsumerHeartbeat,
+    HeartbeatResult,
+)
 from portask.broker.kafka.groups.model import (
     CAN_REBALANCE,
     COMPLETING,
@@ -70,13 +75,21 @@ class Groups:
         self.topics = topics
         self.stored = CommittedOffsets(definitions, topics)
         self._groups: dict[str, Group] = {}
+        # Consumer-protocol groups (KIP-848); a group id is classic or consumer.
+        self.consumer = ConsumerGroups(
+            topics,
+            session_timeout_ms=int(k.group_consumer_session_timeout_ms),
+            heartbeat_interval_ms=int(k.group_consumer_heartbeat_interval_ms),
+            assignors=["uniform", "range"],
+        )
         metrics.bind_group_gauges(self.lag, self.member_counts)
 
     # -- lookups -------------------------------------------------------------------
 
     def get(self, group_id: str) -> Group | None:
         group = self._groups.get(group_id)
-        if group is None and self.stored.has_group(group_id):
+        if group is None and self.stored.has_group(group_id) and \
+                self.consumer.get(group_id) is None:
             # A group known only by its offsets (after a restart, or committed by a
             # transaction) exists as Empty, as Kafka loads it from __consumer_offsets.
             group = self._groups[group_id] = Group(group_id)
@@ -84,7 +97,7 @@ class Groups:
 
     def __iter__(self) -> Iterator[Group]:
         for group_id, _, _ in self.stored.partition_keys():
-            if group_id not in self._groups:
+            if group_id not in self._groups and self.consumer.get(group_id) is None:
                 self._groups[group_id] = Group(group_id)
         return iter(list(self._groups.values()))
 
@@ -97,6 +110,7 @@ class Groups:
     def member_counts(self) -> Iterator[tuple[str, int]]:
         for group in self._groups.values():
             yield group.group_id, len(group.members)
+        yield from self.consumer.member_counts()
 
     # -- JoinGroup -----------------------------------------------------------------
 
@@ -112,6 +126,13 @@ class Groups:
                      session_timeout_ms=timeout, allowed=f"{self.min_session_timeout_ms}-"
                      f"{self.max_session_timeout_ms}")
             return _done(waiter, JoinResult(GroupError.INVALID_SESSION_TIMEOUT, request.member_id))
+        if self.consumer.has_members(group_id):
+            # Classic members do not join a consumer-protocol group here (Kafka 4 with
+            # group.consumer.migration.policy=disabled answers the same).
+            _refused("join", group_id, request.member_id, GroupError.INCONSISTENT_PROTOCOL,
+                     group_type="consumer")
+            return _done(waiter, JoinResult(GroupError.INCONSISTENT_PROTOCOL, request.member_id))
+        self.consumer.forget(group_id)  # an empty consumer group becomes classic
         new_member = request.member_id == UNKNOWN_MEMBER_ID
         group = self._groups.get(group_id)
         if group is None:
@@ -593,11 +614,49 @@ class Groups:
             return GroupError.ILLEGAL_GENERATION
         return error
 
+    # -- ConsumerGroupHeartbeat (KIP-848) ----------------------------------------------
+
+    def consumer_heartbeat(self, group_id: str, request: ConsumerHeartbeat) -> HeartbeatResult:
+        classic = self._groups.get(group_id)
+        if classic is not None:
+            if classic.members or classic.state is not EMPTY:
+                message = f"Group {group_id} is not a consumer group."
+                _refused("consumer heartbeat", group_id, request.member_id,
+                         GroupError.GROUP_NOT_FOUND, group_type="classic")
+                return HeartbeatResult(GroupError.GROUP_NOT_FOUND, message,
+                                       request.member_id, request.member_epoch)
+            # An empty classic group (offsets only) becomes a consumer group; its
+            # committed offsets stay, as in Kafka's online upgrade.
+            self._groups.pop(group_id)
+            log.info("empty classic group converted to a consumer group",
+                     extra={"fields": {"group": group_id}})
+        return self.consumer.heartbeat(group_id, request)
+
+    def check_offset_fetch(
+        self, group_id: str, member_id: str | None, member_epoch: int
+    ) -> GroupError | None:
+        group = self.consumer.get(group_id)
+        if group is None:
+            return None
+        return self.consumer.check_offsets(group, member_id, member_epoch, fetch=True)
+
     # -- DeleteGroups ------------------------------------------------------------------
 
     def delete(self, group_ids: Iterable[str]) -> dict[str, GroupError | None]:
         results: dict[str, GroupError | None] = {}
         for group_id in group_ids:
+            consumer = self.consumer.get(group_id)
+            if consumer is not None and consumer.members:
+                results[group_id] = GroupError.NON_EMPTY_GROUP
+                continue
+            if consumer is not None:
+                self.consumer.forget(group_id)
+                self.stored.drop(
+                    group_id, [(t, p) for g, t, p in self.stored.partition_keys() if g == group_id]
+                )
+                log.info("group deleted", extra={"fields": {"group": group_id}})
+                results[group_id] = None
+                continue
             group = self.get(group_id)
             if group is None or group.state is DEAD:
                 results[group_id] = GroupError.GROUP_NOT_FOUND
@@ -631,6 +690,14 @@ class Groups:
         offsets: dict[TopicPartition, OffsetEntry],
     ) -> GroupError | None:
         """Store offsets for the group, or say why the whole commit is refused."""
+        consumer = self.consumer.get(group_id)
+        if consumer is not None:
+            refusal = self.consumer.check_offsets(consumer, member_id, generation)
+            if refusal is not None:
+                _refused("commit", group_id, member_id, refusal, member_epoch=generation)
+                return refusal
+            self.stored.store(group_id, offsets)
+            return None
         group = self.get(group_id)
         if group is None:
             if generation >= 0:
@@ -681,9 +748,14 @@ class Groups:
     ) -> tuple[GroupError | None, dict[TopicPartition, GroupError | None]]:
         """OffsetDelete. ``subscribed`` says whether active members consume a topic; None
         when the protocol cannot tell (then an active group refuses every deletion)."""
-        group = self.get(group_id)
+        consumer = self.consumer.get(group_id)
+        if consumer is not None and consumer.members:
+            subscribed = self.consumer.consumes(consumer)
+        group = self.get(group_id) if consumer is None else Group(group_id)
         if group is None or group.state is DEAD:
             return GroupError.GROUP_NOT_FOUND, {}
+        if consumer is not None and consumer.members:
+            group.state = STABLE  # an active consumer group refuses its subscribed topics
         results: dict[TopicPartition, GroupError | None] = {}
         if group.state is EMPTY:
             eligible = partitions

@@ -51,6 +51,13 @@ class GroupError(enum.Enum):
     GROUP_NOT_FOUND = enum.auto()
     NON_EMPTY_GROUP = enum.auto()
     SUBSCRIBED_TO_TOPIC = enum.auto()
+    # The consumer group protocol's (KIP-848)
+    INVALID_REQUEST = enum.auto()
+    FENCED_MEMBER_EPOCH = enum.auto()
+    STALE_MEMBER_EPOCH = enum.auto()
+    UNRELEASED_INSTANCE_ID = enum.auto()
+    UNSUPPORTED_ASSIGNOR = enum.auto()
+    INVALID_REGULAR_EXPRESSION = enum.auto()
 
 
 Protocols = list[tuple[str, bytes]]  # (name, metadata) in the member's order of preference

@@ -19,6 +19,8 @@ from portask.protocols.kafka.apis import (
     api_versions,
     classic_group,
     configs,
+    consumer_group_describe,
+    consumer_group_heartbeat,
     create_acls,
     delete_acls,
     describe_acls,
@@ -90,5 +92,7 @@ INDEX: tuple[tuple[ApiKey, ModuleType, str], ...] = (
     (ApiKey.DESCRIBE_CLUSTER,           describe_cluster,         "describe_cluster"),
     (ApiKey.DESCRIBE_TRANSACTIONS,      describe_transactions,    "describe_transactions"),
     (ApiKey.LIST_TRANSACTIONS,          describe_transactions,    "list_transactions"),
+    (ApiKey.CONSUMER_GROUP_HEARTBEAT,   consumer_group_heartbeat, "consumer_group_heartbeat"),
+    (ApiKey.CONSUMER_GROUP_DESCRIBE,    consumer_group_describe,  "consumer_group_describe"),
     (ApiKey.DESCRIBE_TOPIC_PARTITIONS,  describe_topic_partitions, "describe_topic_partitions"),
 )

@@ -6,17 +6,19 @@ DescribeGroups, versions 0-5:
     v3  authorized operations (KIP-430)
     v4  group.instance.id of members
     v5  flexible
-ListGroups, versions 0-4:
+ListGroups, versions 0-5:
     v1  throttle time
     v2  same as v1
     v3  flexible
     v4  states filter (KIP-518)
+    v5  types filter and group type (KIP-848: "classic" or "consumer")
 DeleteGroups, versions 0-2:
     v1  same as v0
     v2  flexible
 
-An unknown group is described as Dead (as Kafka does before DescribeGroups v6); only
-empty groups can be deleted.
+An unknown group is described as Dead (as Kafka does before DescribeGroups v6), and so
+is a consumer-protocol group (ConsumerGroupDescribe describes those); only empty groups
+can be deleted. ListGroups lists both kinds.
 
 With ``kafka.authorizer``: DESCRIBE on a group to describe it and DELETE to delete it
 (else GROUP_AUTHORIZATION_FAILED); ListGroups lists every group with DESCRIBE on the
@@ -107,23 +109,28 @@ def describe_groups(ctx: RequestContext, request: Any) -> Any:
     )
 
 
-@api(ApiKey.LIST_GROUPS, (0, 4))
+@api(ApiKey.LIST_GROUPS, (0, 5))
 def list_groups(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.LIST_GROUPS, ctx.api_version)
     # State names match case-insensitively, as in Kafka.
     states = {s.lower() for s in getattr(request, "states_filter", ())}
+    kinds = {t.lower() for t in getattr(request, "types_filter", ())}
     # DESCRIBE on the cluster lists every group; without it, those it may DESCRIBE.
-    every = ctx.server.authorizer is None or cluster_allowed(ctx, Operation.DESCRIBE)
+    all_allowed = ctx.server.authorizer is None or cluster_allowed(ctx, Operation.DESCRIBE)
+    every = [(g.group_id, g.protocol_type or "", g.state.value, "classic")
+             for g in ctx.broker.groups]
+    every += [(g.group_id, "consumer", g.state, "consumer") for g in ctx.broker.groups.consumer]
     listed = tuple(
         registry.make(
             types.ListedGroup,
-            group_id=g.group_id,
-            protocol_type=g.protocol_type or "",
-            group_state=g.state.value,
+            group_id=group_id,
+            protocol_type=protocol_type,
+            group_state=state,
+            group_type=kind,
         )
-        for g in ctx.broker.groups
-        if (not states or g.state.value.lower() in states)
-        and (every or _allowed(ctx, Operation.DESCRIBE, g.group_id))
+        for group_id, protocol_type, state, kind in every
+        if (not states or state.lower() in states) and (not kinds or kind in kinds)
+        and (all_allowed or _allowed(ctx, Operation.DESCRIBE, group_id))
     )
     return registry.make(
         types.ListGroupsResponse,

@@ -12,7 +12,8 @@
     v6  committed leader epochs
     v7  group.instance.id
     v8  flexible
-    v9  same as v8 for classic groups (member epoch for the new consumer protocol)
+    v9  same as v8 for classic groups; for a consumer-protocol group (KIP-848) the
+        member epoch, checked (UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH)
 
 With ``kafka.authorizer``: READ on the group (else GROUP_AUTHORIZATION_FAILED for every
 partition) and on each topic (else TOPIC_AUTHORIZATION_FAILED for its partitions).

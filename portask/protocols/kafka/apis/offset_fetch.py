@@ -10,7 +10,8 @@
     v6  flexible
     v7  require_stable (accepted; no transactional commit is ever reported pending)
     v8  several groups in one request
-    v9  member id and epoch (for the new consumer protocol; ignored for classic groups)
+    v9  member id and epoch: checked against a consumer-protocol group (KIP-848:
+        UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH), ignored for classic groups
 
 With ``kafka.authorizer``: DESCRIBE on the group (else GROUP_AUTHORIZATION_FAILED) and on
 each topic (a topic asked for is TOPIC_AUTHORIZATION_FAILED; "all topics" leaves it out).
@@ -25,7 +26,7 @@ from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.authorization import Operation, ResourceType, allowed
 from portask.protocols.kafka.context import RequestContext
-from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.errors import GROUP_ERRORS, ErrorCode
 from portask.protocols.kafka.registry import api
 from portask.protocols.kafka.responses import NO_THROTTLE
 
@@ -35,13 +36,19 @@ def offset_fetch(ctx: RequestContext, request: Any) -> Any:
     version = ctx.api_version
     types = registry.response_types(ApiKey.OFFSET_FETCH, version)
     if version >= 8:
+        errors = {
+            g.group_id: _REFUSED if _refused(ctx, g.group_id) else GROUP_ERRORS[
+                ctx.broker.groups.check_offset_fetch(
+                    g.group_id, getattr(g, "member_id", None), getattr(g, "member_epoch", -1))]
+            for g in request.groups
+        }
         groups = tuple(
             registry.make(
                 types.OffsetFetchResponseGroup,
                 group_id=g.group_id,
-                topics=() if _refused(ctx, g.group_id) else _fetch(
-                    ctx, types, g.group_id, g.topics, batched=True),
-                error_code=_REFUSED if _refused(ctx, g.group_id) else ErrorCode.none,
+                topics=() if errors[g.group_id] != ErrorCode.none else
+                _fetch(ctx, types, g.group_id, g.topics, batched=True),
+                error_code=errors[g.group_id],
             )
             for g in request.groups
         )
