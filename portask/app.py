@@ -42,6 +42,8 @@ from portask.storage.keyvalue import KeyValueStoreError
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from portask.broker.amqp.message_store import QueueStorage
+    from portask.broker.amqp.vhosts import VirtualHosts
     from portask.http.console import Console
     from portask.http.management import ManagementApi
     from portask.protocols.amqp.server import AmqpServer
@@ -228,6 +230,7 @@ class App:
         vhosts = VirtualHosts(names, definitions=broker.definitions, storage=storage,
                               codec=AmqpPropertyCodec(), memory=broker.alarms.memory).open()
         broker.amqp = vhosts
+        self._attach_topic_streams(broker, vhosts, storage)
         server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts,
                                         clients=broker.clients,
                                         alarms=frozenset(broker.alarms.active),
@@ -236,6 +239,24 @@ class App:
         broker.alarms.subscribe(server.alarms_changed)
         broker.control.on_close_all(server.close_connections)
         return server
+
+    def _attach_topic_streams(self, broker: Broker, vhosts: VirtualHosts,
+                              storage: QueueStorage) -> None:
+        """Kafka topics as stream queues in one vhost, when both protocols are served
+        (the Kafka side installs the record codec the streams write through)."""
+        from portask.broker.topic_streams import TopicStreams
+        from portask.protocols.amqp import kafka_mapping
+
+        name = self.settings.amqp.kafka_topics_vhost
+        vhost = vhosts.get(name) if name else None
+        if vhost is None or broker.topics.codec is None:
+            if name and broker.topics.codec is not None:
+                log.warning("kafka_topics_vhost names no vhost; topics are not streams",
+                            extra={"fields": {"vhost": name}})
+            return
+        streams = TopicStreams(broker.topics, vhost, storage,
+                               kafka_mapping.KafkaRecordMessages(), kafka_mapping.to_record)
+        vhosts.restore_bindings_to(name, streams.attach())
 
     async def _close_listeners(self) -> None:
         if self._management_api is not None:

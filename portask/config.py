@@ -240,6 +240,12 @@ class AmqpSettings:
     max_message_bytes: ByteSize = _opt(
         ByteSize(128 << 20), "Largest message body a publish may carry.", min=1
     )
+    kafka_topics_vhost: str = _opt(
+        "/",
+        "Virtual host in which every Kafka topic partition is also a stream queue (partition "
+        "0 under the topic's name, partition N as <topic>.pN), read and written over AMQP "
+        "('' = none). Used when both the Kafka and AMQP listeners are enabled.",
+    )
     queue_segment_bytes: ByteSize = _opt(
         ByteSize(16 << 20),
         "Segment size of a durable queue's message log; a segment is deleted once every "

@@ -118,6 +118,9 @@ class Topics:
         self.compactor: Callable[[Partition, int], int] | None = None
         # Set by the same protocol: records decoded and built for the HTTP API.
         self.codec: RecordCodec | None = None
+        # Called with a topic's name when it is created, deleted or given partitions
+        # (its AMQP stream queues follow).
+        self.watchers: list[Callable[[str], object]] = []
 
     def load(self) -> None:
         """Open every topic's partitions from the durable definitions."""
@@ -177,6 +180,7 @@ class Topics:
         self._register(topic)
         self._open_partitions(topic, partitions)
         log.info("topic created", extra={"fields": {"topic": name, "partitions": partitions}})
+        self._changed(name)
         return topic
 
     def delete(self, name: str) -> None:
@@ -190,6 +194,7 @@ class Topics:
             self.logs.discard_log(partition.log_name)
             self.logs.remove_dir(partition.log_name)
         log.info("topic deleted", extra={"fields": {"topic": name}})
+        self._changed(name)
 
     def add_partitions(self, name: str, total: int, *, validate_only: bool = False) -> None:
         topic = self._by_name.get(name)
@@ -207,6 +212,7 @@ class Topics:
             return
         self._persist(topic, total)
         self._open_partitions(topic, total)
+        self._changed(name)
 
     def alter_configs(self, name: str, configs: dict[str, str]) -> None:
         """Replace the topic's overrides (already validated) and apply them to its logs."""
@@ -229,6 +235,10 @@ class Topics:
                 for partition in list(topic.partitions):
                     reclaimed += self.compactor(partition, now_ms)
         return reclaimed
+
+    def _changed(self, name: str) -> None:
+        for watcher in self.watchers:
+            watcher(name)
 
     def _register(self, topic: Topic) -> None:
         topic.effective = {**topic_configs.defaults(self.settings), **topic.configs}

@@ -97,6 +97,10 @@ class AmqpQueue(abc.ABC):
     def message_count(self) -> int:
         """Messages ready (a stream: messages in its log)."""
 
+    def delete_refusal(self) -> Exception | None:
+        """Why queue.delete must not remove this queue (a Kafka topic's partition), if so."""
+        return None
+
     def where(self) -> str:
         """The queue as RabbitMQ's refusals name it."""
         return f"queue '{self.name}' in vhost '{self.vhost}'"

@@ -70,6 +70,21 @@ class VirtualHosts:
                     "count": removed}})
         return self
 
+    def restore_bindings_to(self, vhost: str, queues: list[str]) -> None:
+        """Replay the durable bindings to queues that exist only once another part of
+        the broker has added them (a Kafka topic's streams, after the topics open)."""
+        if self.definitions is None or not queues:
+            return
+        wanted = set(queues)
+        target = self._vhosts.get(vhost)
+        if target is None:
+            return
+        for key, value in self.definitions.items(BINDINGS):
+            v, source, kind, destination, routing_key, _args_key = key  # type: ignore[misc]
+            if v == vhost and kind == "q" and destination in wanted:
+                _restore_binding(target, source, kind, destination, routing_key,
+                                 table_from_plain(value))
+
     def commit(self) -> bool:
         """The commit point: pending appends written (and fsynced with fsync: always)."""
         storage = self.storage

@@ -361,6 +361,12 @@ class VirtualHost:
         queue.touch()
         return queue
 
+    def attach_queue(self, queue: AnyQueue) -> None:
+        """A queue made outside the declare path (a Kafka topic's partition as a stream);
+        not written to the definitions store: its owner recreates it at start-up."""
+        self.queues[queue.name] = queue
+        vhost_metrics.bind_queue(self.name, queue)
+
     def _idle_expired(self, queue: Queue) -> None:
         log.info("queue expired (x-expires)", extra={"fields": {
             "vhost": self.name, "queue": queue.name}})
@@ -435,6 +441,9 @@ class VirtualHost:
         if queue is None:
             return 0  # RabbitMQ makes delete idempotent
         self._check_owner(queue, owner)
+        refusal = queue.delete_refusal()
+        if refusal is not None:
+            raise refusal
         if if_unused and queue.consumers:
             raise PreconditionFailed(f"queue '{name}' in vhost '{self.name}' in use")
         if if_empty and queue.message_count:
