@@ -74,6 +74,9 @@ class _Reader:
 class TopicStreamQueue(StreamQueue):
     # Its log is the topic's: nothing of the queue storage's to open, keep or remove.
     on_disk = False
+    # The RecordMessages codec writes x-stream-offset into the headers it builds, so
+    # the channel need not splice it into finished property bytes.
+    delivers_offsets = False
 
     def __init__(self, name: str, *, vhost: str, partition: TopicPartition,
                  messages: RecordMessages, storage: QueueStorage) -> None:
