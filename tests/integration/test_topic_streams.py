@@ -278,3 +278,28 @@ def test_confirmed_publishes_survive_kill_9(tmp_path: Any) -> None:
         assert [g[2] for g in read_stream(broker, "durable", confirmed, 1)] == [b"after"]
     finally:
         broker.stop()
+
+
+def test_streams_follow_partitions_added_and_the_topic_deleted(broker: BrokerProcess) -> None:
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    create_topic(broker.kafka_port, "grows", partitions=1)
+    admin = AdminClient({"bootstrap.servers": bootstrap(broker.kafka_port)})
+    admin.create_partitions([NewPartitions("grows", 2)])["grows"].result(10)
+    produce(broker, "grows", [{"value": b"on-p1", "partition": 1}])
+    assert [g[2] for g in read_stream(broker, "grows.p1", "first", 1)] == [b"on-p1"]
+    conn = amqp(broker)
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=5)
+    cancelled: list[str] = []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume("grows", lambda *a: None)
+    admin.delete_topics(["grows"])["grows"].result(10)
+    deadline = time.monotonic() + 5
+    while not cancelled and time.monotonic() < deadline:
+        conn.process_data_events(0.05)
+    assert cancelled == [tag]
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+        conn.channel().queue_declare("grows.p1", passive=True)
+    assert gone.value.reply_code == 404
+    conn.close()
