@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from portask.broker.amqp.message_store import QueueStorage
     from portask.broker.amqp.vhosts import VirtualHosts
+    from portask.broker.topic_streams import TopicFeeds
     from portask.http.console import Console
     from portask.http.management import ManagementApi
     from portask.protocols.amqp.server import AmqpServer
@@ -106,6 +107,7 @@ class App:
         self.kafka: KafkaServer | None = None
         self.amqp: AmqpServer | None = None
         self.users: UserStore | None = None
+        self._topic_feeds: TopicFeeds | None = None
 
     def listener(self, name: str) -> Listener | None:
         return next((lst for lst in self.listeners if lst.name == name), None)
@@ -244,7 +246,7 @@ class App:
                               storage: QueueStorage) -> None:
         """Kafka topics as stream queues in one vhost, when both protocols are served
         (the Kafka side installs the record codec the streams write through)."""
-        from portask.broker.topic_streams import TopicStreams
+        from portask.broker.topic_streams import TopicFeeds, TopicStreams
         from portask.protocols.amqp import kafka_mapping
 
         name = self.settings.amqp.kafka_topics_vhost
@@ -254,9 +256,13 @@ class App:
                 log.warning("kafka_topics_vhost names no vhost; topics are not streams",
                             extra={"fields": {"vhost": name}})
             return
-        streams = TopicStreams(broker.topics, vhost, storage,
-                               kafka_mapping.KafkaRecordMessages(), kafka_mapping.to_record)
+        messages = kafka_mapping.KafkaRecordMessages()
+        streams = TopicStreams(broker.topics, vhost, storage, messages,
+                               kafka_mapping.to_record)
         vhosts.restore_bindings_to(name, streams.attach())
+        self._topic_feeds = TopicFeeds(broker.topics, vhost, messages, vhosts.commit,
+                                       broker.definitions)
+        self._topic_feeds.start()
 
     async def _close_listeners(self) -> None:
         if self._management_api is not None:
@@ -268,6 +274,8 @@ class App:
     async def stop(self) -> None:
         if self._health is not None:
             self._health.status = STOPPING
+        if self._topic_feeds is not None:
+            self._topic_feeds.stop()
         if self.amqp is not None:
             self.amqp.close_all()  # no publish may reach a queue log after it closes
         await self._close_listeners()

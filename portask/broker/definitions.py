@@ -28,6 +28,8 @@ TRANSACTIONS = "transactions"
 # Partitions that ever held a transactional batch: only these need their
 # transaction spans rebuilt from the log after a restart.
 TXN_PARTITIONS = "txn_partitions"
+# (vhost, exchange) -> {partition: next offset} of an exchange fed from a Kafka topic.
+TOPIC_FEEDS = "topic_feeds"
 
 
 class Definitions:
