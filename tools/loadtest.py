@@ -1,4 +1,5 @@
-"""Portask load generator: ``loadtest.py amqp ...`` or ``loadtest.py kafka ...``.
+"""Portask load generator: ``loadtest.py amqp ...``, ``loadtest.py kafka ...`` or
+``loadtest.py onelog ...`` (Kafka topics read and written over AMQP).
 
 It drives brokers through real client-side wire code only (never Portask's own
 modules), so the same command measures Portask and a real RabbitMQ or Kafka.
@@ -15,7 +16,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="loadtest.py", description=__doc__)
-    parser.add_argument("protocol", choices=("amqp", "kafka"))
+    parser.add_argument("protocol", choices=("amqp", "kafka", "onelog"))
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
