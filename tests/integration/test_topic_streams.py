@@ -392,3 +392,22 @@ def test_a_feed_keeps_its_position_across_restarts(tmp_path: Any) -> None:
         assert set(got) == {b"b%d" % i for i in range(30)}
     finally:
         broker.stop()
+
+
+def test_a_classic_queue_declared_under_a_topic_name_takes_the_name(
+    broker: BrokerProcess, topic: str,
+) -> None:
+    produce(broker, topic, [{"value": b"record"}])
+    conn = amqp(broker)
+    ch = conn.channel()
+    ok = ch.queue_declare(topic, durable=True)
+    assert ok.method.message_count == 0
+    ch.basic_publish("", topic, b"classic")
+    method, _props, body = ch.basic_get(topic)
+    deadline = time.monotonic() + 3
+    while method is None and time.monotonic() < deadline:
+        conn.process_data_events(0.05)
+        method, _props, body = ch.basic_get(topic)
+    assert method is not None and body == b"classic"
+    ch.basic_ack(method.delivery_tag)
+    conn.close()

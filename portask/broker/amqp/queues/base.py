@@ -44,6 +44,9 @@ class AmqpQueue(abc.ABC):
     delivers_offsets: ClassVar[bool] = False
     # Whether its messages live in the broker's storage.
     on_disk: bool = False
+    # Gives its name up to an AMQP declare of another kind of queue (a Kafka topic's
+    # stream: applications that named a queue like a topic keep working).
+    yields_name: ClassVar[bool] = False
 
     def __init__(self, name: str, *, vhost: str, durable: bool,
                  exclusive_owner: object | None, auto_delete: bool,

@@ -77,6 +77,7 @@ class TopicStreamQueue(StreamQueue):
     # The RecordMessages codec writes x-stream-offset into the headers it builds, so
     # the channel need not splice it into finished property bytes.
     delivers_offsets = False
+    yields_name = True
 
     def __init__(self, name: str, *, vhost: str, partition: TopicPartition,
                  messages: RecordMessages, storage: QueueStorage) -> None:

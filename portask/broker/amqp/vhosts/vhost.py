@@ -303,6 +303,13 @@ class VirtualHost:
                 f"queue name '{name}' contains reserved prefix 'amq.*'"
             )
         existing = self.queues.get(name)
+        if (existing is not None and existing.yields_name
+                and arguments.get("x-queue-type") != STREAM):
+            log.info("queue declared under a Kafka topic stream's name; the topic is no "
+                     "longer a stream under it", extra={"fields": {"vhost": self.name,
+                                                                    "queue": name}})
+            self.remove_queue(existing)
+            existing = None
         if existing is not None:
             self._check_owner(existing, owner)
             self._check_queue_equivalent(existing, durable, exclusive, auto_delete, arguments)
