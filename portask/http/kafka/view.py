@@ -26,6 +26,7 @@ from portask.broker.kafka.topics import (
     TopicExists,
     UnknownTopic,
 )
+from portask.broker.log.record_log import StoredFormat
 from portask.http.kafka.api import KafkaApiError, conflict, invalid, not_found
 from portask.storage.log import Log, OffsetOutOfRange
 
@@ -286,7 +287,13 @@ class KafkaView:
             raise invalid("queue", f"queue {name!r} is not a stream queue "
                           "(x-queue-type: stream); read other queues with POST "
                           "/api/queues/{vhost}/{name}/get")
-        return queue.log  # type: ignore[union-attr]
+        stream = queue.log  # type: ignore[union-attr]
+        if stream.format is not StoredFormat.AMQP_MESSAGE:
+            # A Kafka topic's partition shown as a stream (amqp.kafka_topics_vhost): its
+            # batches are read by the topic endpoints, not as AMQP messages.
+            raise invalid("queue", f"queue {name!r} is a Kafka topic's partition; read "
+                          "it with GET /kafka/v1/topics/{topic}/records")
+        return stream  # type: ignore[no-any-return]
 
     def read_stream(self, vhost: str, name: str, position: Position, limit: int,
                     max_bytes: int) -> list[StreamMessage]:

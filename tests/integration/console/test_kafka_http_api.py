@@ -257,6 +257,11 @@ def test_a_stream_queue_reads_like_a_partition(site_broker: BrokerProcess, http:
                                                                           "event-3"]
     assert [r["offset"] for r in http.get(base + "?offset=1&limit=2")["records"]] == [1, 2]
     assert http.call("GET", f"/kafka/v1/streams/%2F/{_name('none')}/records")[0] == 404
+    # A Kafka topic's partition is a stream over AMQP, but read here as the topic.
+    topic = _name("topic")
+    create_topic(site_broker.kafka_port, topic, partitions=1)
+    status, answer = http.call("GET", f"/kafka/v1/streams/%2F/{topic}/records")
+    assert status == 400 and "Kafka topic" in str(answer)
 
 
 @pytest.mark.parametrize(("path", "field"), [
