@@ -1,3 +1,4 @@
+# Over 500 lines: every setting with its default, type, range and help is declared here, once.
 """Typed settings, the one place where defaults live.
 
 Layers, lowest first: the defaults below < a YAML file (``--config``) < ``PORTASK_*``

@@ -1,3 +1,4 @@
+# Over 500 lines: every exported metric is defined once, here, so names cannot drift.
 """Every Prometheus metric Portask exports, defined once.
 
 Names follow the performance guide (``shared/reference/portask-performance-guide.md``).

@@ -1,3 +1,4 @@
+# Over 500 lines: the listener, its connections and their framing share one buffer discipline.
 """The Kafka listener: size-prefixed framing, dispatch, and strictly ordered replies.
 
 One ``asyncio.BufferedProtocol`` per connection. Requests are parsed in
