@@ -24,7 +24,6 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote
 
 from portask.http.control.view import ControlError, ControlView
 from portask.http.kafka.api import (
@@ -35,6 +34,7 @@ from portask.http.kafka.api import (
     body_str,
     invalid,
     not_found,
+    route,
 )
 from portask.http.kafka.records import read_options, record_item
 from portask.http.kafka.view import KafkaView, Position
@@ -61,20 +61,10 @@ class ControlApi:
         self.router = router
 
     def __call__(self, request: Request) -> Response | Awaitable[Response]:
-        segments = [unquote(s) for s in request.path[len(PREFIX):].strip("/").split("/") if s]
-        found = self.router.match(segments)
-        if found is None:
-            return KafkaApiError(404, "not_found", f"no such endpoint: {request.path}").response()
-        handlers, params = found
-        handler = handlers.get("GET" if request.method == "HEAD" else request.method)
-        if handler is None:
-            allowed = ", ".join(sorted(handlers))
-            response = KafkaApiError(405, "method_not_allowed",
-                                     f"{request.method} is not served here; allowed: {allowed}"
-                                     ).response()
-            response.headers.append(("Allow", allowed))
-            return response
-        call = Call(request, params, dict(parse_qsl(request.query, keep_blank_values=True)))
+        routed = route(self.router, request, PREFIX)
+        if isinstance(routed, Response):
+            return routed
+        handler, call = routed
         try:
             result = handler(call)
         except KafkaApiError as err:

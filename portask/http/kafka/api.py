@@ -180,6 +180,25 @@ def shown(data: bytes | None, fmt: str) -> tuple[Any, str | None]:
 Handler = Callable[[Call], Any]
 
 
+def route(router: Router, request: Request, prefix: str) -> Response | tuple[Handler, Call]:
+    """The handler and call for a JSON API request under ``prefix``, or the 404 / 405
+    answer (in the API's error form) when no route serves it."""
+    segments = [unquote(s) for s in request.path[len(prefix):].strip("/").split("/") if s]
+    found = router.match(segments)
+    if found is None:
+        return KafkaApiError(404, "not_found", f"no such endpoint: {request.path}").response()
+    handlers, params = found
+    handler = handlers.get("GET" if request.method == "HEAD" else request.method)
+    if handler is None:
+        allowed = ", ".join(sorted(handlers))
+        response = KafkaApiError(405, "method_not_allowed",
+                                 f"{request.method} is not served here; allowed: {allowed}"
+                                 ).response()
+        response.headers.append(("Allow", allowed))
+        return response
+    return handler, Call(request, params, dict(parse_qsl(request.query, keep_blank_values=True)))
+
+
 class KafkaApi:
     """The handler for paths under ``/kafka/v1`` (the caller has authenticated)."""
 
@@ -187,22 +206,10 @@ class KafkaApi:
         self.router = router
 
     def __call__(self, request: Request) -> Response:
-        rest = request.path[len(PREFIX):]
-        segments = [unquote(s) for s in rest.strip("/").split("/") if s]
-        found = self.router.match(segments)
-        if found is None:
-            return KafkaApiError(404, "not_found", f"no such endpoint: {request.path}").response()
-        handlers, params = found
-        method = "GET" if request.method == "HEAD" else request.method
-        handler = handlers.get(method)
-        if handler is None:
-            allowed = ", ".join(sorted(handlers))
-            response = KafkaApiError(405, "method_not_allowed",
-                                     f"{request.method} is not served here; allowed: {allowed}"
-                                     ).response()
-            response.headers.append(("Allow", allowed))
-            return response
-        call = Call(request, params, dict(parse_qsl(request.query, keep_blank_values=True)))
+        routed = route(self.router, request, PREFIX)
+        if isinstance(routed, Response):
+            return routed
+        handler, call = routed
         try:
             result = handler(call)
         except KafkaApiError as err:
