@@ -140,7 +140,7 @@ class App:
             self.broker.logs.segment_count, self.broker.logs.size_bytes, self.broker.logs.log_count
         )
         metrics.bind_compat_gauges(self.broker.amqp_snapshot, self.broker.kafka_snapshot)
-        kafka = [lst for lst in (self.listener("kafka"), self.listener("kafka_tls")) if lst]
+        kafka = [lst for lst in self.listeners if lst.kafka is not None]
         if kafka:
             await self._serve_kafka(kafka, self.broker)
         amqp = [lst for lst in (self.listener("amqp"), self.listener("amqp_tls")) if lst]
@@ -207,13 +207,11 @@ class App:
         broker.topics.compactor = compaction.compactor(limit)
         # Records decoded and built for the HTTP API and the console.
         broker.topics.codec = browse.KafkaRecordCodec(limit)
-        plain = self.listener("kafka")
-        self.kafka = KafkaServer(broker, self.settings, plain or listeners[0],
-                                 tls_listener=self.listener("kafka_tls"))
+        self.kafka = KafkaServer(broker, self.settings, listeners)
         broker.control.on_close_all(self.kafka.close_all)
         broker.control.faults.apis["kafka"] = faults.known_apis()
         for listener in listeners:
-            await listener.serve(self.kafka.protocol_factory)
+            await listener.serve(self.kafka.protocol_factory(listener))
 
     def _amqp_server(self, broker: Broker) -> AmqpServer:
         """AMQP's model on the broker: vhosts restored from the definitions and queue logs,

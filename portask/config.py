@@ -88,6 +88,35 @@ class KafkaSettings:
         None, "Port clients are told to connect to (null = the listener's port).",
         min=1, max=65535,
     )
+    listeners: str = _opt(
+        "",
+        "Named Kafka listeners, as Kafka's listeners: NAME://HOST:PORT, comma-separated "
+        "(e.g. INTERNAL://0.0.0.0:9092,HOST://0.0.0.0:29092; empty HOST = server.host, "
+        "port 0 = any free port). Set, they replace the listeners of kafka.port and "
+        "kafka.tls_port and the kafka.advertised_* keys; '' = those.",
+    )
+    advertised_listeners: str = _opt(
+        "",
+        "Where the clients of each named listener are told to connect, as Kafka's "
+        "advertised.listeners: NAME://HOST:PORT, comma-separated (e.g. "
+        "INTERNAL://portask:9092,HOST://localhost:29092); a listener not named here "
+        "advertises its own address (the one the client connected to, when it binds "
+        "0.0.0.0).",
+    )
+    listener_security_protocol_map: str = _opt(
+        "",
+        "Security protocol of each named listener, as Kafka's "
+        "listener.security.protocol.map: NAME:PROTOCOL, comma-separated, PROTOCOL one of "
+        "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (SSL ones need tls.cert_file or "
+        "tls.dev; SASL ones require a login). A listener named after a protocol needs "
+        "no entry.",
+    )
+    topics_file: Path | None = _opt(
+        None,
+        "YAML file of topics (partitions, configs) and ACLs created at start-up, as "
+        "`portask ctl export-kafka` writes it (what `portask serve --topics FILE` sets); "
+        "topics that exist get the file's configs and partitions.",
+    )
     num_partitions: int = _opt(1, "Partitions of an auto-created topic.", min=1, max=10000)
     auto_create_topics: bool = _opt(True, "Create a topic when a client first names it.")
     max_message_bytes: ByteSize = _opt(
@@ -604,6 +633,7 @@ def _check_combinations(settings: Settings) -> None:
         raise ConfigError(
             f"tls.client_auth: {tls.client_auth!r} needs TLS on (tls.cert_file or tls.dev)"
         )
+    _check_kafka_listeners(settings)
     from portask.broker.kafka.principals import MappingRuleError, parse_rules
 
     try:
@@ -613,6 +643,23 @@ def _check_combinations(settings: Settings) -> None:
             f"kafka.ssl_principal_mapping_rules: {settings.kafka.ssl_principal_mapping_rules!r}"
             f" is not valid: {exc}"
         ) from None
+
+
+def _check_kafka_listeners(settings: Settings) -> None:
+    from portask.kafka_listeners import KafkaListenerError, parse
+
+    k = settings.kafka
+    try:
+        specs = parse(k.listeners, k.advertised_listeners, k.listener_security_protocol_map,
+                      settings.server.host)
+    except KafkaListenerError as exc:
+        raise ConfigError(str(exc)) from None
+    for spec in specs:
+        if spec.tls and not settings.tls.enabled:
+            raise ConfigError(
+                f"kafka.listener_security_protocol_map: listener {spec.name!r} of "
+                f"kafka.listeners ({k.listeners!r}) is {spec.security_protocol}, which needs "
+                "TLS on (tls.cert_file or tls.dev)")
 
 
 def _text(value: Any) -> str:

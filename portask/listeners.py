@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portask.config import NetworkSettings, Settings
+from portask.kafka_listeners import KafkaListenerSpec, parse
 
 if TYPE_CHECKING:
     # asyncio and ssl are imported lazily: binding happens before the event loop exists,
@@ -46,11 +47,13 @@ class Listener:
     tls: ssl.SSLContext | None = None
     tls_handshake_timeout_s: float = 10.0
     tls_server: TlsServer | None = None
+    # Set on Kafka listeners: Kafka's name for it, its security protocol, what it advertises.
+    kafka: KafkaListenerSpec | None = None
 
     @property
     def protocol(self) -> str:
         """The protocol this listener speaks (kafka, amqp, http, management)."""
-        return self.name.removesuffix("_tls")
+        return "kafka" if self.kafka is not None else self.name.removesuffix("_tls")
 
     @property
     def host(self) -> str:
@@ -92,8 +95,9 @@ class Listener:
             self.sock.close()
 
 
-def bind(name: str, host: str, port: int, network: NetworkSettings) -> Listener:
-    dotted = _PORT_SETTINGS.get(name, f"{name}.port")
+def bind(name: str, host: str, port: int, network: NetworkSettings,
+         setting: str | None = None) -> Listener:
+    dotted = setting or _PORT_SETTINGS.get(name, f"{name}.port")
     setting = f"{dotted} / PORTASK_{dotted.replace('.', '_').upper()}"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -146,7 +150,6 @@ def bind_all(settings: Settings, tls: ssl.SSLContext | None = None) -> list[List
     """
     management = settings.http.enabled and settings.http.management_port != 0
     wanted: list[tuple[str, bool, int | None]] = [
-        ("kafka", settings.kafka.enabled, settings.kafka.port),
         ("amqp", settings.amqp.enabled, settings.amqp.port),
         ("http", settings.http.enabled, settings.http.port),
         # Port 0 turns the management API off (here 0 cannot mean "any free port").
@@ -154,13 +157,20 @@ def bind_all(settings: Settings, tls: ssl.SSLContext | None = None) -> list[List
     ]
     if tls is not None:
         wanted += [
-            ("kafka_tls", settings.kafka.enabled, settings.kafka.tls_port),
             ("amqp_tls", settings.amqp.enabled, settings.amqp.tls_port),
             ("http_tls", settings.http.enabled, settings.http.tls_port),
             ("management_tls", management, settings.http.management_tls_port),
         ]
     bound: list[Listener] = []
     try:
+        for name, spec in kafka_listener_specs(settings, tls is not None):
+            setting = "kafka.listeners" if settings.kafka.listeners else None
+            listener = bind(name, spec.host, spec.port, settings.network, setting)
+            listener.kafka = spec
+            if spec.tls:
+                listener.tls = tls
+                listener.tls_handshake_timeout_s = settings.tls.handshake_timeout_ms / 1000
+            bound.append(listener)
         for name, enabled, port in wanted:
             if enabled and port is not None:
                 listener = bind(name, settings.server.host, port, settings.network)
@@ -173,3 +183,24 @@ def bind_all(settings: Settings, tls: ssl.SSLContext | None = None) -> list[List
             listener.sock.close()
         raise
     return bound
+
+
+def kafka_listener_specs(settings: Settings,
+                         tls: bool) -> list[tuple[str, KafkaListenerSpec]]:
+    """(listener name, spec) of each Kafka listener to bind: the named ones of
+    kafka.listeners, else kafka.port's (and kafka.tls_port's, with TLS on)."""
+    k = settings.kafka
+    if not k.enabled:
+        return []
+    host = settings.server.host
+    named = parse(k.listeners, k.advertised_listeners, k.listener_security_protocol_map, host)
+    if named:
+        return [(spec.listener_name, spec) for spec in named]
+    # kafka.sasl_required makes them SASL listeners in Kafka's terms.
+    plain, secure = ("SASL_PLAINTEXT", "SASL_SSL") if k.sasl_required else ("PLAINTEXT", "SSL")
+    out = [("kafka", KafkaListenerSpec(plain, host, k.port, plain, k.advertised_host,
+                                       k.advertised_port))]
+    if tls and k.tls_port is not None:
+        out.append(("kafka_tls", KafkaListenerSpec(secure, host, k.tls_port, secure,
+                                                   k.advertised_host, k.advertised_tls_port)))
+    return out

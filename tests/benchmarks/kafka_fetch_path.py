@@ -108,11 +108,11 @@ async def run(requests: int, records: int, version: int) -> list[int]:
     broker.topics.compactor = compaction.compactor(
         int(settings.kafka.max_uncompressed_batch_bytes)
     )
-    server = KafkaServer(broker, settings, Address())  # type: ignore[arg-type]
+    server = KafkaServer(broker, settings, [Address()])  # type: ignore[list-item]
     try:
         broker.topics.create(TOPIC, PARTITIONS)
         transport = CountingTransport()
-        connection = KafkaConnection(server)
+        connection = KafkaConnection(server, Address())  # type: ignore[arg-type]
         connection.connection_made(transport)  # type: ignore[arg-type]
         for frame in produce_frames(BATCHES, records, None):
             _feed(connection, frame)

@@ -85,6 +85,7 @@ class CountingTransport:
 class Address:
     host: str = "127.0.0.1"
     port: int = 9092
+    kafka: None = None
 
 
 def produce_frames(count: int, records: int, producer: tuple[int, int] | None) -> list[bytes]:
@@ -140,7 +141,7 @@ async def run(requests: int, records: int, idempotent: bool, fault_rules: int = 
     broker.topics.compactor = compaction.compactor(
         int(settings.kafka.max_uncompressed_batch_bytes)
     )
-    server = KafkaServer(broker, settings, Address())  # type: ignore[arg-type]
+    server = KafkaServer(broker, settings, [Address()])  # type: ignore[list-item]
     try:
         broker.topics.create(TOPIC, PARTITIONS)
         for n in range(fault_rules):
@@ -150,7 +151,7 @@ async def run(requests: int, records: int, idempotent: bool, fault_rules: int = 
         producer = broker.producer_ids.new() if idempotent else None
         frames = produce_frames(requests, records, producer)
         transport = CountingTransport()
-        connection = KafkaConnection(server)
+        connection = KafkaConnection(server, Address())  # type: ignore[arg-type]
         connection.connection_made(transport)  # type: ignore[arg-type]
         cpu_ns = []
         for frame in frames:

@@ -36,8 +36,10 @@ class Server(Protocol):
     acls: Acls  # Kafka's ACLs (durable)
     authorizer: Authorizer | None  # None unless kafka.authorizer: nothing is checked
 
-    def advertised_address(self, local: tuple[str, int] | None) -> tuple[str, int]:
-        """Where clients should connect, given the local address this one used."""
+    def listener_addresses(self, local: tuple[str, int] | None
+                           ) -> list[tuple[str, str, str, int, str, int]]:
+        """(name, security protocol, bound host, bound port, advertised host, advertised
+        port) of every Kafka listener, as a client connected to ``local`` is told."""
         ...
 
 
@@ -54,6 +56,10 @@ class Connection(Protocol):
     raw_sasl: Callable[[bytes], bytes | None] | None
     principal: str  # User:<SASL user>, the certificate's mapped name, or User:ANONYMOUS
     host: str  # the client's address, as ACLs name hosts
+
+    def advertised_address(self) -> tuple[str, int]:
+        """Where this client is told to connect: its listener's advertised address."""
+        ...
 
     def close_after_reply(self) -> None:
         """Close once the replies queued so far are written (a failed login)."""

@@ -48,6 +48,7 @@ from portask.broker.kafka.principals import (
     principal_from_subject,
 )
 from portask.broker.users import Users
+from portask.kafka_listeners import WILDCARD_HOSTS
 from portask.listeners import Listener, configure_accepted
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
@@ -78,18 +79,15 @@ _BEFORE_AUTHENTICATION = frozenset(
 class KafkaServer:
     """State shared by every Kafka connection: the broker core and how to reach us."""
 
-    def __init__(self, broker: Broker, settings: Settings, listener: Listener,
-                 tls_listener: Listener | None = None) -> None:
+    def __init__(self, broker: Broker, settings: Settings, listeners: list[Listener]) -> None:
         if not registry.APIS:
             raise RuntimeError("no Kafka API is registered: import portask.protocols.kafka.apis")
         self.broker = broker
         self.settings = settings
-        self.listener = listener
-        self.tls_listener = tls_listener
+        self.listeners = listeners
         self.connections: set[KafkaConnection] = set()
         self.users = Users(settings.auth.users)
         self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
-        self.sasl_required = settings.kafka.sasl_required
         self.principal_rules = parse_rules(settings.kafka.ssl_principal_mapping_rules)
         k = settings.kafka
         self.acls = Acls(broker.definitions)
@@ -99,23 +97,36 @@ class KafkaServer:
                 self.acls, filter(None, (u.strip() for u in k.super_users.split(";"))),
                 allow_if_no_acl=k.allow_everyone_if_no_acl_found)
 
-    def protocol_factory(self) -> KafkaConnection:
-        return KafkaConnection(self)
+    def protocol_factory(self, listener: Listener) -> Callable[[], KafkaConnection]:
+        """Connections that know the listener they came through (what they advertise)."""
+        return lambda: KafkaConnection(self, listener)
 
-    def advertised_address(self, local: tuple[str, int] | None) -> tuple[str, int]:
-        """Where clients should connect: the configured address, else the one they used."""
-        k = self.settings.kafka
-        listener, port = self.listener, k.advertised_port
-        tls = self.tls_listener
-        # Each listener advertises itself: a TLS client must be sent back to TLS.
-        if tls is not None and local is not None and local[1] == tls.port:
-            listener, port = tls, k.advertised_tls_port
-        host = k.advertised_host
+    def advertised_address(self, listener: Listener,
+                           local: tuple[str, int] | None) -> tuple[str, int]:
+        """Where clients of ``listener`` should connect: its advertised address, else its
+        own, else (bound to a wildcard) the address the client used. Each listener answers
+        with its own, as Kafka does: a client is sent back to the network it came from,
+        and a TLS client to TLS."""
+        spec = listener.kafka
+        host = spec.advertised_host if spec is not None else None
         if host is None:
             listen_host = listener.host
-            wildcard = listen_host in ("0.0.0.0", "::", "")
-            host = local[0] if (wildcard and local) else listen_host
+            host = local[0] if (listen_host in WILDCARD_HOSTS and local) else listen_host
+        port = spec.advertised_port if spec is not None else None
         return host, port or listener.port
+
+    def listener_addresses(self, local: tuple[str, int] | None
+                           ) -> list[tuple[str, str, str, int, str, int]]:
+        """(name, security protocol, bound host, bound port, advertised host, advertised
+        port) of every listener, for the broker's listeners and advertised.listeners."""
+        out = []
+        for listener in self.listeners:
+            spec = listener.kafka
+            name = spec.name if spec is not None else listener.name.upper()
+            protocol = spec.security_protocol if spec is not None else "PLAINTEXT"
+            host, port = self.advertised_address(listener, local)
+            out.append((name, protocol, listener.host, listener.port, host, port))
+        return out
 
     def close_all(self) -> int:
         connections = list(self.connections)
@@ -135,9 +146,13 @@ class _Slot:
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
-    def __init__(self, server: KafkaServer) -> None:
+    def __init__(self, server: KafkaServer, listener: Listener) -> None:
         self.server = server
+        self.listener = listener
         kafka = server.settings.kafka
+        spec = listener.kafka
+        # A SASL listener, or kafka.sasl_required for every listener.
+        self._sasl_required = kafka.sasl_required or (spec is not None and spec.sasl)
         self.max_request = int(kafka.socket_request_max_bytes)
         self._max_in_flight = kafka.max_in_flight_requests
         self._idle_s = kafka.connections_max_idle_ms / 1000
@@ -177,6 +192,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.tls_principal: str | None = None
         self.host = ""
         self._control = server.broker.control
+
+    def advertised_address(self) -> tuple[str, int]:
+        return self.server.advertised_address(self.listener, self.local)
 
     @property
     def principal(self) -> str:
@@ -377,7 +395,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._protocol_error("unknown API key", api_key=api_key, api_version=version)
             return
         if (
-            self.server.sasl_required
+            self._sasl_required
             and self.authenticated_user is None
             and self.tls_principal is None
             and api_key not in _BEFORE_AUTHENTICATION

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from portask.broker.kafka import topic_configs
 from portask.broker.kafka.topic_configs import InvalidTopicConfig
 from portask.config import Settings
+from portask.kafka_listeners import render
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.authorization import (
@@ -63,13 +64,14 @@ class BrokerConfig(NamedTuple):
 
 
 def broker_configs(
-    settings: Settings, listener: str, advertised: str, log_dir: str
+    settings: Settings, listeners: list[tuple[str, str, str, int, str, int]], log_dir: str
 ) -> dict[str, BrokerConfig]:
     """Kafka 3.7 broker config names -> their value in this broker, from Portask's settings.
 
-    ``listener`` and ``advertised`` are host:port; ``log_dir`` is where partition logs
-    live. Only names whose value Portask really has are listed: each is what a Kafka
-    broker configured like this one would report.
+    ``listeners`` are (name, security protocol, host, port, advertised host, advertised
+    port) per Kafka listener; ``log_dir`` is where partition logs live. Only names whose
+    value Portask really has are listed: each is what a Kafka broker configured like this
+    one would report.
     """
     defaults = Settings()
     topic_defaults = topic_configs.defaults(settings)
@@ -90,15 +92,17 @@ def broker_configs(
 
     k, s, n = settings.kafka, settings.storage, settings.network
     dk, ds, dn = defaults.kafka, defaults.storage, defaults.network
-    # A listener that requires SASL is a SASL_PLAINTEXT listener in Kafka's terms.
-    security = "SASL_PLAINTEXT" if k.sasl_required else "PLAINTEXT"
+    bound = render([(name, p, host, port) for name, p, host, port, _, _ in listeners])
+    told = render([(name, p, host, port) for name, p, _, _, host, port in listeners])
+    protocol_map = ",".join(f"{name}:{p}" for name, p, *_ in listeners)
     return {
         "broker.id": entry(NODE_ID, NODE_ID, _TYPE_INT),
         "node.id": entry(NODE_ID, NODE_ID, _TYPE_INT),
         # One process is both the broker and the controller of its one-node cluster.
         "process.roles": BrokerConfig("broker,controller", _TYPE_LIST, False),
-        "listeners": BrokerConfig(f"{security}://{listener}", _TYPE_STRING, False),
-        "advertised.listeners": BrokerConfig(f"{security}://{advertised}", _TYPE_STRING, False),
+        "listeners": BrokerConfig(bound, _TYPE_STRING, False),
+        "advertised.listeners": BrokerConfig(told, _TYPE_STRING, False),
+        "listener.security.protocol.map": BrokerConfig(protocol_map, _TYPE_STRING, False),
         "log.dirs": BrokerConfig(log_dir, _TYPE_STRING, False),
         "num.partitions": entry(k.num_partitions, dk.num_partitions, _TYPE_INT),
         "auto.create.topics.enable": entry(
@@ -195,14 +199,10 @@ def describe_configs(ctx: RequestContext, request: Any) -> Any:
                         )
                     )
         elif res.resource_type == BROKER and res.resource_name in ("", str(NODE_ID)):
-            host, port = ctx.server.advertised_address(ctx.connection.local)
-            # The address the listener binds, with the port the client reached it on
-            # (the configured one may be 0, "any free port").
-            bound_port = ctx.connection.local[1] if ctx.connection.local else port
+            # Bound ports, not configured ones (which may be 0, "any free port").
             described = broker_configs(
                 ctx.server.settings,
-                f"{ctx.server.settings.server.host}:{bound_port}",
-                f"{host}:{port}",
+                ctx.server.listener_addresses(ctx.connection.local),
                 str(ctx.broker.topics.log_dir),
             )
             for name, c in described.items():

@@ -21,7 +21,7 @@ ENDPOINT_TYPE_BROKERS = 1
 @api(ApiKey.DESCRIBE_CLUSTER, (0, 1))
 def describe_cluster(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.DESCRIBE_CLUSTER, ctx.api_version)
-    host, port = ctx.server.advertised_address(ctx.connection.local)
+    host, port = ctx.connection.advertised_address()
     if getattr(request, "endpoint_type", ENDPOINT_TYPE_BROKERS) != ENDPOINT_TYPE_BROKERS:
         return registry.make(
             types.DescribeClusterResponse,

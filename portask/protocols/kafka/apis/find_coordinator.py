@@ -32,7 +32,7 @@ def find_coordinator(ctx: RequestContext, request: Any) -> Any:
     types = registry.response_types(ApiKey.FIND_COORDINATOR, ctx.api_version)
     key_type = getattr(request, "key_type", KEY_TYPE_GROUP)
     error, message = _coordinates(key_type)
-    host, port = ctx.server.advertised_address(ctx.connection.local)
+    host, port = ctx.connection.advertised_address()
 
     def where(key: str) -> dict[str, Any]:
         code, text = error, message

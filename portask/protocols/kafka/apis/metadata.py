@@ -60,7 +60,7 @@ def metadata(ctx: RequestContext, request: Any) -> Any:
     else:
         allow_create = getattr(request, "allow_auto_topic_creation", True)
         results = [_requested(ctx, types, entry, allow_create) for entry in wanted]
-    host, port = ctx.server.advertised_address(ctx.connection.local)
+    host, port = ctx.connection.advertised_address()
     return registry.make(
         types.MetadataResponse,
         throttle_time=NO_THROTTLE,
