@@ -131,6 +131,8 @@ class App:
         except (KeyValueStoreError, StorageError, OSError) as exc:
             data_dir = self.settings.server.data_dir
             raise StartupError(f"cannot open data in {data_dir}: {exc}") from None
+        if self.settings.kafka.topics_file is not None:
+            self._load_topics(self.broker, Path(self.settings.kafka.topics_file))
         self.broker.start()
         # One user store for AMQP, the management API and (PLAIN) Kafka.
         self.users = UserStore(Users(self.settings.auth.users), self.settings.amqp.default_user,
@@ -170,6 +172,19 @@ class App:
             extra={"fields": {"version": __version__, "startup_ms": startup_ms,
                               "data_dir": str(self.settings.server.data_dir)}},
         )
+
+    def _load_topics(self, broker: Broker, path: Path) -> None:
+        """kafka.topics_file (--topics): topics and ACLs as `portask ctl export-kafka`
+        writes them, created before any client connects."""
+        from portask.broker.kafka import topology
+
+        try:
+            applied = topology.apply(topology.load_file(path), broker.topics, broker.kafka_acls)
+        except topology.TopologyError as exc:
+            raise StartupError(f"kafka.topics_file: {exc}") from None
+        log.info("topics file loaded", extra={"fields": {
+            "file": str(path), "created": applied.created, "changed": applied.changed,
+            "acls": applied.acls}})
 
     def _site(self, request: Request) -> Response | Awaitable[Response]:
         """The console and its APIs on the HTTP listener, loaded on first use: a broker

@@ -19,6 +19,7 @@ _SHORTHANDS = {
     "amqp_port": "amqp.port",
     "http_port": "http.port",
     "log_level": "server.log_level",
+    "topics": "kafka.topics_file",
 }
 
 
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--amqp-port", help="AMQP listener port (amqp.port)")
     serve.add_argument("--http-port", help="HTTP listener port (http.port)")
     serve.add_argument("--log-level", help="debug, info, warning or error (server.log_level)")
+    serve.add_argument("--topics", help="YAML file of Kafka topics and ACLs to create, as "
+                       "`portask ctl export-kafka` writes it (kafka.topics_file)")
     serve.add_argument(
         "--dev-tls", action="store_true",
         help="serve TLS too, with a self-signed CA and certificates created in the data "

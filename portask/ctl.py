@@ -14,6 +14,8 @@ import sys
 import urllib.error
 from typing import TYPE_CHECKING, Any
 
+from portask import ctl_kafka
+
 if TYPE_CHECKING:
     from portask.testing.control import ControlClient
 
@@ -90,6 +92,7 @@ def add_parser(sub: Any) -> None:
     alarm.add_argument("resource", choices=("memory", "disk"))
 
     commands.add_parser("close-connections", help="close every client connection")
+    ctl_kafka.add_parsers(commands)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,12 +112,17 @@ def run(args: argparse.Namespace) -> int:
         reason = getattr(err, "reason", err)
         print(f"portask ctl: cannot reach {args.url}: {reason}", file=sys.stderr)
         return 2
-    print(json.dumps(answer, indent=2))
+    if isinstance(answer, str):
+        sys.stdout.write(answer)
+    else:
+        print(json.dumps(answer, indent=2))
     return 0
 
 
 def _call(client: ControlClient, args: argparse.Namespace) -> Any:
     command = args.ctl_command
+    if command in ctl_kafka.COMMANDS:
+        return ctl_kafka.call(client, args)
     if command == "reset":
         return client.reset(vhost=args.vhost, prefix=args.prefix)
     if command == "peek":

@@ -21,6 +21,7 @@ from portask.broker.alarms import Alarms
 from portask.broker.clients import Clients
 from portask.broker.control import Control
 from portask.broker.definitions import CLUSTER, Definitions
+from portask.broker.kafka.acls import Acls
 from portask.broker.kafka.groups import Groups
 from portask.broker.kafka.producers import ProducerIds
 from portask.broker.kafka.topics import Topics
@@ -89,6 +90,8 @@ class Broker:
         self.transactions = TransactionCoordinator(self.definitions, self.producer_ids)
         self.topics.load()
         self.groups = Groups(self.settings, self.definitions, self.topics)
+        # Kafka's ACLs: the authorizer's, and what the topics file and its export share.
+        self.kafka_acls = Acls(self.definitions)
         return self
 
     # -- snapshots for the dashboard-compatible metrics (read at scrape time) -----------

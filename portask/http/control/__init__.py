@@ -11,6 +11,7 @@
   ``protocol``, ``api``, ``topic``, ``client_id``, ``limit``), ``DELETE``: the request log.
 - ``POST /_portask/alarms/{memory|disk}``, ``DELETE`` the same: raise or clear an alarm.
 - ``POST /_portask/connections/close``: close every client connection.
+- ``GET/POST /_portask/kafka/topology``: export and load topics and ACLs (topology.py).
 
 The caller has authenticated (the console's Basic check, as for ``/api/``). Errors are
 ``{"error": ..., "message": ...}`` as in the Kafka HTTP API. Waits poll broker state
@@ -25,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from portask.http.control import topology
 from portask.http.control.view import ControlError, ControlView
 from portask.http.kafka.api import (
     MAX_RECORDS,
@@ -82,6 +84,7 @@ def control_api(broker: Broker, management: BrokerView) -> ControlApi:
     _register_waits(router, view)
     _register_faults(router, view)
     _register_requests(router, view)
+    topology.register(router, view)
     return ControlApi(router)
 
 

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from portask.broker.control import Control, ControlError, FaultRule, ResetResult
+from portask.broker.kafka import topology
 from portask.broker.kafka.groups import Group
+from portask.broker.kafka.topology import TopologyError
 
 if TYPE_CHECKING:
     from portask.broker.core import Broker
 
-__all__ = ["ControlError", "ControlView", "FaultRule", "ResetResult"]
+__all__ = ["ControlError", "ControlView", "FaultRule", "ResetResult", "TopologyError"]
 
 
 class ControlView:
@@ -44,3 +46,11 @@ class ControlView:
     @staticmethod
     def group_state(group: Group) -> tuple[str, int]:
         return group.state.value, len(group.members)
+
+    def kafka_topology(self) -> dict[str, Any]:
+        """Topics (partitions, overrides) and ACLs, as `portask ctl export-kafka` gets them."""
+        return topology.export(self.broker.topics, self.broker.kafka_acls)
+
+    def load_kafka_topology(self, doc: Any) -> topology.Applied:
+        return topology.apply(topology.parse(doc, "body"), self.broker.topics,
+                              self.broker.kafka_acls)

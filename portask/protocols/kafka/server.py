@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from portask import metrics
-from portask.broker.kafka.acls import Acls, Authorizer
+from portask.broker.kafka.acls import Authorizer
 from portask.broker.kafka.principals import (
     ANONYMOUS,
     USER,
@@ -90,7 +90,7 @@ class KafkaServer:
         self.sasl_mechanisms = tuple(settings.kafka.sasl_mechanisms.split(","))
         self.principal_rules = parse_rules(settings.kafka.ssl_principal_mapping_rules)
         k = settings.kafka
-        self.acls = Acls(broker.definitions)
+        self.acls = broker.kafka_acls
         self.authorizer: Authorizer | None = None
         if k.authorizer:
             self.authorizer = Authorizer(
