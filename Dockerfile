@@ -13,7 +13,10 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER portask
 WORKDIR /data
-EXPOSE 9092 5672 8080 15672
+# Kafka, AMQP, HTTP, management API; and their TLS listeners (started when tls.cert_file
+# or tls.dev is set): Kafka SSL, AMQPS, HTTPS, management over HTTPS.
+# tests/integration/test_deploy.py checks these against the default ports.
+EXPOSE 9092 5672 8080 15672 9093 5671 8443 15671
 VOLUME /data
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2).status == 200 else 1)"]
