@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,9 @@ def call(client: ControlClient, args: argparse.Namespace) -> Any:
         try:
             topology.load_file(args.file)  # refused here with the file's name and line
         except topology.TopologyError as exc:
-            raise SystemExit(f"portask ctl: {exc}") from None
+            # Exit 2, as for a request the broker refuses (the module doc of ctl.py).
+            print(f"portask ctl: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         import yaml
 
         doc = yaml.safe_load(args.file.read_text(encoding="utf-8")) or {}

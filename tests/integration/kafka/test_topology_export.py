@@ -127,6 +127,22 @@ def test_exported_file_loads_into_a_fresh_broker_with_the_same_topics_and_acls(
         topics, _ = _described(fresh)
         assert topics["events"] == (4, {"retention.ms": "60000"})
         assert topics["new-one"] == (2, {})
+        # A file that would take partitions away is refused whole, naming the topic.
+        for topic in doc["topics"]:
+            if topic["name"] == "orders":
+                topic["partitions"] = 1
+        doc["topics"].append({"name": "never-created", "partitions": 1})
+        changed.write_text(yaml.safe_dump(doc))
+        refused = _ctl(fresh, "import-kafka", str(changed))
+        assert refused.returncode == 2
+        assert ("topic 'orders' has 3 partitions and the file asks for 1: partitions "
+                "cannot be removed") in refused.stderr
+        assert "never-created" not in _described(fresh)[0]
+        typo = tmp_path / "typo.yaml"
+        typo.write_text("topics:\n  - name: x\n    partitons: 3\n")
+        bad = _ctl(fresh, "import-kafka", str(typo))
+        assert bad.returncode == 2
+        assert f"{typo}: topics[0]: unknown key 'partitons'" in bad.stderr
     finally:
         fresh.stop()
     # The fresh broker keeps them: they are durable like any topic and ACL.
