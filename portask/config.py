@@ -367,6 +367,11 @@ class TlsSettings:
         Millis(10_000), "Close a connection whose TLS handshake has not finished by then.",
         min=100,
     )
+    only: bool = _opt(
+        False,
+        "Serve TLS only: no plain Kafka, AMQP, HTTP or management listener, just their TLS "
+        "ones (needs tls.cert_file and tls.key_file, or tls.dev).",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -604,6 +609,8 @@ def _check_combinations(settings: Settings) -> None:
         raise ConfigError(
             f"tls.client_auth: {tls.client_auth!r} needs TLS on (tls.cert_file or tls.dev)"
         )
+    if tls.only:
+        _check_tls_only(settings)
     from portask.broker.kafka.principals import MappingRuleError, parse_rules
 
     try:
@@ -613,6 +620,29 @@ def _check_combinations(settings: Settings) -> None:
             f"kafka.ssl_principal_mapping_rules: {settings.kafka.ssl_principal_mapping_rules!r}"
             f" is not valid: {exc}"
         ) from None
+
+
+def _check_tls_only(settings: Settings) -> None:
+    """TLS-only must leave each enabled protocol a listener, or it would silently vanish."""
+    if not settings.tls.enabled:
+        raise ConfigError(
+            "tls.only: true needs TLS on: set tls.cert_file and tls.key_file, or tls.dev "
+            "(portask serve --dev-tls); without certificates nothing could listen"
+        )
+    http = settings.http
+    needed = [
+        ("kafka.tls_port", settings.kafka.enabled, settings.kafka.tls_port, "kafka.enabled"),
+        ("amqp.tls_port", settings.amqp.enabled, settings.amqp.tls_port, "amqp.enabled"),
+        ("http.tls_port", http.enabled, http.tls_port, "http.enabled"),
+        ("http.management_tls_port", http.enabled and http.management_port != 0,
+         http.management_tls_port, "http.management_port: 0"),
+    ]
+    for key, enabled, port, off in needed:
+        if enabled and port is None:
+            raise ConfigError(
+                f"tls.only: true with {key}: null leaves that protocol no listener; set "
+                f"{key} or turn the protocol off ({off})"
+            )
 
 
 def _text(value: Any) -> str:
