@@ -11,6 +11,13 @@ Two kinds of users:
   both ways), tags, and RabbitMQ's per-vhost configure/write/read regular expressions.
   A run-time user of the same name as a configured one replaces it.
 
+Kafka's SCRAM mechanisms need salted keys derived from the password (RFC 5802), which a
+RabbitMQ hash cannot give: a user created with a password gets SCRAM-SHA-256 and -512
+credentials (4096 iterations, Kafka's default) derived then; a user created from a
+``password_hash`` alone has none, and logs in to Kafka with PLAIN only. Kafka's
+AlterUserScramCredentials sets or deletes credentials for any name (as Kafka, whose
+credentials exist apart from any user list); they serve Kafka's SCRAM logins only.
+
 Permissions are matched as RabbitMQ matches them: the expression is searched for
 anywhere in the resource name (not anchored), and an empty expression means ``^$``.
 """
@@ -26,6 +33,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from portask.broker.users import (
+    SCRAM_HASHES,
+    SCRAM_ITERATIONS,
+    ScramCredential,
+    derive_scram,
+)
+
 if TYPE_CHECKING:
     from portask.broker.definitions import Definitions
     from portask.broker.users import Users
@@ -33,6 +47,7 @@ if TYPE_CHECKING:
 # Definitions store namespaces (USERS is shared with the definitions module's list).
 USERS = "users"
 PERMISSIONS = "permissions"
+SCRAM_CREDENTIALS = "scram_credentials"  # key: (user, mechanism name)
 HASHING = "rabbit_password_hashing_sha256"
 ADMINISTRATOR = "administrator"
 # Tags that open the management API, as RabbitMQ's management plugin reads them.
@@ -100,8 +115,10 @@ class UserStore:
         self._definitions = definitions
         self._configured_passwords = dict(configured.passwords())
         self._configured_passwords.setdefault(default_user, default_password)
+        self._configured = configured
         self._users: dict[str, User] = {}
         self._permissions: dict[tuple[str, str], Permission] = {}
+        self._scram: dict[tuple[str, str], ScramCredential] = {}
         if definitions is not None:
             for name, record in definitions.items(USERS):
                 if isinstance(record, dict) and record.get("hashing") == HASHING:
@@ -110,6 +127,11 @@ class UserStore:
             for key, record in definitions.items(PERMISSIONS):
                 user, vhost = key  # type: ignore[misc]
                 self._permissions[(user, vhost)] = Permission(**record)
+            for key, record in definitions.items(SCRAM_CREDENTIALS):
+                user, mechanism = key  # type: ignore[misc]
+                self._scram[(user, mechanism)] = ScramCredential(
+                    record["salt"], record["iterations"], record["stored_key"],
+                    record["server_key"])
 
     # -- reading -------------------------------------------------------------------------
 
@@ -141,6 +163,22 @@ class UserStore:
         user = self._users.get(name)
         return user is not None and check_hash(user.password_hash, password)
 
+    def scram(self, name: str, mechanism: str) -> ScramCredential | None:
+        """The credential a SCRAM login checks: one stored here, else (for a name with
+        no run-time user, which would replace it) one derived from ``auth.users``."""
+        found = self._scram.get((name, mechanism))
+        if found is not None or name in self._users:
+            return found
+        return self._configured.scram(name, mechanism)
+
+    def scram_credentials(self) -> dict[str, dict[str, ScramCredential]]:
+        """The stored credentials by user and mechanism (configured users' are derived
+        on demand and not listed, as Kafka lists only what it stores)."""
+        out: dict[str, dict[str, ScramCredential]] = {}
+        for (name, mechanism), credential in self._scram.items():
+            out.setdefault(name, {})[mechanism] = credential
+        return out
+
     def permission(self, user: str, vhost: str) -> Permission | None:
         """None: no access to the vhost. Configured users may do anything anywhere."""
         found = self.get(user)
@@ -171,6 +209,13 @@ class UserStore:
         if self._definitions is not None:
             self._definitions.put(USERS, name, {"password_hash": password_hash,
                                                 "hashing": HASHING, "tags": list(tags)})
+        # Credentials from an earlier password would outlive a change made by hash.
+        for mechanism, hash_name in SCRAM_HASHES.items():
+            if password is not None:
+                self.set_scram(name, mechanism,
+                               derive_scram(password, hash_name, iterations=SCRAM_ITERATIONS))
+            else:
+                self.delete_scram(name, mechanism)
         return user
 
     def delete_user(self, name: str) -> bool:
@@ -180,6 +225,22 @@ class UserStore:
             self._definitions.delete(USERS, name)
         for key in [k for k in self._permissions if k[0] == name]:
             self.clear_permission(*key)
+        for mechanism in SCRAM_HASHES:
+            self.delete_scram(name, mechanism)
+        return True
+
+    def set_scram(self, name: str, mechanism: str, credential: ScramCredential) -> None:
+        self._scram[(name, mechanism)] = credential
+        if self._definitions is not None:
+            self._definitions.put(SCRAM_CREDENTIALS, (name, mechanism), {
+                "salt": credential.salt, "iterations": credential.iterations,
+                "stored_key": credential.stored_key, "server_key": credential.server_key})
+
+    def delete_scram(self, name: str, mechanism: str) -> bool:
+        if self._scram.pop((name, mechanism), None) is None:
+            return False
+        if self._definitions is not None:
+            self._definitions.delete(SCRAM_CREDENTIALS, (name, mechanism))
         return True
 
     def set_permission(self, user: str, vhost: str, configure: str, write: str,
