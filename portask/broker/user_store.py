@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 USERS = "users"
 PERMISSIONS = "permissions"
 SCRAM_CREDENTIALS = "scram_credentials"  # key: (user, mechanism name)
+TOPIC_PERMISSIONS = "topic_permissions"  # key: (user, vhost, exchange)
 HASHING = "rabbit_password_hashing_sha256"
 ADMINISTRATOR = "administrator"
 # Tags that open the management API, as RabbitMQ's management plugin reads them.
@@ -102,6 +103,37 @@ class Permission:
 
 
 @dataclass(frozen=True)
+class TopicPermission:
+    """RabbitMQ's topic permission: write and read expressions on routing keys, for one
+    user, vhost and topic exchange. ``{username}`` and ``{vhost}`` in an expression are
+    replaced before it is matched (rabbit_auth_backend_internal's expand_topic_permission:
+    the values go in as they are, unescaped)."""
+
+    write: str
+    read: str
+
+    def __post_init__(self) -> None:
+        for kind in ("write", "read"):
+            expression = getattr(self, kind)
+            try:
+                re.compile(expression)
+            except re.error as exc:
+                raise InvalidUser(f"{kind} topic permission {expression!r} is not a regular "
+                                  f"expression: {exc}") from None
+
+    def allows(self, kind: str, routing_key: str, username: str, vhost: str) -> bool:
+        expression = getattr(self, kind) or "^$"
+        expanded = expression.replace("{username}", username).replace("{vhost}", vhost)
+        try:
+            return re.search(expanded, routing_key) is not None
+        except re.error:  # a value expanded into the expression can break it: no match
+            return False
+
+    def as_dict(self) -> dict[str, str]:
+        return {"write": self.write, "read": self.read}
+
+
+@dataclass(frozen=True)
 class User:
     name: str
     password_hash: str
@@ -119,6 +151,7 @@ class UserStore:
         self._users: dict[str, User] = {}
         self._permissions: dict[tuple[str, str], Permission] = {}
         self._scram: dict[tuple[str, str], ScramCredential] = {}
+        self._topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}
         if definitions is not None:
             for name, record in definitions.items(USERS):
                 if isinstance(record, dict) and record.get("hashing") == HASHING:
@@ -127,6 +160,9 @@ class UserStore:
             for key, record in definitions.items(PERMISSIONS):
                 user, vhost = key  # type: ignore[misc]
                 self._permissions[(user, vhost)] = Permission(**record)
+            for key, record in definitions.items(TOPIC_PERMISSIONS):
+                user, vhost, exchange = key  # type: ignore[misc]
+                self._topic_permissions[(user, vhost, exchange)] = TopicPermission(**record)
             for key, record in definitions.items(SCRAM_CREDENTIALS):
                 user, mechanism = key  # type: ignore[misc]
                 self._scram[(user, mechanism)] = ScramCredential(
@@ -188,6 +224,14 @@ class UserStore:
             return FULL
         return self._permissions.get((user, vhost))
 
+    def topic_permission(self, user: str, vhost: str, exchange: str
+                         ) -> TopicPermission | None:
+        """None: no topic permission for that exchange, so every routing key is allowed."""
+        return self._topic_permissions.get((user, vhost, exchange))
+
+    def topic_permissions(self) -> list[tuple[str, str, str, TopicPermission]]:
+        return [(u, v, e, p) for (u, v, e), p in self._topic_permissions.items()]
+
     def permissions(self) -> list[tuple[str, str, Permission]]:
         listed = [(u, v, p) for (u, v), p in self._permissions.items()]
         return listed
@@ -227,6 +271,24 @@ class UserStore:
             self.clear_permission(*key)
         for mechanism in SCRAM_HASHES:
             self.delete_scram(name, mechanism)
+        for user, vhost, exchange in [k for k in self._topic_permissions if k[0] == name]:
+            self.clear_topic_permission(user, vhost, exchange)
+        return True
+
+    def set_topic_permission(self, user: str, vhost: str, exchange: str, write: str,
+                             read: str) -> TopicPermission:
+        permission = TopicPermission(write, read)
+        self._topic_permissions[(user, vhost, exchange)] = permission
+        if self._definitions is not None:
+            self._definitions.put(TOPIC_PERMISSIONS, (user, vhost, exchange),
+                                  permission.as_dict())
+        return permission
+
+    def clear_topic_permission(self, user: str, vhost: str, exchange: str) -> bool:
+        if self._topic_permissions.pop((user, vhost, exchange), None) is None:
+            return False
+        if self._definitions is not None:
+            self._definitions.delete(TOPIC_PERMISSIONS, (user, vhost, exchange))
         return True
 
     def set_scram(self, name: str, mechanism: str, credential: ScramCredential) -> None:

@@ -152,3 +152,20 @@ def test_scram_credentials_survive_a_restart_and_go_with_their_user(tmp_path: Pa
         assert not again.delete_scram("kafka-only", "SCRAM-SHA-512")
     finally:
         reopened.close()
+
+
+def test_topic_permissions_expand_the_user_and_vhost_and_go_with_the_user() -> None:
+    users = store()
+    users.put_user("dan", password="x")
+    users.set_topic_permission("dan", "/", "amq.topic", "^{username}\\.{vhost}", "")
+    found = users.topic_permission("dan", "/", "amq.topic")
+    assert found is not None
+    assert found.allows("write", "dan./x", "dan", "/")
+    assert not found.allows("write", "eve./x", "dan", "/")
+    assert found.allows("read", "", "dan", "/")  # an empty expression is ^$
+    assert not found.allows("read", "anything", "dan", "/")
+    assert users.topic_permission("dan", "/", "other") is None
+    with pytest.raises(InvalidUser):
+        users.set_topic_permission("dan", "/", "amq.topic", "(", "")
+    users.delete_user("dan")
+    assert users.topic_permissions() == []
