@@ -396,6 +396,11 @@ class TlsSettings:
         Millis(10_000), "Close a connection whose TLS handshake has not finished by then.",
         min=100,
     )
+    only: bool = _opt(
+        False,
+        "Serve TLS only: no plain Kafka, AMQP, HTTP or management listener, just their TLS "
+        "ones (needs tls.cert_file and tls.key_file, or tls.dev).",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -634,6 +639,8 @@ def _check_combinations(settings: Settings) -> None:
             f"tls.client_auth: {tls.client_auth!r} needs TLS on (tls.cert_file or tls.dev)"
         )
     _check_kafka_listeners(settings)
+    if tls.only:
+        _check_tls_only(settings)
     from portask.broker.kafka.principals import MappingRuleError, parse_rules
 
     try:
@@ -660,6 +667,42 @@ def _check_kafka_listeners(settings: Settings) -> None:
                 f"kafka.listener_security_protocol_map: listener {spec.name!r} of "
                 f"kafka.listeners ({k.listeners!r}) is {spec.security_protocol}, which needs "
                 "TLS on (tls.cert_file or tls.dev)")
+
+
+def _check_tls_only(settings: Settings) -> None:
+    """TLS-only must leave each enabled protocol a listener, or it would silently vanish."""
+    if not settings.tls.enabled:
+        raise ConfigError(
+            "tls.only: true needs TLS on: set tls.cert_file and tls.key_file, or tls.dev "
+            "(portask serve --dev-tls); without certificates nothing could listen"
+        )
+    k = settings.kafka
+    if k.enabled and k.listeners:
+        from portask.kafka_listeners import parse
+
+        plain = [spec.name for spec in parse(k.listeners, k.advertised_listeners,
+                                             k.listener_security_protocol_map,
+                                             settings.server.host) if not spec.tls]
+        if plain:
+            raise ConfigError(
+                f"tls.only: true with kafka.listeners: {k.listeners!r}: listener "
+                f"{plain[0]!r} is not SSL or SASL_SSL; map it to one in "
+                "kafka.listener_security_protocol_map or drop tls.only"
+            )
+    http = settings.http
+    needed = [
+        ("kafka.tls_port", k.enabled and not k.listeners, k.tls_port, "kafka.enabled"),
+        ("amqp.tls_port", settings.amqp.enabled, settings.amqp.tls_port, "amqp.enabled"),
+        ("http.tls_port", http.enabled, http.tls_port, "http.enabled"),
+        ("http.management_tls_port", http.enabled and http.management_port != 0,
+         http.management_tls_port, "http.management_port: 0"),
+    ]
+    for key, enabled, port, off in needed:
+        if enabled and port is None:
+            raise ConfigError(
+                f"tls.only: true with {key}: null leaves that protocol no listener; set "
+                f"{key} or turn the protocol off ({off})"
+            )
 
 
 def _text(value: Any) -> str:

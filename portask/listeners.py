@@ -146,7 +146,8 @@ def bind_all(settings: Settings, tls: ssl.SSLContext | None = None) -> list[List
     """Bind every enabled listener, or none: on failure the ones bound are closed.
 
     With a TLS context, each protocol also gets its TLS listener on its own port (as
-    RabbitMQ serves 5672 and 5671), unless that port is set to null.
+    RabbitMQ serves 5672 and 5671), unless that port is set to null; with ``tls.only``
+    the plain listeners are not bound at all.
     """
     management = settings.http.enabled and settings.http.management_port != 0
     wanted: list[tuple[str, bool, int | None]] = [
@@ -155,6 +156,8 @@ def bind_all(settings: Settings, tls: ssl.SSLContext | None = None) -> list[List
         # Port 0 turns the management API off (here 0 cannot mean "any free port").
         ("management", management, settings.http.management_port),
     ]
+    if tls is not None and settings.tls.only:
+        wanted = []
     if tls is not None:
         wanted += [
             ("amqp_tls", settings.amqp.enabled, settings.amqp.tls_port),
@@ -203,4 +206,6 @@ def kafka_listener_specs(settings: Settings,
     if tls and k.tls_port is not None:
         out.append(("kafka_tls", KafkaListenerSpec(secure, host, k.tls_port, secure,
                                                    k.advertised_host, k.advertised_tls_port)))
+    if tls and settings.tls.only:
+        out = [(name, spec) for name, spec in out if spec.tls]
     return out

@@ -23,6 +23,7 @@ from tests.broker_process import free_port
 # The script, not the /usr/sbin wrapper: the wrapper switches to the rabbitmq user when
 # run as root, which could not write to a test's directories.
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+CTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")
 START_TIMEOUT_S = 60.0
 
 
@@ -42,6 +43,8 @@ class RabbitMQNode:
         self.amqp_port = free_port()
         self.epmd_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.node_name = f"portask-ref-{uuid.uuid4().hex[:8]}@localhost"
+        self._env: dict[str, str] = {}
 
     def start(self) -> RabbitMQNode:
         if not installed():
@@ -52,7 +55,7 @@ class RabbitMQNode:
         (self.base / "rabbitmq.conf").write_text("")
         env = {
             **os.environ,
-            "RABBITMQ_NODENAME": f"portask-ref-{uuid.uuid4().hex[:8]}@localhost",
+            "RABBITMQ_NODENAME": self.node_name,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.amqp_port),
             "RABBITMQ_DIST_PORT": str(free_port()),
@@ -66,6 +69,7 @@ class RabbitMQNode:
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.base / "advanced.config"),
             "HOME": str(self.base),  # where the Erlang cookie is written
         }
+        self._env = env
         output = open(self.base / "server.out", "wb")  # noqa: SIM115 - lives with the node
         # Its own process group: stop() takes epmd and the Erlang VM down together.
         self.proc = subprocess.Popen([str(SERVER)], env=env, stdout=output,
@@ -81,6 +85,16 @@ class RabbitMQNode:
             time.sleep(0.2)
         self.stop()
         raise RabbitMQUnavailable(f"rabbitmq-server did not listen within {START_TIMEOUT_S} s")
+
+    def ctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl`` against this node (users, permissions: what a test sets up
+        on both brokers); raises with its output when it fails."""
+        result = subprocess.run([str(CTL), "-n", self.node_name, *args], env=self._env,
+                                capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
+                               f"{result.stdout}{result.stderr}")
+        return result.stdout
 
     def stop(self) -> None:
         if self.proc is None:

@@ -11,6 +11,13 @@ Two kinds of users:
   both ways), tags, and RabbitMQ's per-vhost configure/write/read regular expressions.
   A run-time user of the same name as a configured one replaces it.
 
+Kafka's SCRAM mechanisms need salted keys derived from the password (RFC 5802), which a
+RabbitMQ hash cannot give: a user created with a password gets SCRAM-SHA-256 and -512
+credentials (4096 iterations, Kafka's default) derived then; a user created from a
+``password_hash`` alone has none, and logs in to Kafka with PLAIN only. Kafka's
+AlterUserScramCredentials sets or deletes credentials for any name (as Kafka, whose
+credentials exist apart from any user list); they serve Kafka's SCRAM logins only.
+
 Permissions are matched as RabbitMQ matches them: the expression is searched for
 anywhere in the resource name (not anchored), and an empty expression means ``^$``.
 """
@@ -26,6 +33,13 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from portask.broker.users import (
+    SCRAM_HASHES,
+    SCRAM_ITERATIONS,
+    ScramCredential,
+    derive_scram,
+)
+
 if TYPE_CHECKING:
     from portask.broker.definitions import Definitions
     from portask.broker.users import Users
@@ -33,6 +47,8 @@ if TYPE_CHECKING:
 # Definitions store namespaces (USERS is shared with the definitions module's list).
 USERS = "users"
 PERMISSIONS = "permissions"
+SCRAM_CREDENTIALS = "scram_credentials"  # key: (user, mechanism name)
+TOPIC_PERMISSIONS = "topic_permissions"  # key: (user, vhost, exchange)
 HASHING = "rabbit_password_hashing_sha256"
 ADMINISTRATOR = "administrator"
 # Tags that open the management API, as RabbitMQ's management plugin reads them.
@@ -87,6 +103,37 @@ class Permission:
 
 
 @dataclass(frozen=True)
+class TopicPermission:
+    """RabbitMQ's topic permission: write and read expressions on routing keys, for one
+    user, vhost and topic exchange. ``{username}`` and ``{vhost}`` in an expression are
+    replaced before it is matched (rabbit_auth_backend_internal's expand_topic_permission:
+    the values go in as they are, unescaped)."""
+
+    write: str
+    read: str
+
+    def __post_init__(self) -> None:
+        for kind in ("write", "read"):
+            expression = getattr(self, kind)
+            try:
+                re.compile(expression)
+            except re.error as exc:
+                raise InvalidUser(f"{kind} topic permission {expression!r} is not a regular "
+                                  f"expression: {exc}") from None
+
+    def allows(self, kind: str, routing_key: str, username: str, vhost: str) -> bool:
+        expression = getattr(self, kind) or "^$"
+        expanded = expression.replace("{username}", username).replace("{vhost}", vhost)
+        try:
+            return re.search(expanded, routing_key) is not None
+        except re.error:  # a value expanded into the expression can break it: no match
+            return False
+
+    def as_dict(self) -> dict[str, str]:
+        return {"write": self.write, "read": self.read}
+
+
+@dataclass(frozen=True)
 class User:
     name: str
     password_hash: str
@@ -100,8 +147,11 @@ class UserStore:
         self._definitions = definitions
         self._configured_passwords = dict(configured.passwords())
         self._configured_passwords.setdefault(default_user, default_password)
+        self._configured = configured
         self._users: dict[str, User] = {}
         self._permissions: dict[tuple[str, str], Permission] = {}
+        self._scram: dict[tuple[str, str], ScramCredential] = {}
+        self._topic_permissions: dict[tuple[str, str, str], TopicPermission] = {}
         if definitions is not None:
             for name, record in definitions.items(USERS):
                 if isinstance(record, dict) and record.get("hashing") == HASHING:
@@ -110,6 +160,14 @@ class UserStore:
             for key, record in definitions.items(PERMISSIONS):
                 user, vhost = key  # type: ignore[misc]
                 self._permissions[(user, vhost)] = Permission(**record)
+            for key, record in definitions.items(TOPIC_PERMISSIONS):
+                user, vhost, exchange = key  # type: ignore[misc]
+                self._topic_permissions[(user, vhost, exchange)] = TopicPermission(**record)
+            for key, record in definitions.items(SCRAM_CREDENTIALS):
+                user, mechanism = key  # type: ignore[misc]
+                self._scram[(user, mechanism)] = ScramCredential(
+                    record["salt"], record["iterations"], record["stored_key"],
+                    record["server_key"])
 
     # -- reading -------------------------------------------------------------------------
 
@@ -141,6 +199,22 @@ class UserStore:
         user = self._users.get(name)
         return user is not None and check_hash(user.password_hash, password)
 
+    def scram(self, name: str, mechanism: str) -> ScramCredential | None:
+        """The credential a SCRAM login checks: one stored here, else (for a name with
+        no run-time user, which would replace it) one derived from ``auth.users``."""
+        found = self._scram.get((name, mechanism))
+        if found is not None or name in self._users:
+            return found
+        return self._configured.scram(name, mechanism)
+
+    def scram_credentials(self) -> dict[str, dict[str, ScramCredential]]:
+        """The stored credentials by user and mechanism (configured users' are derived
+        on demand and not listed, as Kafka lists only what it stores)."""
+        out: dict[str, dict[str, ScramCredential]] = {}
+        for (name, mechanism), credential in self._scram.items():
+            out.setdefault(name, {})[mechanism] = credential
+        return out
+
     def permission(self, user: str, vhost: str) -> Permission | None:
         """None: no access to the vhost. Configured users may do anything anywhere."""
         found = self.get(user)
@@ -149,6 +223,14 @@ class UserStore:
         if found.configured:
             return FULL
         return self._permissions.get((user, vhost))
+
+    def topic_permission(self, user: str, vhost: str, exchange: str
+                         ) -> TopicPermission | None:
+        """None: no topic permission for that exchange, so every routing key is allowed."""
+        return self._topic_permissions.get((user, vhost, exchange))
+
+    def topic_permissions(self) -> list[tuple[str, str, str, TopicPermission]]:
+        return [(u, v, e, p) for (u, v, e), p in self._topic_permissions.items()]
 
     def permissions(self) -> list[tuple[str, str, Permission]]:
         listed = [(u, v, p) for (u, v), p in self._permissions.items()]
@@ -171,6 +253,13 @@ class UserStore:
         if self._definitions is not None:
             self._definitions.put(USERS, name, {"password_hash": password_hash,
                                                 "hashing": HASHING, "tags": list(tags)})
+        # Credentials from an earlier password would outlive a change made by hash.
+        for mechanism, hash_name in SCRAM_HASHES.items():
+            if password is not None:
+                self.set_scram(name, mechanism,
+                               derive_scram(password, hash_name, iterations=SCRAM_ITERATIONS))
+            else:
+                self.delete_scram(name, mechanism)
         return user
 
     def delete_user(self, name: str) -> bool:
@@ -180,6 +269,40 @@ class UserStore:
             self._definitions.delete(USERS, name)
         for key in [k for k in self._permissions if k[0] == name]:
             self.clear_permission(*key)
+        for mechanism in SCRAM_HASHES:
+            self.delete_scram(name, mechanism)
+        for user, vhost, exchange in [k for k in self._topic_permissions if k[0] == name]:
+            self.clear_topic_permission(user, vhost, exchange)
+        return True
+
+    def set_topic_permission(self, user: str, vhost: str, exchange: str, write: str,
+                             read: str) -> TopicPermission:
+        permission = TopicPermission(write, read)
+        self._topic_permissions[(user, vhost, exchange)] = permission
+        if self._definitions is not None:
+            self._definitions.put(TOPIC_PERMISSIONS, (user, vhost, exchange),
+                                  permission.as_dict())
+        return permission
+
+    def clear_topic_permission(self, user: str, vhost: str, exchange: str) -> bool:
+        if self._topic_permissions.pop((user, vhost, exchange), None) is None:
+            return False
+        if self._definitions is not None:
+            self._definitions.delete(TOPIC_PERMISSIONS, (user, vhost, exchange))
+        return True
+
+    def set_scram(self, name: str, mechanism: str, credential: ScramCredential) -> None:
+        self._scram[(name, mechanism)] = credential
+        if self._definitions is not None:
+            self._definitions.put(SCRAM_CREDENTIALS, (name, mechanism), {
+                "salt": credential.salt, "iterations": credential.iterations,
+                "stored_key": credential.stored_key, "server_key": credential.server_key})
+
+    def delete_scram(self, name: str, mechanism: str) -> bool:
+        if self._scram.pop((name, mechanism), None) is None:
+            return False
+        if self._definitions is not None:
+            self._definitions.delete(SCRAM_CREDENTIALS, (name, mechanism))
         return True
 
     def set_permission(self, user: str, vhost: str, configure: str, write: str,

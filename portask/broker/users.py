@@ -60,6 +60,13 @@ def derive_scram(password: str, hash_name: str, salt: bytes | None = None,
                  iterations: int = SCRAM_ITERATIONS) -> ScramCredential:
     salt = salt if salt is not None else os.urandom(16)
     salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, iterations)
+    return credential_from_salted(salted, salt, iterations, hash_name)
+
+
+def credential_from_salted(salted: bytes, salt: bytes, iterations: int,
+                           hash_name: str) -> ScramCredential:
+    """What the server keeps of a SaltedPassword (RFC 5802): Kafka's admin clients send
+    the salted password, never the password, so this is all a broker can derive."""
     client_key = hmac.digest(salted, b"Client Key", hash_name)
     return ScramCredential(
         salt=salt,

@@ -190,6 +190,15 @@ def test_tls_is_off_by_default_and_no_tls_listener_is_bound() -> None:
      "kafka.ssl_principal_mapping_rules: 'CN' is not valid: cannot read a rule at 'CN'"),
     ([("tls.min_version", "TLSv1.1")], "tls.min_version: 'TLSv1.1' is not valid"),
     ([("tls.client_auth", "maybe")], "tls.client_auth: 'maybe' is not valid"),
+    ([("tls.only", "true")], "tls.only: true needs TLS on: set tls.cert_file and "
+     "tls.key_file, or tls.dev"),
+    ([("tls.only", "true"), ("tls.dev", "true"), ("amqp.tls_port", "null")],
+     "tls.only: true with amqp.tls_port: null leaves that protocol no listener"),
+    ([("tls.only", "true"), ("tls.dev", "true"),
+      ("kafka.listeners", "INSIDE://:9092,OUTSIDE://:29092"),
+      ("kafka.listener_security_protocol_map", "INSIDE:SSL,OUTSIDE:PLAINTEXT")],
+     "tls.only: true with kafka.listeners: 'INSIDE://:9092,OUTSIDE://:29092': listener "
+     "'OUTSIDE' is not SSL or SASL_SSL"),
 ])
 def test_tls_settings_that_do_not_fit_name_the_keys_and_values(
     overrides: list[tuple[str, str]], message: str

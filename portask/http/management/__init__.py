@@ -2,7 +2,8 @@
 
 One module per resource family registers its routes: ``node`` (overview, whoami,
 nodes, extensions, cluster-name, aliveness-test, health checks), ``queues``,
-``exchanges``, ``bindings``, ``access`` (vhosts, users, permissions), ``clients``
+``exchanges``, ``bindings``, ``access`` (vhosts, users, permissions),
+``topic_permissions``, ``clients``
 (connections, channels, consumers) and ``definitions``. ``api`` routes, authenticates
 (Basic, users from ``auth.users`` and ``amqp.default_user``) and shapes errors;
 ``query`` applies the list parameters; ``view`` is the one door to the broker;
@@ -23,6 +24,7 @@ from portask.http.management import (
     exchanges,
     node,
     queues,
+    topic_permissions,
 )
 from portask.http.management.api import Api, Router
 from portask.http.management.stats import SAMPLE_S
@@ -43,7 +45,8 @@ class ManagementApi:
                  listeners: Callable[[], list[Listener]]) -> None:
         self.view = BrokerView(broker, settings, listeners)
         router = Router()
-        for module in (node, queues, exchanges, bindings, access, clients, definitions):
+        for module in (node, queues, exchanges, bindings, access, topic_permissions, clients,
+                       definitions):
             module.register(router, self.view)
         self.handler = Api(router, self.view.authenticate, self.view.authorize)
         self._timer: asyncio.TimerHandle | None = None

@@ -72,7 +72,9 @@ def register(router: Router, view: BrokerView) -> None:
             "permissions": [{"user": n, "vhost": v.name, **p.as_dict()}
                             for v in vhosts for n in view.user_names()
                             if (p := view.store.permission(n, v.name)) is not None],
-            "topic_permissions": [], "parameters": [],
+            "topic_permissions": [{"user": u, "vhost": v, "exchange": e, **p.as_dict()}
+                                  for u, v, e, p in view.store.topic_permissions()],
+            "parameters": [],
             "global_parameters": [{"name": "cluster_name", "value": view.cluster_name()}],
             "policies": [],
             **objects,

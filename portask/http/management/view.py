@@ -7,7 +7,8 @@ broker's layout touches this file and not the endpoints.
 
 from __future__ import annotations
 
-__all__ = ["HASHING", "BrokerView", "InvalidUser", "VirtualHost", "user_json"]
+__all__ = ["HASHING", "BrokerView", "InvalidUser", "TopicPermission", "VirtualHost",
+           "user_json"]
 
 import contextlib
 import os
@@ -26,6 +27,7 @@ from portask.broker.user_store import (
     HASHING,
     MANAGEMENT_TAGS,
     InvalidUser,
+    TopicPermission,
     UserStore,
     user_json,
 )
@@ -126,8 +128,8 @@ class BrokerView:
         if not tags & MANAGEMENT_TAGS:
             return ApiError(401, "not_authorised", "Not management user")
         changes = method not in ("GET", "HEAD")
-        if changes and segments and segments[0] in ("users", "permissions") \
-                and ADMINISTRATOR not in tags:
+        restricted = ("users", "permissions", "topic-permissions")
+        if changes and segments and segments[0] in restricted and ADMINISTRATOR not in tags:
             return ApiError(401, "not_authorised", "Not administrator user")
         return None
 

@@ -180,7 +180,10 @@ class Channel:
             raise ConnectionClose(NOT_IMPLEMENTED, "immediate=true", CLASS_BASIC, BASIC_PUBLISH)
         if self.permission is not None:  # None for users allowed everything
             self.check_access("write", "exchange", exchange_name)
-        exchange = self.vhost.exchange_for_publish(exchange_name)
+            exchange = self.vhost.exchange_for_publish(exchange_name)
+            self.check_topic_access("write", exchange, routing_key)
+        else:
+            exchange = self.vhost.exchange_for_publish(exchange_name)
         self._publish = (exchange, routing_key, mandatory)
         self._body_size = -1
         self.publisher = True
@@ -429,6 +432,22 @@ class Channel:
             raise AccessRefused(f"access to {resource} '{name}' in vhost '{self.vhost.name}' "
                                 f"refused for user '{self.conn.user}'")
 
+    def check_topic_access(self, kind: str, exchange: Exchange | None,
+                           routing_key: str) -> None:
+        """RabbitMQ's check_topic_authorisation: on a topic exchange for which the user
+        has a topic permission, the routing key (publish: write) or binding key (bind:
+        read) must match it. Read from the store at each check, as RabbitMQ reads its
+        table, so a change applies at once."""
+        if self.permission is None or exchange is None or exchange.kind != "topic":
+            return
+        store = self.conn.context.users
+        user, vhost = self.conn.user, self.vhost.name
+        found = store.topic_permission(user, vhost, exchange.name) if store else None
+        if found is not None and not found.allows(kind, routing_key, user, vhost):
+            raise AccessRefused(f"access to topic '{routing_key}' in exchange "
+                                f"'{exchange.name}' in vhost '{vhost}' refused for user "
+                                f"'{user}'")
+
     def on_exchange_declare(self, m: commands.Exchange.Declare) -> None:
         if not m.passive:
             self.check_access("configure", "exchange", _strip_cr_lf(m.exchange))
@@ -448,6 +467,8 @@ class Channel:
     def on_exchange_bind(self, m: commands.Exchange.Bind) -> None:
         self.check_access("write", "exchange", _strip_cr_lf(m.destination))
         self.check_access("read", "exchange", _strip_cr_lf(m.source))
+        self.check_topic_access("read", self.vhost.exchanges.get(_strip_cr_lf(m.source)),
+                                m.routing_key)
         self.vhost.bind_exchange(_strip_cr_lf(m.destination), _strip_cr_lf(m.source),
                                  m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
@@ -456,6 +477,8 @@ class Channel:
     def on_exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
         self.check_access("write", "exchange", _strip_cr_lf(m.destination))
         self.check_access("read", "exchange", _strip_cr_lf(m.source))
+        self.check_topic_access("read", self.vhost.exchanges.get(_strip_cr_lf(m.source)),
+                                m.routing_key)
         self.vhost.unbind_exchange(_strip_cr_lf(m.destination), _strip_cr_lf(m.source),
                                    m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
@@ -488,6 +511,8 @@ class Channel:
         routing_key = m.routing_key if (m.queue or m.routing_key) else self._queue_name("")
         self.check_access("write", "queue", _strip_cr_lf(self._queue_name(m.queue)))
         self.check_access("read", "exchange", _strip_cr_lf(m.exchange))
+        self.check_topic_access("read", self.vhost.exchanges.get(_strip_cr_lf(m.exchange)),
+                                routing_key)
         self.vhost.bind_queue(_strip_cr_lf(self._queue_name(m.queue)), _strip_cr_lf(m.exchange),
                               routing_key,
                               dict(m.arguments or {}), self.conn)
@@ -497,6 +522,8 @@ class Channel:
     def on_queue_unbind(self, m: commands.Queue.Unbind) -> None:
         self.check_access("write", "queue", _strip_cr_lf(self._queue_name(m.queue)))
         self.check_access("read", "exchange", _strip_cr_lf(m.exchange))
+        self.check_topic_access("read", self.vhost.exchanges.get(_strip_cr_lf(m.exchange)),
+                                m.routing_key)
         self.vhost.unbind_queue(_strip_cr_lf(self._queue_name(m.queue)),
                                 _strip_cr_lf(m.exchange), m.routing_key,
                                 dict(m.arguments or {}), self.conn)

@@ -67,6 +67,8 @@ if TYPE_CHECKING:
     from portask.config import Settings
 
 log = logging.getLogger("portask.kafka")
+# Kafka's default connection.failed.authentication.delay.ms.
+FAILED_AUTHENTICATION_CLOSE_DELAY_S = 0.1
 
 _READ_BUFFER = 256 * 1024
 _MIN_READ = 64 * 1024
@@ -525,7 +527,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
         out.clear()
         self._out_bytes = 0
         if self._close_after_flush and not pending:
-            self.close()
+            self._close_after_flush = False
+            # Kafka's connection.failed.authentication.delay.ms (100 by default): the
+            # refusal is read before the socket goes, and a client that retries at once
+            # is slowed down. Nothing more is read meanwhile.
+            if self.transport is not None:
+                self.transport.pause_reading()
+            self._loop.call_later(FAILED_AUTHENTICATION_CLOSE_DELAY_S, self.close)
         elif self._held and not self._resume_scheduled:
             self._schedule_resume()
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,8 @@ from portask.broker.user_store import (
     check_hash,
     hash_password,
 )
-from portask.broker.users import Users
+from portask.broker.users import SCRAM_HASHES, Users, derive_scram
+from portask.protocols.scram import ScramError, ScramServer
 
 
 def store(definitions: Definitions | None = None) -> UserStore:
@@ -83,3 +87,85 @@ def test_runtime_users_and_permissions_survive_a_restart(tmp_path: Path) -> None
             ("bob", "/", Permission(".*", "", "^q$"))]
     finally:
         reopened.close()
+
+
+def _scram_login(users: UserStore, name: str, password: str, mechanism: str) -> bool:
+    """A whole SCRAM exchange (RFC 5802) as a client computes it, against the store."""
+    hash_name = SCRAM_HASHES[mechanism]
+    server = ScramServer(mechanism, lambda n: users.scram(n, mechanism))
+    client_first_bare = f"n={name},r=clientnonce"
+    try:
+        server_first = server.step(f"n,,{client_first_bare}".encode()).decode()
+    except ScramError:
+        return False
+    attrs = dict(part.split("=", 1) for part in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac(hash_name, password.encode(),
+                                 base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.digest(salted, b"Client Key", hash_name)
+    without_proof = f"c=biws,r={attrs['r']}"
+    auth_message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.digest(hashlib.new(hash_name, client_key).digest(), auth_message,
+                            hash_name)
+    proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, signature,
+                                                         strict=True))).decode()
+    try:
+        server.step(f"{without_proof},p={proof}".encode())
+    except ScramError:
+        return False
+    return server.done
+
+
+@pytest.mark.parametrize("mechanism", list(SCRAM_HASHES))
+def test_a_password_gives_scram_credentials_and_a_hash_alone_none(mechanism: str) -> None:
+    users = store()
+    assert _scram_login(users, "alice", "alice-pw", mechanism)  # from auth.users
+    users.put_user("carol", password="carol-pw")
+    assert users.scram("carol", mechanism).iterations == 4096  # type: ignore[union-attr]
+    assert _scram_login(users, "carol", "carol-pw", mechanism)
+    assert not _scram_login(users, "carol", "wrong", mechanism)
+    # Replaced from a hash: no SCRAM (a RabbitMQ hash cannot give the salted keys)...
+    users.put_user("carol", password_hash=hash_password("carol-pw"))
+    assert users.scram("carol", mechanism) is None
+    assert not _scram_login(users, "carol", "carol-pw", mechanism)
+    # ...and a run-time user hides a configured one of its name from SCRAM too.
+    users.put_user("alice", password_hash=hash_password("alice-pw"))
+    assert not _scram_login(users, "alice", "alice-pw", mechanism)
+
+
+def test_scram_credentials_survive_a_restart_and_go_with_their_user(tmp_path: Path) -> None:
+    definitions = Definitions(tmp_path).open()
+    users = store(definitions)
+    users.put_user("bob", password="bob-pw")
+    users.set_scram("kafka-only", "SCRAM-SHA-512",
+                    derive_scram("k-pw", "sha512", iterations=8192))
+    users.put_user("gone", password="x")
+    assert users.delete_user("gone")
+    definitions.close()
+    reopened = Definitions(tmp_path).open()
+    try:
+        again = store(reopened)
+        assert _scram_login(again, "bob", "bob-pw", "SCRAM-SHA-256")
+        assert _scram_login(again, "kafka-only", "k-pw", "SCRAM-SHA-512")
+        assert {n: sorted(m) for n, m in again.scram_credentials().items()} == {
+            "bob": ["SCRAM-SHA-256", "SCRAM-SHA-512"], "kafka-only": ["SCRAM-SHA-512"]}
+        assert again.delete_scram("kafka-only", "SCRAM-SHA-512")
+        assert not again.delete_scram("kafka-only", "SCRAM-SHA-512")
+    finally:
+        reopened.close()
+
+
+def test_topic_permissions_expand_the_user_and_vhost_and_go_with_the_user() -> None:
+    users = store()
+    users.put_user("dan", password="x")
+    users.set_topic_permission("dan", "/", "amq.topic", "^{username}\\.{vhost}", "")
+    found = users.topic_permission("dan", "/", "amq.topic")
+    assert found is not None
+    assert found.allows("write", "dan./x", "dan", "/")
+    assert not found.allows("write", "eve./x", "dan", "/")
+    assert found.allows("read", "", "dan", "/")  # an empty expression is ^$
+    assert not found.allows("read", "anything", "dan", "/")
+    assert users.topic_permission("dan", "/", "other") is None
+    with pytest.raises(InvalidUser):
+        users.set_topic_permission("dan", "/", "amq.topic", "(", "")
+    users.delete_user("dan")
+    assert users.topic_permissions() == []

@@ -42,6 +42,7 @@ from portask.protocols.kafka.apis import (
     partition_reassignments,
     produce,
     sasl,
+    scram_credentials,
     topic_admin,
     transactions,
 )
@@ -89,6 +90,9 @@ INDEX: tuple[tuple[ApiKey, ModuleType, str], ...] = (
     (ApiKey.LIST_PARTITION_REASSIGNMENTS, partition_reassignments,
      "list_partition_reassignments"),
     (ApiKey.OFFSET_DELETE,              offset_delete,            "offset_delete"),
+    (ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS, scram_credentials,
+     "describe_user_scram_credentials"),
+    (ApiKey.ALTER_USER_SCRAM_CREDENTIALS, scram_credentials, "alter_user_scram_credentials"),
     (ApiKey.DESCRIBE_CLUSTER,           describe_cluster,         "describe_cluster"),
     (ApiKey.DESCRIBE_TRANSACTIONS,      describe_transactions,    "describe_transactions"),
     (ApiKey.LIST_TRANSACTIONS,          describe_transactions,    "list_transactions"),

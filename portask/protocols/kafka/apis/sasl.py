@@ -10,10 +10,11 @@ SaslAuthenticate, versions 0-2:
     v1  session_lifetime_ms (0 here: sessions do not expire)
     v2  flexible
 
-Mechanisms: PLAIN and SCRAM-SHA-256/512 against ``auth.users``; PLAIN also accepts the
-users created over the management API. A
-failed authentication is answered with SASL_AUTHENTICATION_FAILED and the connection
-is closed, as Kafka does.
+Mechanisms: PLAIN against ``auth.users`` and the users created over the management API;
+SCRAM-SHA-256/512 against the credentials of the user store (set by
+AlterUserScramCredentials, or derived when a user is created with a password) and
+``auth.users``. A failed authentication is answered with SASL_AUTHENTICATION_FAILED and
+the connection is closed, as Kafka does; a SCRAM failure with Kafka's own text.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ def sasl_handshake(ctx: RequestContext, request: Any) -> Any:
         error = ErrorCode.none
         conn.sasl_mechanism = request.mechanism
         if request.mechanism != "PLAIN":
-            users = ctx.server.users
-            conn.scram = ScramServer(request.mechanism,
-                                     lambda name: users.scram(name, request.mechanism))
+            mechanism = request.mechanism
+            store = ctx.broker.users
+            # The one user store: credentials set over Kafka or derived for users created
+            # with a password, else those of auth.users.
+            source = store if store is not None else ctx.server.users
+            conn.scram = ScramServer(mechanism, lambda name: source.scram(name, mechanism))
         if ctx.api_version == 0:
             conn.raw_sasl = lambda token: _raw_token(ctx, token)
     return registry.make(types.SaslHandshakeResponse, error_code=error, mechanisms=offered)
@@ -106,7 +110,11 @@ def _step(ctx: RequestContext, token: bytes) -> tuple[str | None, bytes]:
     try:
         reply = conn.scram.step(token)
     except ScramError as exc:
-        return _failed(conn, str(exc))
+        _failed(conn, str(exc))
+        # Kafka's SaslServerAuthenticator hides the reason (it could say which users
+        # exist) and answers every SCRAM failure with this text.
+        return (f"Authentication failed during authentication due to invalid credentials "
+                f"with SASL mechanism {conn.sasl_mechanism}"), b""
     if conn.scram.done:
         conn.authenticated_user = conn.scram.username
     return None, reply
@@ -121,8 +129,8 @@ def _failed(conn: Any, message: str) -> tuple[str, bytes]:
 
 def _plain_login(ctx: RequestContext, user: str, password: str) -> bool:
     """``auth.users``, then the users created over the management API (the broker's one
-    user store): PLAIN needs only a password check, which their stored hashes allow.
-    SCRAM needs salted keys derived from the password, so it serves ``auth.users``."""
+    user store): PLAIN needs only a password check, which their stored hashes allow, so
+    it serves users created from a RabbitMQ ``password_hash`` that SCRAM cannot."""
     if ctx.server.users.check_password(user, password):
         return True
     store = ctx.broker.users
