@@ -245,6 +245,8 @@ class App:
         vhosts = VirtualHosts(names, definitions=broker.definitions, storage=storage,
                               codec=AmqpPropertyCodec(), memory=broker.alarms.memory).open()
         broker.amqp = vhosts
+        if settings.amqp.load_definitions:
+            self._load_definitions(Path(settings.amqp.load_definitions), vhosts)
         self._attach_topic_streams(broker, vhosts, storage)
         server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts,
                                         clients=broker.clients,
@@ -252,8 +254,22 @@ class App:
                                         users=self.users,
                                         faults=broker.control.faults))
         broker.alarms.subscribe(server.alarms_changed)
+        vhosts.deleting.append(server.close_vhost)
+        if self.users is not None:
+            vhosts.deleting.append(self.users.clear_vhost)
         broker.control.on_close_all(server.close_connections)
         return server
+
+    def _load_definitions(self, path: Path, vhosts: VirtualHosts) -> None:
+        """RabbitMQ's load_definitions: the file is imported before clients connect."""
+        from portask.broker.amqp.definitions_import import InvalidDefinitions, load_file
+
+        try:
+            report = load_file(path, vhosts, self.users)
+        except InvalidDefinitions as exc:
+            raise StartupError(f"cannot import definitions: {exc}") from None
+        for line in report.skipped:
+            log.info("definitions: not imported", extra={"fields": {"what": line}})
 
     def _attach_topic_streams(self, broker: Broker, vhosts: VirtualHosts,
                               storage: QueueStorage) -> None:

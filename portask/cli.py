@@ -20,6 +20,7 @@ _SHORTHANDS = {
     "http_port": "http.port",
     "log_level": "server.log_level",
     "topics": "kafka.topics_file",
+    "definitions": "amqp.load_definitions",
 }
 
 
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="debug, info, warning or error (server.log_level)")
     serve.add_argument("--topics", help="YAML file of Kafka topics and ACLs to create, as "
                        "`portask ctl export-kafka` writes it (kafka.topics_file)")
+    serve.add_argument("--definitions", metavar="FILE",
+                       help="import a RabbitMQ definitions JSON file at start-up "
+                       "(amqp.load_definitions)")
     serve.add_argument(
         "--dev-tls", action="store_true",
         help="serve TLS too, with a self-signed CA and certificates created in the data "

@@ -267,6 +267,13 @@ class AmqpSettings:
     default_user: str = _opt("guest", "User accepted by PLAIN and AMQPLAIN authentication.")
     default_password: str = _opt("guest", "Password of default_user.")
     vhosts: str = _opt("/", "Comma-separated virtual hosts that exist at start-up.")
+    load_definitions: str = _opt(
+        "",
+        "RabbitMQ definitions JSON file (as rabbitmqctl export_definitions writes it) "
+        "imported at every start-up, like RabbitMQ's load_definitions: users, vhosts, "
+        "permissions, policies, exchanges, queues and bindings; objects that exist are "
+        "kept ('' = none; `portask serve --definitions FILE`).",
+    )
     max_message_bytes: ByteSize = _opt(
         ByteSize(128 << 20), "Largest message body a publish may carry.", min=1
     )

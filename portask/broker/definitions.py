@@ -22,6 +22,8 @@ USERS = "users"
 EXCHANGES = "exchanges"
 QUEUES = "queues"
 BINDINGS = "bindings"
+# (vhost, name) -> a policy's pattern, apply-to, priority and definition.
+POLICIES = "policies"
 CONSUMER_OFFSETS = "consumer_offsets"
 PRODUCER_IDS = "producer_ids"
 TRANSACTIONS = "transactions"

@@ -321,6 +321,12 @@ class UserStore:
         return True
 
 
+    def clear_vhost(self, vhost: str) -> None:
+        """A deleted vhost takes every permission on it along."""
+        for user, name in [k for k in self._permissions if k[1] == vhost]:
+            self.clear_permission(user, name)
+
+
 def _decoded(password_hash: str) -> bytes:
     try:
         return base64.b64decode(password_hash, validate=True)

@@ -4,7 +4,8 @@ One module per resource family registers its routes: ``node`` (overview, whoami,
 nodes, extensions, cluster-name, aliveness-test, health checks), ``queues``,
 ``exchanges``, ``bindings``, ``access`` (vhosts, users, permissions),
 ``topic_permissions``, ``clients``
-(connections, channels, consumers) and ``definitions``. ``api`` routes, authenticates
+(connections, channels, consumers), ``definitions`` (export and import) and
+``policies``. ``api`` routes, authenticates
 (Basic, users from ``auth.users`` and ``amqp.default_user``) and shapes errors;
 ``query`` applies the list parameters; ``view`` is the one door to the broker;
 ``stats`` keeps the samples behind ``_details.rate``.
@@ -23,6 +24,7 @@ from portask.http.management import (
     definitions,
     exchanges,
     node,
+    policies,
     queues,
     topic_permissions,
 )
@@ -46,7 +48,7 @@ class ManagementApi:
         self.view = BrokerView(broker, settings, listeners)
         router = Router()
         for module in (node, queues, exchanges, bindings, access, topic_permissions, clients,
-                       definitions):
+                       definitions, policies):
             module.register(router, self.view)
         self.handler = Api(router, self.view.authenticate, self.view.authorize)
         self._timer: asyncio.TimerHandle | None = None

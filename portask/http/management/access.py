@@ -2,7 +2,9 @@
 (``portask/broker/user_store.py``): those from ``auth.users`` and ``amqp.default_user``
 are administrators allowed everything on every vhost; users and permissions created here
 (``PUT /api/users/{name}``, ``PUT /api/permissions/{vhost}/{user}``) are durable and
-apply to AMQP at the next connection, as in RabbitMQ."""
+apply to AMQP at the next connection, as in RabbitMQ. ``PUT /api/vhosts/{name}`` creates
+a durable vhost; ``DELETE`` removes it with its queues, exchanges, policies and
+permissions, after closing its connections (320 ``vhost '...' is deleted``)."""
 
 from __future__ import annotations
 
@@ -57,6 +59,17 @@ def register(router: Router, view: BrokerView) -> None:
     def vhost(call: Call) -> Any:
         return query.pick(vhost_item(view, view.vhost(call.params["name"])),
                           query.columns(call.query))
+
+    def put_vhost(call: Call) -> Any:
+        name = call.params["name"]
+        if len(name.encode()) > 255:
+            raise bad_request("vhost names are at most 255 bytes")
+        return Response(201) if view.create_vhost(name) else Response(204)
+
+    def delete_vhost(call: Call) -> Any:
+        if not view.delete_vhost(call.params["name"]):
+            raise not_found()
+        return None
 
     store = view.store
 
@@ -157,6 +170,8 @@ def register(router: Router, view: BrokerView) -> None:
 
     router.add("GET", "vhosts", vhosts)
     router.add("GET", "vhosts/{name}", vhost)
+    router.add("PUT", "vhosts/{name}", put_vhost)
+    router.add("DELETE", "vhosts/{name}", delete_vhost)
     router.add("GET", "vhosts/{name}/permissions", vhost_permissions)
     router.add("GET", "users", users)
     router.add("GET", "users/{name}", user)

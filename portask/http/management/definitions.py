@@ -3,8 +3,11 @@ real RabbitMQ (``rabbitmqadmin import``, ``load_definitions``) can take it.
 
 As RabbitMQ exports: exclusive queues, the default and ``amq.*`` exchanges and the
 default exchange's implicit bindings are left out; passwords are exported as
-RabbitMQ's salted SHA-256 hashes (``rabbit_password_hashing_sha256``). Importing is
-not served yet (POST answers 405).
+RabbitMQ's salted SHA-256 hashes (``rabbit_password_hashing_sha256``).
+
+POST /api/definitions[/{vhost}] imports such a document (``broker/amqp/
+definitions_import.py``): 204 when done, 400 with the entry at fault and why, and
+nothing changed, when it cannot be.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ import hashlib
 import os
 from typing import Any
 
-from portask.http.management.api import Call, Router
+from portask.http.management.api import Call, Router, bad_request
 from portask.http.management.bindings import binding_items
-from portask.http.management.view import RABBITMQ_VERSION, BrokerView, VirtualHost, user_json
+from portask.http.management.view import (
+    RABBITMQ_VERSION,
+    BrokerView,
+    InvalidDefinitions,
+    VirtualHost,
+    user_json,
+)
+from portask.http.server import Response
 
 
 def rabbit_password_hash(password: str) -> str:
@@ -46,13 +56,21 @@ def _vhost_objects(view: BrokerView, vhost: VirtualHost, with_vhost: bool) -> di
         if not with_vhost:
             del item["vhost"]
         bindings.append(item)
-    return {"queues": queues, "exchanges": exchanges, "bindings": bindings}
+    policies = []
+    for policy in sorted(vhost.policies.values(), key=lambda p: p.name):
+        item = policy.as_json()
+        if not with_vhost:
+            del item["vhost"]
+        policies.append(item)
+    return {"queues": queues, "exchanges": exchanges, "bindings": bindings,
+            "policies": policies}
 
 
 def register(router: Router, view: BrokerView) -> None:
     def export_all(call: Call) -> dict[str, Any]:
         vhosts = view.vhosts()
-        objects: dict[str, list[Any]] = {"queues": [], "exchanges": [], "bindings": []}
+        objects: dict[str, list[Any]] = {"queues": [], "exchanges": [], "bindings": [],
+                                         "policies": []}
         for vhost in vhosts:
             for key, items in _vhost_objects(view, vhost, True).items():
                 objects[key].extend(items)
@@ -76,7 +94,6 @@ def register(router: Router, view: BrokerView) -> None:
                                   for u, v, e, p in view.store.topic_permissions()],
             "parameters": [],
             "global_parameters": [{"name": "cluster_name", "value": view.cluster_name()}],
-            "policies": [],
             **objects,
         }
 
@@ -85,7 +102,22 @@ def register(router: Router, view: BrokerView) -> None:
         return {"rabbit_version": RABBITMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
                 "product_name": "Portask",
                 "product_version": view.product()["product_version"],
-                "parameters": [], "policies": [], **_vhost_objects(view, vhost, False)}
+                "parameters": [], **_vhost_objects(view, vhost, False)}
+
+    def import_into(call: Call, vhost: str | None) -> Response:
+        try:
+            view.import_definitions(call.body(), vhost)
+        except InvalidDefinitions as exc:
+            raise bad_request(str(exc)) from None
+        return Response(204)
+
+    def import_all(call: Call) -> Response:
+        return import_into(call, None)
+
+    def import_vhost(call: Call) -> Response:
+        return import_into(call, view.vhost(call.params["vhost"]).name)
 
     router.add("GET", "definitions", export_all)
     router.add("GET", "definitions/{vhost}", export_vhost)
+    router.add("POST", "definitions", import_all)
+    router.add("POST", "definitions/{vhost}", import_vhost)

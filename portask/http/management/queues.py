@@ -48,11 +48,16 @@ def queue_item(view: BrokerView, vhost: str, queue: AnyQueue,
     if now is None:
         now = rates.clock()
     store = getattr(queue, "store", None)
+    owner = view.broker.amqp.get(vhost) if view.broker.amqp is not None else None
+    policy = owner.queue_policy(queue.name) if owner is not None else None
     item: dict[str, Any] = {
         "name": queue.name, "vhost": vhost, "type": queue.args.kind,
         "durable": bool(queue.durable), "auto_delete": bool(queue.auto_delete),
         "exclusive": queue.exclusive, "arguments": queue.arguments,
-        "node": view.node(), "state": "running", "policy": None,
+        "node": view.node(), "state": "running",
+        "policy": policy.name if policy is not None else None,
+        "effective_policy_definition": dict(policy.definition) if policy is not None
+        else {},
         "consumers": queue.consumer_count,
         # Message content held in memory: durable queues keep theirs in the log.
         "memory": 0 if queue.on_disk or store is None else int(store.bytes),

@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from portask import __version__
+from portask.broker.amqp.definitions_import import (
+    ImportReport,
+    InvalidDefinitions,
+    import_definitions,
+)
 from portask.broker.amqp.errors import AccessRefused, BrokerError, NotFound
+from portask.broker.amqp.policies import InvalidPolicy, Policy, parse_policy
 from portask.broker.amqp.queues import Message
 from portask.broker.amqp.vhosts import AnyQueue, QueueTotals, VirtualHost, queue_totals
 from portask.broker.clients import ConnectionView
@@ -33,7 +39,9 @@ from portask.broker.user_store import (
 )
 from portask.broker.users import Users
 
-__all__ = ["API_OWNER", "AnyQueue", "BrokerView", "VirtualHost", "broker_errors", "new_message"]
+__all__ = ["API_OWNER", "AnyQueue", "BrokerView", "ImportReport", "InvalidDefinitions",
+           "InvalidPolicy", "Policy", "VirtualHost", "broker_errors", "new_message",
+           "parse_policy"]
 from portask.http.management.api import ApiError, bad_request, not_found
 from portask.http.management.stats import Rates
 from portask.listeners import Listener
@@ -98,6 +106,23 @@ class BrokerView:
         """One vhost when the path names one (404 if it does not exist), else all."""
         return [self.vhost(name)] if name is not None else self.vhosts()
 
+    def create_vhost(self, name: str) -> bool:
+        amqp = self.broker.amqp
+        if amqp is None:
+            raise bad_request("the AMQP listener is not enabled")
+        return amqp.create(name)
+
+    def delete_vhost(self, name: str) -> bool:
+        amqp = self.broker.amqp
+        return amqp.delete(name) if amqp is not None else False
+
+    def import_definitions(self, document: Any, vhost: str | None = None) -> ImportReport:
+        """InvalidDefinitions (400) when the document cannot be imported."""
+        amqp = self.broker.amqp
+        if amqp is None:
+            raise bad_request("the AMQP listener is not enabled")
+        return import_definitions(document, amqp, self.store, vhost=vhost)
+
     def queue(self, vhost: str, name: str) -> AnyQueue:
         queue = self.vhost(vhost).queues.get(name)
         if queue is None:
@@ -128,9 +153,12 @@ class BrokerView:
         if not tags & MANAGEMENT_TAGS:
             return ApiError(401, "not_authorised", "Not management user")
         changes = method not in ("GET", "HEAD")
-        restricted = ("users", "permissions", "topic-permissions")
+        restricted = ("users", "permissions", "topic-permissions", "vhosts", "definitions")
         if changes and segments and segments[0] in restricted and ADMINISTRATOR not in tags:
             return ApiError(401, "not_authorised", "Not administrator user")
+        if changes and segments and segments[0] == "policies" \
+                and not tags & {ADMINISTRATOR, "policymaker"}:
+            return ApiError(401, "not_authorised", "Not policymaker user")
         return None
 
     def connections(self) -> list[ConnectionView]:

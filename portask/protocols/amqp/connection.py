@@ -730,14 +730,14 @@ class AmqpConnection(asyncio.Protocol):
         self._timers = [t for t in self._timers if not t.cancelled()][-4:]
         self._timers.append(self._loop.call_later(self.heartbeat / 2, self._heartbeat_tick))
 
-    def close_gracefully(self) -> None:
-        """Broker shutdown: tell the client why, then close the socket.
+    def close_gracefully(self, reason: str = "broker shutdown") -> None:
+        """Broker shutdown (or its vhost deleted): tell the client why, then close the socket.
 
         Once closing, frames still arriving are ignored, so nothing is published after
         this; the flush runs the commit point and confirms what was already taken.
         """
         if self._state == OPEN:
-            self._close_connection(ConnectionClose(CONNECTION_FORCED, "broker shutdown"))
+            self._close_connection(ConnectionClose(CONNECTION_FORCED, reason))
         self._finish()
 
 

@@ -9,7 +9,7 @@ connections) without importing the module that created it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from portask.broker.alarms import DISK, MEMORY
 from portask.broker.amqp.vhosts import VirtualHosts
@@ -24,10 +24,11 @@ class LiveConnection(Protocol):
 
     alarm: bool
     blocked: bool
+    vhost: Any  # the VirtualHost opened, None before Connection.Open
 
     def unblock(self) -> None: ...
 
-    def close_gracefully(self) -> None: ...
+    def close_gracefully(self, reason: str = ...) -> None: ...
 
 
 @dataclass(eq=False)

@@ -42,6 +42,12 @@ class AmqpServer:
             conn.close_gracefully()
         return len(connections)
 
+    def close_vhost(self, name: str) -> None:
+        """A vhost is being deleted: its connections are closed as RabbitMQ closes them."""
+        for conn in list(self.context.connections):
+            if conn.vhost is not None and conn.vhost.name == name:
+                conn.close_gracefully(f"vhost '{name}' is deleted")
+
     def alarms_changed(self, active: frozenset[str]) -> None:
         """An ``Alarms`` listener: block publishers on the first alarm, unblock on the last."""
         context = self.context

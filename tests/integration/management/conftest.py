@@ -30,8 +30,9 @@ class Api:
         self.headers = {"Authorization": f"Basic {token}"}
 
     def call(self, method: str, path: str, body: Any = None,
-             headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
+             headers: dict[str, str] | None = None, raw: bytes | None = None
+             ) -> tuple[int, Any]:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.base + path, data=data, method=method,
             headers={**self.headers, **({"Content-Type": "application/json"} if data else {}),

@@ -313,6 +313,10 @@ class LogStore:
             self._bytes_known = True
         return self._bytes
 
+    def count_bytes(self) -> None:
+        self.track_bytes = True
+        self._bytes_known = False  # scanned from the log at the next read of ``bytes``
+
     def _scan_ready_bytes(self) -> int:
         self._write_pending_quietly()
         total = 0

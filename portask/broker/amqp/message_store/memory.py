@@ -58,6 +58,9 @@ class MemoryStore:
         self.failed = False
         self.memory = memory if memory is not None else UNMETERED
 
+    def count_bytes(self) -> None:
+        self.track_bytes = True  # counted from the start: nothing to catch up on
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -74,6 +74,9 @@ class MessageStore(Protocol):
     @property
     def bytes(self) -> int: ...
 
+    def count_bytes(self) -> None:
+        """Start keeping ``bytes`` (a byte limit set after the queue was made)."""
+
     def push(self, message: Message, deadline: int, persistent: bool) -> None: ...
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Any: ...

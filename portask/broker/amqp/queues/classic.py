@@ -68,21 +68,42 @@ class Queue(AmqpQueue):
         self._dead_letter_fn = dead_letter
         self._set_header = set_header
         self._on_idle_expired = on_idle_expired
-        args = self.args
         # Quorum queues keep every message on disk, whatever its delivery mode.
-        self._all_persistent = args.kind == QUORUM
-        self._limited = args.max_length is not None or args.max_length_bytes is not None
-        if args.max_length_bytes is not None:
-            self.store.track_bytes = True
-        self._reject_publish = args.overflow != "drop-head"
-        self._ttl = args.message_ttl
-        self._expiring = args.message_ttl is not None
+        self._all_persistent = self.args.kind == QUORUM
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._expiry_due = 0
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._expiring = False
+        self._configure(self.args)
         # Returns per message for x-delivery-limit / x-delivery-count (quorum queues).
         self._returns: dict[Any, int] = {}
         self._uniform_priority = True
+
+    def _configure(self, args: QueueArgs) -> None:
+        """What the publish path reads, derived once from the settings in force."""
+        self.args = args
+        self._limited = args.max_length is not None or args.max_length_bytes is not None
+        if args.max_length_bytes is not None and not self.store.track_bytes:
+            self.store.count_bytes()
+        self._reject_publish = args.overflow != "drop-head"
+        self._ttl = args.message_ttl
+        # Once set it stays: messages already queued may carry deadlines.
+        self._expiring = self._expiring or args.message_ttl is not None
+
+    def apply_args(self, args: QueueArgs) -> None:
+        """New settings in force (a policy set, changed or cleared), as RabbitMQ's
+        ``process_args_policy``: a lower length limit drops (or dead-letters) the oldest
+        ready messages now, x-expires restarts its clock; a message TTL applies to
+        messages published from now on."""
+        if args == self.args or self.deleted:
+            return
+        self._configure(args)
+        if self._limited and not self._reject_publish:
+            self._drop_over_limit()
+        if self._idle_timer is not None and args.expires is None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self.touch()
 
     @property
     def message_count(self) -> int:

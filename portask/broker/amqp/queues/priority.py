@@ -44,6 +44,11 @@ class PriorityStore:
         for lane in self._lanes.values():
             lane.track_bytes = value
 
+    def count_bytes(self) -> None:
+        self._track_bytes = True
+        for lane in self._lanes.values():
+            lane.count_bytes()
+
     @property
     def failed(self) -> bool:
         return any(lane.failed for lane in self._lanes.values())

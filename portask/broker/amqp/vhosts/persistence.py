@@ -9,7 +9,8 @@ from typing import Any
 from portask.broker.amqp.definitions import table_to_plain
 from portask.broker.amqp.exchanges import Exchange
 from portask.broker.amqp.exchanges.base import arguments_key
-from portask.broker.definitions import BINDINGS, EXCHANGES, QUEUES, Definitions
+from portask.broker.amqp.policies import Policy
+from portask.broker.definitions import BINDINGS, EXCHANGES, POLICIES, QUEUES, Definitions
 
 
 def is_durable(end: Any) -> bool:
@@ -47,6 +48,16 @@ class VhostDefinitions:
     def forget_queue(self, name: str) -> None:
         if self.definitions is not None:
             self.definitions.delete(QUEUES, (self.vhost, name))
+
+    def save_policy(self, policy: Policy) -> None:
+        if self.definitions is not None:
+            self.definitions.put(POLICIES, (self.vhost, policy.name), {
+                "pattern": policy.pattern, "apply-to": policy.apply_to,
+                "priority": policy.priority, "definition": policy.definition})
+
+    def forget_policy(self, name: str) -> None:
+        if self.definitions is not None:
+            self.definitions.delete(POLICIES, (self.vhost, name))
 
     def _binding_key(self, source: Exchange, dest: Any, routing_key: str,
                      arguments: dict[str, Any]) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ the commit point of their queue storage."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from portask.broker.alarms import MemoryUse
@@ -13,10 +13,18 @@ from portask.broker.amqp.definitions import table_from_plain
 from portask.broker.amqp.errors import PreconditionFailed
 from portask.broker.amqp.exchanges import EXCHANGE_TYPES
 from portask.broker.amqp.message_store import QueueStorage
+from portask.broker.amqp.policies import InvalidPolicy, parse_policy
 from portask.broker.amqp.queue_args import parse_queue_arguments
 from portask.broker.amqp.vhosts import metrics as vhost_metrics
 from portask.broker.amqp.vhosts.vhost import VirtualHost
-from portask.broker.definitions import BINDINGS, EXCHANGES, QUEUES, VHOSTS, Definitions
+from portask.broker.definitions import (
+    BINDINGS,
+    EXCHANGES,
+    POLICIES,
+    QUEUES,
+    VHOSTS,
+    Definitions,
+)
 
 log = logging.getLogger("portask.amqp")
 
@@ -32,6 +40,9 @@ class VirtualHosts:
         self.codec = codec
         self.memory = memory
         self._vhosts: dict[str, VirtualHost] = {}
+        # Told the name of a vhost being deleted, before its objects go (the AMQP server
+        # closes its connections, the user store drops its permissions).
+        self.deleting: list[Callable[[str], None]] = []
         for name in names:
             self._add(name)
 
@@ -53,6 +64,13 @@ class VirtualHosts:
                 defs.put(VHOSTS, name, {})
         for name, _value in defs.items(VHOSTS):
             self._add(str(name))
+        for (vhost, name), value in _keyed(defs.items(POLICIES)):
+            try:
+                policy = parse_policy(vhost, name, dict(value))
+            except InvalidPolicy as err:
+                log.error("cannot restore policy %s: %s", name, err)
+                continue
+            self._add(vhost).policies[name] = policy
         for (vhost, name), value in _keyed(defs.items(EXCHANGES)):
             _restore_exchange(self._add(vhost), name, value)
         for (vhost, name), value in _keyed(defs.items(QUEUES)):
@@ -69,6 +87,39 @@ class VirtualHosts:
                 log.info("removed logs of deleted queues", extra={"fields": {
                     "count": removed}})
         return self
+
+    def create(self, name: str) -> bool:
+        """A vhost made at run time (management API, definitions); False if it existed."""
+        if not name:
+            raise ValueError("a vhost needs a name")
+        existed = name in self._vhosts
+        self._add(name)
+        if self.definitions is not None and self.definitions.get(VHOSTS, name) is None:
+            self.definitions.put(VHOSTS, name, {})
+        return not existed
+
+    def delete(self, name: str) -> bool:
+        """Delete a vhost with everything in it: its connections are closed first (by the
+        ``deleting`` listeners), then its queues (and their logs), exchanges and policies."""
+        vhost = self._vhosts.get(name)
+        if vhost is None:
+            return False
+        for listener in list(self.deleting):
+            listener(name)
+        for queue in list(vhost.queues.values()):
+            vhost.remove_queue(queue)
+        for exchange in list(vhost.exchanges.values()):
+            if exchange.name:
+                vhost.remove_exchange(exchange)
+        for policy in list(vhost.policies):
+            vhost.saved.forget_policy(policy)
+        vhost.policies.clear()
+        vhost.close()
+        del self._vhosts[name]
+        if self.definitions is not None:
+            self.definitions.delete(VHOSTS, name)
+        log.info("vhost deleted", extra={"fields": {"vhost": name}})
+        return True
 
     def restore_bindings_to(self, vhost: str, queues: list[str]) -> None:
         """Replay the durable bindings to queues that exist only once another part of

@@ -35,6 +35,7 @@ from portask.broker.amqp.message_store import (
     Publisher,
     QueueStorage,
 )
+from portask.broker.amqp.policies import Policy, effective_args, winning
 from portask.broker.amqp.queue_args import (
     KNOWN_ARGS,
     STREAM,
@@ -78,6 +79,8 @@ class VirtualHost:
         # What in-memory queue stores hold counts here (the memory alarm).
         self.memory = memory
         self.queues: dict[str, AnyQueue] = {}
+        # By name; the winning one per queue is found at declare and when they change.
+        self.policies: dict[str, Policy] = {}
         # Lifetime counters for the management API and RabbitMQ-named metrics; each
         # changes on a path that is not per message (declare, delete, an unroutable or
         # returned publish, a batch of confirms).
@@ -191,9 +194,9 @@ class VirtualHost:
             return  # RabbitMQ makes delete idempotent
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
-        self._remove_exchange(exchange)
+        self.remove_exchange(exchange)
 
-    def _remove_exchange(self, exchange: Exchange) -> None:
+    def remove_exchange(self, exchange: Exchange) -> None:
         if exchange.published:
             exchange.metric_messages.inc(exchange.published)
             exchange.metric_bytes.inc(exchange.published_bytes)
@@ -218,7 +221,7 @@ class VirtualHost:
 
     def _auto_delete_exchange(self, exchange: Exchange) -> None:
         if exchange.auto_delete and not exchange.bindings and not exchange.deleted:
-            self._remove_exchange(exchange)
+            self.remove_exchange(exchange)
 
     def bind_exchange(
         self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]
@@ -330,6 +333,8 @@ class VirtualHost:
         storage = self.storage
         on_disk = durable and exclusive_owner is None and storage is not None
         queue: AnyQueue
+        if args.kind != STREAM:
+            args = effective_args(args, arguments, self.queue_policy(name))
         if args.kind == STREAM:
             if storage is None:
                 raise NotImplementedFeature("stream queues need the broker's storage")
@@ -367,6 +372,42 @@ class VirtualHost:
         vhost_metrics.bind_queue(self.name, queue)
         queue.touch()
         return queue
+
+    # -- policies --------------------------------------------------------------------
+
+    def queue_policy(self, name: str) -> Policy | None:
+        """The policy in force on a queue of this name, if any."""
+        return winning(list(self.policies.values()), "queue", name) if self.policies \
+            else None
+
+    def exchange_policy(self, name: str) -> Policy | None:
+        return winning(list(self.policies.values()), "exchange", name) if self.policies \
+            else None
+
+    def set_policy(self, policy: Policy) -> None:
+        """Add or replace a policy; queues it now (or no longer) matches change at once."""
+        self.policies[policy.name] = policy
+        self.saved.save_policy(policy)
+        self.apply_policies()
+
+    def clear_policy(self, name: str) -> bool:
+        if self.policies.pop(name, None) is None:
+            return False
+        self.saved.forget_policy(name)
+        self.apply_policies()
+        return True
+
+    def apply_policies(self) -> None:
+        """Each classic (or quorum) queue's settings recomputed from its arguments and
+        the policy that now wins; streams take no policy here."""
+        for queue in list(self.queues.values()):
+            if not isinstance(queue, Queue) or queue.args.kind == STREAM:
+                continue
+            declared = parse_queue_arguments(
+                queue.arguments, queue=queue.name, vhost=self.name, durable=queue.durable,
+                exclusive=queue.exclusive, auto_delete=queue.auto_delete)
+            queue.apply_args(effective_args(declared, queue.arguments,
+                                            self.queue_policy(queue.name)))
 
     def attach_queue(self, queue: AnyQueue) -> None:
         """A queue made outside the declare path (a Kafka topic's partition as a stream);
