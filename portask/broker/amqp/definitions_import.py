@@ -28,6 +28,7 @@ from typing import Any
 
 from portask.broker.amqp.errors import BrokerError
 from portask.broker.amqp.exchanges import EXCHANGE_TYPES
+from portask.broker.amqp.exchanges.headers import match_mode
 from portask.broker.amqp.policies import InvalidPolicy, Policy, parse_policy
 from portask.broker.amqp.queue_args import parse_queue_arguments
 from portask.broker.amqp.vhosts import VirtualHosts
@@ -107,7 +108,7 @@ def load_file(path: Path, vhosts: VirtualHosts, users: UserStore | None) -> Impo
         raise InvalidDefinitions(f"{path}: larger than {MAX_FILE_BYTES} bytes")
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidDefinitions(f"{path}: not JSON: {exc}") from None
     try:
         return import_definitions(document, vhosts, users)
@@ -204,17 +205,46 @@ def _check(document: dict[str, Any], vhosts: VirtualHosts, users: UserStore | No
             raise InvalidDefinitions(f"{where}: policy '{name}' in vhost '{vhost}': "
                                      f"{exc}") from None
     _check_queues(document, scope, known_vhosts, plan)
+    _check_bindings(document, scope, known_vhosts, plan, vhosts)
+    return plan
+
+
+def _check_bindings(document: dict[str, Any], scope: str | None, known_vhosts: set[str],
+                    plan: _Plan, vhosts: VirtualHosts) -> None:
+    """Both ends must exist (here or in the document), so that applying cannot fail
+    half-way on a binding."""
+    exchange_types = {(e[1], e[2]): e[3] for e in plan.exchanges}
+    queues = {(q[1], q[2]) for q in plan.queues}
     for where, item in _entries(document, "bindings"):
         vhost = _target_vhost(where, item, scope, known_vhosts)
         kind = _text(where, item, "destination_type")
         if kind not in ("queue", "exchange"):
             raise InvalidDefinitions(f"{where}: destination_type must be queue or exchange")
-        plan.bindings.append((
-            len(plan.bindings), vhost, _text(where, item, "source", name=True), kind,
-            _text(where, item, "destination", name=True),
-            _text(where, item, "routing_key", default="", name=True),
-            _table(where, item, "arguments")))
-    return plan
+        source = _text(where, item, "source", name=True)
+        destination = _text(where, item, "destination", name=True)
+        arguments = _table(where, item, "arguments")
+        existing = vhosts.get(vhost)
+        source_type = exchange_types.get((vhost, source))
+        if source_type is None and existing is not None and source in existing.exchanges:
+            source_type = existing.exchanges[source].kind
+        if source_type is None or not source:
+            raise InvalidDefinitions(f"{where}: no exchange '{source}' in vhost '{vhost}'")
+        if kind == "queue":
+            found = (vhost, destination) in queues or (
+                existing is not None and destination in existing.queues)
+        else:
+            found = (vhost, destination) in exchange_types or (
+                existing is not None and destination in existing.exchanges)
+        if not found:
+            raise InvalidDefinitions(f"{where}: no {kind} '{destination}' in vhost "
+                                     f"'{vhost}'")
+        if source_type == "headers" and match_mode(arguments) is None:
+            raise InvalidDefinitions(f"{where}: invalid x-match field value "
+                                     f"{arguments.get('x-match')!r}; expected all, any, "
+                                     "all-with-x or any-with-x")
+        plan.bindings.append((len(plan.bindings), vhost, source, kind, destination,
+                              _text(where, item, "routing_key", default="", name=True),
+                              arguments))
 
 
 def _check_access(document: dict[str, Any], users: UserStore | None, plan: _Plan,

@@ -62,7 +62,8 @@ class Call:
             else:
                 try:
                     self._body = json.loads(raw)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):
+                    # RecursionError: arrays nested deeper than the parser goes.
                     raise bad_request("Bad JSON in request body") from None
             if not isinstance(self._body, dict):
                 raise bad_request("Expected a JSON object in request body")

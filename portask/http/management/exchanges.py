@@ -21,11 +21,13 @@ def url_name(name: str) -> str:
 def exchange_item(view: BrokerView, vhost: VirtualHost, exchange: Any) -> dict[str, Any]:
     key = ("exchange", vhost.name, exchange.name)
     published = exchange.published + exchange.published_flushed
+    policy = vhost.exchange_policy(exchange.name) if exchange.name else None
     return {
         "name": exchange.name, "vhost": vhost.name,
         "type": exchange.kind, "durable": exchange.durable,
         "auto_delete": exchange.auto_delete, "internal": exchange.internal,
-        "arguments": exchange.arguments, "policy": None, "user_who_performed_action": "",
+        "arguments": exchange.arguments,
+        "policy": policy.name if policy is not None else None, "user_who_performed_action": "",
         "message_stats": view.rates.detailed(key, {"publish_in": published}),
     }
 

@@ -171,3 +171,20 @@ def test_a_policy_for_exchanges_only_leaves_queues_alone(
     finally:
         broker.clear_policy(queue)
         channel.queue_delete(queue)
+
+
+def test_a_byte_limit_set_later_counts_what_a_durable_queue_already_holds(
+        broker: PolicyBroker, channel: Any) -> None:
+    queue = _unique("bytes")
+    channel.queue_declare(queue, durable=True)
+    for i in range(4):
+        channel.basic_publish("", queue, b"%d" % i * 10,
+                              pika.BasicProperties(delivery_mode=2))
+    broker.set_policy(queue, f"^{queue}$", {"max-length-bytes": 25}, "queues")
+    try:
+        # 4 bodies of 10 bytes, 25 allowed: the two oldest go.
+        assert _count_becomes(channel, queue, 2) == 2
+        assert channel.basic_get(queue, auto_ack=True)[2] == b"2" * 10
+    finally:
+        broker.clear_policy(queue)
+        channel.queue_delete(queue)

@@ -108,6 +108,11 @@ def test_an_imported_document_makes_users_vhosts_policies_and_topology(
     ({"bindings": [{"vhost": "/", "source": "amq.topic", "destination": "ghost",
                     "destination_type": "queue", "routing_key": "k"}]},
      "bindings[0]: no queue 'ghost' in vhost '/'"),
+    ({"bindings": [{"vhost": "/", "source": "amq.headers", "destination": "amq.topic",
+                    "destination_type": "exchange", "arguments": {"x-match": "some"}}]},
+     "bindings[0]: invalid x-match field value 'some'"),
+    ({"queues": [{"name": "q" * 256, "vhost": "/"}]},
+     "queues[0]: name longer than 255 bytes"),
 ])
 def test_a_bad_document_is_a_400_naming_the_entry(api: Api, document: Any,
                                                   reason: str) -> None:
@@ -117,18 +122,27 @@ def test_a_bad_document_is_a_400_naming_the_entry(api: Api, document: Any,
     assert body["reason"].startswith(reason), body
 
 
-def test_nothing_changes_when_a_later_entry_is_bad(api: Api) -> None:
+@pytest.mark.parametrize("spoil", ["queue argument", "binding to a missing exchange"])
+def test_nothing_changes_when_a_later_entry_is_bad(api: Api, spoil: str) -> None:
     document = _document("atomic")
-    document["queues"][1]["arguments"] = {"x-overflow": "sideways"}
+    if spoil == "queue argument":
+        document["queues"][1]["arguments"] = {"x-overflow": "sideways"}
+        reason = "queues[1]: invalid arg 'x-overflow'"
+    else:
+        document["bindings"].append({"source": "nowhere", "vhost": "atomic",
+                                     "destination": "plain", "destination_type": "queue",
+                                     "routing_key": "", "arguments": {}})
+        reason = "bindings[1]: no exchange 'nowhere' in vhost 'atomic'"
     status, body = api.call("POST", "/definitions", document)
-    assert status == 400 and body["reason"].startswith("queues[1]: invalid arg 'x-overflow'")
+    assert status == 400 and body["reason"].startswith(reason), body
     assert api.call("GET", "/users/u-atomic")[0] == 404
     assert api.call("GET", "/vhosts/atomic")[0] == 404
 
 
-def test_body_that_is_not_json_is_a_400(api: Api) -> None:
+@pytest.mark.parametrize("raw", [b"{nope", b"[" * 100_000, b"\xff\xfe"])
+def test_body_that_is_not_json_is_a_400(api: Api, raw: bytes) -> None:
     status, body = api.call("POST", "/definitions",
-                            headers={"Content-Type": "application/json"}, raw=b"{nope")
+                            headers={"Content-Type": "application/json"}, raw=raw)
     assert (status, body["reason"]) == (400, "Bad JSON in request body")
 
 
@@ -164,6 +178,13 @@ def test_policies_over_the_api(api: Api, broker: BrokerProcess) -> None:
     connection.close()
     assert api.call("DELETE", "/policies/%2F/short")[0] == 204
     assert api.call("DELETE", "/policies/%2F/short")[0] == 404
+    # Exchanges show the policy that applies to them (its keys are kept, not applied).
+    assert api.call("PUT", "/policies/%2F/ae", {
+        "pattern": "^amq\\.direct$", "apply-to": "exchanges",
+        "definition": {"alternate-exchange": "elsewhere"}})[0] == 201
+    assert api.get("/exchanges/%2F/amq.direct")["policy"] == "ae"
+    assert api.get("/exchanges/%2F/amq.topic")["policy"] is None
+    assert api.call("DELETE", "/policies/%2F/ae")[0] == 204
 
 
 def test_deleting_a_vhost_closes_its_connections_and_removes_it(
