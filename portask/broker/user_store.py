@@ -322,9 +322,11 @@ class UserStore:
 
 
     def clear_vhost(self, vhost: str) -> None:
-        """A deleted vhost takes every permission on it along."""
+        """A deleted vhost takes every permission (and topic permission) on it along."""
         for user, name in [k for k in self._permissions if k[1] == vhost]:
             self.clear_permission(user, name)
+        for user, name, exchange in [k for k in self._topic_permissions if k[1] == vhost]:
+            self.clear_topic_permission(user, name, exchange)
 
 
 def _decoded(password_hash: str) -> bytes:

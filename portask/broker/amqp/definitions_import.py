@@ -6,10 +6,10 @@ Callable from anywhere that holds the vhosts and the user store: start-up
 (``POST /api/definitions[/{vhost}]``) and the control API. Everything is checked before
 anything changes, so a bad file changes nothing and ``InvalidDefinitions`` says which
 entry is wrong and why. Then, in RabbitMQ's order (``rabbit_definitions:apply_defs``):
-users, vhosts, permissions, exchanges, policies, queues, bindings. As in RabbitMQ, a
-queue or exchange that already exists is left as it is, and names starting ``amq.`` are
-skipped. What Portask has no counterpart for is accepted and left out of the report's
-``applied`` counts (``skipped`` names it): topic permissions, runtime parameters
+users, vhosts, permissions, topic permissions, exchanges, policies, queues, bindings.
+As in RabbitMQ, a queue or exchange that already exists is left as it is, and names
+starting ``amq.`` are skipped. What Portask has no counterpart for is accepted and left
+out of the report's ``created`` counts (``skipped`` names it): runtime parameters
 (federation, shovel), global parameters, vhost limits.
 """
 
@@ -32,7 +32,14 @@ from portask.broker.amqp.exchanges.headers import match_mode
 from portask.broker.amqp.policies import InvalidPolicy, Policy, parse_policy
 from portask.broker.amqp.queue_args import parse_queue_arguments
 from portask.broker.amqp.vhosts import VirtualHosts
-from portask.broker.user_store import HASHING, KINDS, UserStore, hash_password
+from portask.broker.user_store import (
+    HASHING,
+    KINDS,
+    InvalidUser,
+    TopicPermission,
+    UserStore,
+    hash_password,
+)
 
 log = logging.getLogger("portask.amqp")
 
@@ -71,6 +78,7 @@ class _Plan:
     users: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
     vhosts: list[str] = field(default_factory=list)
     permissions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    topic_permissions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     exchanges: list[tuple[int, str, str, str, bool, bool, bool, dict[str, Any]]] = \
         field(default_factory=list)
     policies: list[Policy] = field(default_factory=list)
@@ -274,8 +282,18 @@ def _check_access(document: dict[str, Any], users: UserStore | None, plan: _Plan
                 raise InvalidDefinitions(f"{where}: {kind} {expression!r} is not a "
                                          f"regular expression: {exc}") from None
         plan.permissions.append((user, vhost, configure, write, read))
-    for where, _item in _entries(document, "topic_permissions"):
-        report.skipped.append(f"{where}: topic permissions (not enforced by Portask)")
+    for where, item in _entries(document, "topic_permissions"):
+        user = _text(where, item, "user")
+        if user not in known_users:
+            raise InvalidDefinitions(f"{where}: no user '{user}'")
+        vhost = _target_vhost(where, item, None, known_vhosts)
+        exchange = _text(where, item, "exchange", name=True)
+        write, read = (_text(where, item, k, default="") for k in ("write", "read"))
+        try:
+            TopicPermission(write, read)
+        except InvalidUser as exc:
+            raise InvalidDefinitions(f"{where}: {exc}") from None
+        plan.topic_permissions.append((user, vhost, exchange, write, read))
     for where, item in _entries(document, "global_parameters"):
         report.skipped.append(f"{where}: global parameter {item.get('name')!r}")
 
@@ -393,6 +411,9 @@ def _apply_access(plan: _Plan, vhosts: VirtualHosts, users: UserStore | None,
         for user, vhost, configure, write, read in plan.permissions:
             users.set_permission(user, vhost, configure, write, read)
             report.count("permissions")
+        for user, vhost, exchange, write, read in plan.topic_permissions:
+            users.set_topic_permission(user, vhost, exchange, write, read)
+            report.count("topic_permissions")
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 exported by ``rabbitmqctl export_definitions`` loads into Portask (``--definitions``)
 with the same queues, exchanges, bindings, users, permissions and policies; one built
 on Portask and exported by ``GET /api/definitions`` is taken by ``rabbitmqctl
-import_definitions`` and gives the same topology there. Logins with the moved users'
+import_definitions`` and gives the same topology there (permissions and topic
+permissions included). Logins with the moved users'
 passwords prove the hashes moved intact."""
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def topology(document: dict[str, Any], vhost: str, users: set[str]) -> dict[str,
                             _args(p["definition"])) for p in mine(document["policies"])),
         "permissions": sorted((p["user"], p["configure"], p["write"], p["read"])
                               for p in mine(document["permissions"])),
+        "topic_permissions": sorted((p["user"], p["exchange"], p["write"], p["read"])
+                                    for p in mine(document["topic_permissions"])),
         "users": sorted((u["name"], u["password_hash"], u["hashing_algorithm"],
                          sorted(u["tags"])) for u in document["users"]
                         if u["name"] in users),
@@ -108,6 +111,7 @@ def test_a_rabbitmq_export_loads_into_portask_with_the_same_topology(
     exported.write_text(json.dumps(document))
     expected = topology(document, vhost, {user, "guest"})
     assert len(expected["queues"]) == 4 and len(expected["bindings"]) == 4
+    assert len(expected["topic_permissions"]) == 1
 
     proc = start_broker(tmp_path / "data", "--definitions", str(exported),
                         management=True)
@@ -153,6 +157,8 @@ def test_a_portask_export_is_taken_by_rabbitmqctl_import_definitions(
                                               "tags": "management"})[0] == 201
     assert api.call("PUT", f"/permissions/{vhost}/{user}",
                     {"configure": "^bob", "write": ".*", "read": ".*"})[0] == 201
+    assert api.call("PUT", f"/topic-permissions/{vhost}/{user}",
+                    {"exchange": "amq.topic", "write": "^bob\\.", "read": ".*"})[0] == 201
     assert api.call("PUT", f"/policies/{vhost}/cap", {
         "pattern": "^capped", "apply-to": "queues", "priority": 2,
         "definition": {"max-length": 3, "dead-letter-exchange": "dlx"}})[0] == 201
@@ -160,6 +166,7 @@ def test_a_portask_export_is_taken_by_rabbitmqctl_import_definitions(
     exported = api.get("/definitions")
     expected = topology(exported, vhost, {user})
     assert len(expected["queues"]) == 4 and len(expected["policies"]) == 1
+    assert len(expected["topic_permissions"]) == 1
     path = tmp_path / "portask.json"
     path.write_text(json.dumps(exported))
 

@@ -50,7 +50,9 @@ def _document(vhost: str) -> dict[str, Any]:
                                                               "tags": []}}],
         "permissions": [{"user": f"u-{vhost}", "vhost": vhost, "configure": ".*",
                          "write": ".*", "read": ".*"}],
-        "topic_permissions": [], "parameters": [], "global_parameters": [],
+        "topic_permissions": [{"user": f"u-{vhost}", "vhost": vhost, "exchange": "orders",
+                               "write": "^eu\\.", "read": ".*"}],
+        "parameters": [], "global_parameters": [],
         "policies": [{"vhost": vhost, "name": "cap", "pattern": "^capped",
                       "apply-to": "queues", "priority": 1,
                       "definition": {"max-length": 2}}],
@@ -72,6 +74,9 @@ def test_an_imported_document_makes_users_vhosts_policies_and_topology(
     assert status == 204
     assert api.get("/users/u-imp")["tags"] == ["management"]
     assert api.get("/permissions/imp/u-imp")["configure"] == ".*"
+    assert api.get("/topic-permissions/imp/u-imp") == [
+        {"user": "u-imp", "vhost": "imp", "exchange": "orders", "write": "^eu\\.",
+         "read": ".*"}]
     assert api.get("/policies/imp/cap")["definition"] == {"max-length": 2}
     queue = api.get("/queues/imp/capped-q")
     assert (queue["policy"], queue["arguments"]) == ("cap", {"x-max-length": 10})
@@ -84,6 +89,11 @@ def test_an_imported_document_makes_users_vhosts_policies_and_topology(
         channel.basic_publish("orders", "eu.fr", b"%d" % i)
     # The policy's max-length 2 is below the argument's 10: the smaller wins.
     assert channel.queue_declare("capped-q", passive=True).method.message_count == 2
+    # The imported topic permission holds: only eu.* routing keys may be published.
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.basic_publish("orders", "us.ny", b"x")
+        channel.queue_declare("capped-q", passive=True)
+    assert refused.value.reply_code == 403
     connection.close()
     # Importing the same document again keeps what exists.
     assert api.call("POST", "/definitions", _document("imp"))[0] == 204
@@ -191,6 +201,12 @@ def test_deleting_a_vhost_closes_its_connections_and_removes_it(
         api: Api, broker: BrokerProcess) -> None:
     assert api.call("PUT", "/vhosts/doomed")[0] == 201
     assert api.call("PUT", "/vhosts/doomed")[0] == 204
+    assert api.call("PUT", "/users/doomed-user", {"password": "pw", "tags": ""})[0] == 201
+    for path, body in (("/permissions/doomed/doomed-user",
+                        {"configure": ".*", "write": ".*", "read": ".*"}),
+                       ("/topic-permissions/doomed/doomed-user",
+                        {"exchange": "amq.topic", "write": ".*", "read": ".*"})):
+        assert api.call("PUT", path, body)[0] == 201
     connection = _pika(broker.amqp_port, "doomed")
     channel = connection.channel()
     channel.queue_declare("inside", durable=True)
@@ -205,6 +221,8 @@ def test_deleting_a_vhost_closes_its_connections_and_removes_it(
     bystander.close()
     assert api.call("GET", "/vhosts/doomed")[0] == 404
     assert api.call("DELETE", "/vhosts/doomed")[0] == 404
+    assert api.get("/users/doomed-user/permissions") == []
+    assert api.get("/users/doomed-user/topic-permissions") == []
 
 
 def test_vhosts_and_policies_survive_a_restart_and_apply_to_restored_queues(
