@@ -38,7 +38,6 @@ from portask.broker.user_store import (
     InvalidUser,
     TopicPermission,
     UserStore,
-    hash_password,
 )
 
 log = logging.getLogger("portask.amqp")
@@ -75,7 +74,9 @@ class ImportReport:
 
 @dataclass
 class _Plan:
-    users: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    # (name, password, password_hash, tags): one of password and password_hash is set.
+    users: list[tuple[str, str | None, str | None, tuple[str, ...]]] = \
+        field(default_factory=list)
     vhosts: list[str] = field(default_factory=list)
     permissions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     topic_permissions: list[tuple[str, str, str, str, str]] = field(default_factory=list)
@@ -299,7 +300,7 @@ def _check_access(document: dict[str, Any], users: UserStore | None, plan: _Plan
 
 
 def _user(where: str, item: dict[str, Any], users: UserStore | None
-          ) -> tuple[str, str, tuple[str, ...]]:
+          ) -> tuple[str, str | None, str | None, tuple[str, ...]]:
     name = _text(where, item, "name")
     if not name:
         raise InvalidDefinitions(f"{where}: a user needs a name")
@@ -311,13 +312,13 @@ def _user(where: str, item: dict[str, Any], users: UserStore | None
             f"{where}: user '{name}' has hashing_algorithm {algorithm!r}; Portask "
             f"takes only {HASHING} (RabbitMQ's default since 3.6)")
     if "password" in item and "password_hash" not in item:
-        password_hash = hash_password(_text(where, item, "password"))
-    else:
-        password_hash = _text(where, item, "password_hash", default="")
-        if password_hash and _decoded_length(password_hash) != 36:
-            raise InvalidDefinitions(f"{where}: password_hash of user '{name}' is "
-                                     f"not a {HASHING} hash")
-    return name, password_hash, _tags(where, item.get("tags"))
+        # Kept as a password (not hashed here) so the store derives Kafka SCRAM keys too.
+        return name, _text(where, item, "password"), None, _tags(where, item.get("tags"))
+    password_hash = _text(where, item, "password_hash", default="")
+    if password_hash and _decoded_length(password_hash) != 36:
+        raise InvalidDefinitions(f"{where}: password_hash of user '{name}' is "
+                                 f"not a {HASHING} hash")
+    return name, None, password_hash, _tags(where, item.get("tags"))
 
 
 def _check_exchanges(document: dict[str, Any], scope: str | None, known_vhosts: set[str],
@@ -401,8 +402,8 @@ def _apply(plan: _Plan, vhosts: VirtualHosts, users: UserStore | None,
 def _apply_access(plan: _Plan, vhosts: VirtualHosts, users: UserStore | None,
                   report: ImportReport) -> None:
     if users is not None:
-        for name, password_hash, tags in plan.users:
-            users.put_user(name, password_hash=password_hash, tags=tags)
+        for name, password, password_hash, tags in plan.users:
+            users.put_user(name, password=password, password_hash=password_hash, tags=tags)
             report.count("users")
     for name in plan.vhosts:
         if vhosts.create(name):
