@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from portask.broker.amqp.message_store import QueueStorage
     from portask.broker.amqp.vhosts import VirtualHosts
+    from portask.broker.kafka.topics import Partition
     from portask.broker.topic_streams import TopicFeeds
     from portask.http.console import Console
     from portask.http.management import ManagementApi
@@ -285,12 +286,18 @@ class App:
                 log.warning("kafka_topics_vhost names no vhost; topics are not streams",
                             extra={"fields": {"vhost": name}})
             return
+        from portask.protocols.kafka import txn_markers
+
         messages = kafka_mapping.KafkaRecordMessages()
+
+        def rebuild(partition: Partition) -> None:
+            txn_markers.ensure_rebuilt(broker, partition)
+
         streams = TopicStreams(broker.topics, vhost, storage, messages,
-                               kafka_mapping.to_record)
+                               kafka_mapping.to_record, rebuild)
         vhosts.restore_bindings_to(name, streams.attach())
         self._topic_feeds = TopicFeeds(broker.topics, vhost, messages, vhosts.commit,
-                                       broker.definitions)
+                                       broker.definitions, rebuild)
         self._topic_feeds.start()
 
     async def _close_listeners(self) -> None:

@@ -32,6 +32,8 @@ TRANSACTIONS = "transactions"
 TXN_PARTITIONS = "txn_partitions"
 # (vhost, exchange) -> {partition: next offset} of an exchange fed from a Kafka topic.
 TOPIC_FEEDS = "topic_feeds"
+# vhost -> whether its feeds were routing when the process ended (a crash, not a stop).
+TOPIC_FEEDS_RUNNING = "topic_feeds_running"
 
 
 class Definitions:

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from kafka import KafkaProducer
 
+from portask.storage.log import Log, LogConfig
 from tests.broker_process import BrokerProcess, start_broker
 from tests.integration.kafka.clients import bootstrap, create_topic
 
@@ -280,6 +281,41 @@ def test_confirmed_publishes_survive_kill_9(tmp_path: Any) -> None:
         broker.stop()
 
 
+def test_a_burst_of_publishes_is_written_as_few_batches_split_at_max_message_bytes(
+    tmp_path: Any,
+) -> None:
+    # 400 publishes of 3 KiB sent in one go reach the broker in a few reads; each read's
+    # publishes become one batch per partition, cut where max.message.bytes (64 KiB
+    # here) would be passed. Order and every record stay as published.
+    broker = start_broker(tmp_path / "data")
+    try:
+        create_topic(broker.kafka_port, "burst", partitions=1,
+                     config={"max.message.bytes": str(64 * 1024)})
+        conn = amqp(broker)
+        ch = conn.channel()
+        for i in range(400):
+            ch.basic_publish("", "burst", b"%04d" % i + b"x" * 3000, pika.BasicProperties(
+                headers={"x-kafka-key": "k"}))
+        ch.confirm_delivery()
+        ch.basic_publish("", "burst", b"last", pika.BasicProperties(
+            headers={"x-kafka-key": "k"}))  # confirmed: everything before is written
+        conn.close()
+        got = consume_group(broker, "burst", 401, "g-burst")
+        assert [v[:4] for _p, _k, v, _h in got] == [b"%04d" % i for i in range(400)] + [b"last"]
+    finally:
+        broker.stop()
+    stored = Log.open(tmp_path / "data" / "logs" / "topics" / "burst-0",
+                      LogConfig(preallocate=False))
+    try:
+        entries = stored.read(0, 64 << 20)
+        assert sum(e.count for e in entries) == 401
+        # Fewer batches than records, none past the topic's limit.
+        assert len(entries) < 401 // 5
+        assert max(len(e.payload) for e in entries) <= 64 * 1024
+    finally:
+        stored.close()
+
+
 def test_streams_follow_partitions_added_and_the_topic_deleted(broker: BrokerProcess) -> None:
     from confluent_kafka.admin import AdminClient, NewPartitions
 
@@ -411,3 +447,68 @@ def test_a_classic_queue_declared_under_a_topic_name_takes_the_name(
     assert method is not None and body == b"classic"
     ch.basic_ack(method.delivery_tag)
     conn.close()
+
+
+def _kill(broker: BrokerProcess) -> None:
+    broker.proc.send_signal(signal.SIGKILL)
+    broker.proc.wait(10)
+
+
+def test_a_feed_routes_each_committed_record_exactly_once_across_kill_9(tmp_path: Any) -> None:
+    # Records (and an aborted transaction) written first; then the broker is killed
+    # -9 several times while the feed routes them into a durable classic queue.
+    # fsync: always makes each routed batch's queue write take a while, so the kills
+    # land inside routing, between a batch's queue write and its position write too.
+    data = tmp_path / "data"
+    fsync = ("--set", "storage.fsync=always")
+    broker = start_broker(data, *fsync)
+    try:
+        create_topic(broker.kafka_port, "once", partitions=2)
+        conn = amqp(broker)
+        ch = conn.channel()
+        ch.queue_declare("once-work", durable=True)
+        conn.close()
+        producer = Producer({"bootstrap.servers": bootstrap(broker.kafka_port),
+                             "transactional.id": "once-tx", "linger.ms": 5})
+        producer.init_transactions(10)
+        sent = []
+        value = b"v" * 2000
+        for txn in range(30):
+            producer.begin_transaction()
+            for i in range(200):
+                key = b"k.%d" % (txn * 200 + i)
+                producer.produce("once", key=key, value=value if txn != 7 else b"aborted")
+                if txn != 7:
+                    sent.append(key.decode())
+            if txn == 7:
+                producer.flush(10)
+                producer.abort_transaction(10)
+            else:
+                producer.commit_transaction(10)
+        del producer
+        # The feed starts once everything is written and committed.
+        conn = amqp(broker)
+        ch = conn.channel()
+        ch.exchange_declare("once-feed", "topic", durable=True,
+                            arguments={"x-kafka-topic": "once"})
+        ch.queue_bind("once-work", "once-feed", routing_key="k.*")
+        conn.close()
+        time.sleep(0.3)
+        _kill(broker)
+        for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3):
+            broker = start_broker(data, *fsync)
+            time.sleep(delay)
+            _kill(broker)
+    finally:
+        if broker.proc.poll() is None:
+            broker.stop()
+    broker = start_broker(data, *fsync)
+    try:
+        got = [key for key, _body in drain(broker, "once-work", len(sent), wait=30)]
+        # Each committed record once (none twice, none lost), none of the aborted ones:
+        # after a restart the aborted transaction is rebuilt before anything is routed.
+        assert Counter(got) == Counter(sent)
+        # Nothing more arrives later either.
+        assert drain(broker, "once-work", 1, wait=1.5) == []
+    finally:
+        broker.stop()

@@ -69,6 +69,21 @@ class RecordCodec(Protocol):
         RecordRefused for a record the topic refuses; OSError if the disk does.
         """
 
+    def encode_record(self, key: bytes | None, value: bytes | None,
+                      headers: list[tuple[str, bytes | None]]) -> bytes:
+        """A record's key, value and headers as ``append_records`` takes them (its place
+        in a batch, deltas and length, is written by the batch)."""
+
+    def check(self, partition: Partition, key: bytes | None, size: int) -> None:
+        """RecordRefused if the topic would refuse a record (``size``: its encoded bytes)."""
+
+    def append_records(self, partition: Partition, encoded: list[tuple[bytes, int]]) -> int:
+        """Append ``encode_record`` bytes with their timestamps (ms) as few batches as the
+        topic's max.message.bytes allows, each as its configs require (compression,
+        timestamp type); returns the first offset. Every record passed ``check``.
+        OSError if the disk refuses (batches before it stay written).
+        """
+
     def partition_for(self, key: bytes | None, partitions: int) -> int:
         """The partition a Kafka client's default partitioner picks for ``key``."""
 

@@ -49,6 +49,9 @@ class Record(NamedTuple):
     properties: memoryview | None = None
 
 
+_new_record = tuple.__new__
+
+
 class RecordLog:
     """A storage log plus its stored format and the readers waiting for it to grow."""
 
@@ -148,10 +151,11 @@ class RecordLog:
         payload = entry.payload
         if kafka_batch.is_control(payload):
             return
-        for raw in kafka_batch.read_records(payload, limit)[1]:
-            value, headers = kafka_batch.value_and_headers(raw.raw)
-            yield Record(entry.offset + raw.offset_delta, raw.timestamp, raw.key, value,
-                         headers)
+        base = entry.offset
+        # tuple.__new__ rather than Record(...): a NamedTuple's own constructor is a
+        # Python-level call, paid per record delivered across protocols.
+        for delta, timestamp, key, value, headers in kafka_batch.decode_records(payload, limit):
+            yield _new_record(Record, (base + delta, timestamp, key, value, headers, None, None))
 
     def records_from(self, offset: int, limit: int) -> Iterator[Record]:
         """Every record from ``offset`` to the end of the log, lazily."""

@@ -35,7 +35,9 @@ TOMBSTONE_HEADER = "x-kafka-tombstone"
 TIMESTAMP_HEADER = "x-kafka-timestamp"
 PROPERTY_PREFIX = "amqp."
 TYPE_PREFIX = "amqp.type."
-_RESERVED = (KEY_HEADER, TOMBSTONE_HEADER, TIMESTAMP_HEADER, "x-stream-offset")
+PARTITION_HEADER = "x-kafka-partition"
+_RESERVED = (KEY_HEADER, TOMBSTONE_HEADER, TIMESTAMP_HEADER, PARTITION_HEADER,
+             "x-stream-offset")
 # A delivered record is persistent, as every message in a stream is.
 _PERSISTENT = 2
 
@@ -63,6 +65,12 @@ _I64 = struct.Struct(">q")
 _F64 = struct.Struct(">d")
 _OFFSET_ENTRY = b"\x0fx-stream-offsetl"
 _TIMESTAMP_ENTRY = b"\x11x-kafka-timestampl"
+_PARTITION_ENTRY = b"\x11x-kafka-partitionl"
+# Flags, headers table (x-stream-offset, x-kafka-timestamp), delivery mode, timestamp:
+# a record with a text key, a value and no headers.
+_PLAIN = struct.Struct(f">HI{len(_OFFSET_ENTRY)}sq{len(_TIMESTAMP_ENTRY)}sqBQ")
+_PLAIN_FLAGS = _HEADERS | _DELIVERY_MODE | _TIMESTAMP
+_PLAIN_TABLE = len(_OFFSET_ENTRY) + 8 + len(_TIMESTAMP_ENTRY) + 8
 
 
 # -- Kafka -> AMQP ------------------------------------------------------------------------
@@ -71,7 +79,25 @@ _TIMESTAMP_ENTRY = b"\x11x-kafka-timestampl"
 class KafkaRecordMessages:
     """``broker.amqp.queues.RecordMessages``: a topic's record as a stream delivery."""
 
-    def message(self, record: Record, topic: str) -> Message:
+    def message(self, record: Record, topic: str, partition: int | None = None) -> Message:
+        key = record.key
+        value = record.value
+        if (partition is None and not record.headers and value is not None
+                and key is not None and 0 < len(key) <= 255):
+            # The common record (a text key, a value, no headers): its property bytes in
+            # one pack. The same bytes as _properties writes for it.
+            try:
+                routing_key = key.decode()
+            except UnicodeDecodeError:
+                pass
+            else:
+                timestamp = record.timestamp
+                return Message("", routing_key, _PLAIN.pack(
+                    _PLAIN_FLAGS, _PLAIN_TABLE, _OFFSET_ENTRY, record.offset, _TIMESTAMP_ENTRY,
+                    timestamp, _PERSISTENT, max(timestamp, 0) // 1000), value, persistent=True)
+        return self._message(record, partition)
+
+    def _message(self, record: Record, partition: int | None = None) -> Message:
         entries: list[bytes] = []
         properties: dict[str, Any] = {}
         key = record.key
@@ -89,6 +115,8 @@ class KafkaRecordMessages:
         # one headers table built once instead of a second splice per delivery.
         entries.append(_OFFSET_ENTRY + _I64.pack(record.offset))
         entries.append(_TIMESTAMP_ENTRY + _I64.pack(record.timestamp))
+        if partition is not None:
+            entries.append(_PARTITION_ENTRY + _I64.pack(partition))
         types = {name[len(TYPE_PREFIX):]: raw for name, raw in record.headers
                  if name.startswith(TYPE_PREFIX) and raw is not None}
         for name, raw in record.headers:
@@ -190,30 +218,68 @@ class RecordRefused(ValueError):
     """A message that cannot be a Kafka record (its properties do not decode)."""
 
 
+# What a message's property bytes say about its record: (key from x-kafka-key, or
+# _NO_KEY_HEADER; whether it is a tombstone; its timestamp in ms, or None for "now";
+# its headers). Publishers mostly send the same properties message after message.
+_NO_KEY_HEADER = object()
+_FromProperties = tuple[object, bool, int | None, list[tuple[str, bytes | None]]]
+
+
+class _LastProperties:
+    """The last property bytes decoded and what they gave: a one-entry cache, so a run
+    of publishes with equal properties decodes them once. Nothing returned from it is
+    mutated (the headers list is read-only to the record encoder)."""
+
+    __slots__ = ("decoded", "raw")
+
+    def __init__(self) -> None:
+        self.raw = b""
+        self.decoded: _FromProperties | None = None
+
+    def get(self, properties: bytes | memoryview) -> _FromProperties:
+        raw = bytes(properties)
+        if raw == self.raw and self.decoded is not None:
+            return self.decoded
+        decoded = _from_properties(raw)
+        self.raw, self.decoded = raw, decoded
+        return decoded
+
+
+_LAST = _LastProperties()
+
+
 def to_record(message: Message) -> tuple[bytes | None, bytes | None,
                                          list[tuple[str, bytes | None]], int]:
     """(key, value, headers, timestamp ms) of the record a published message becomes."""
-    try:
-        values = frames.decode_properties(message.properties)
-    except frames.FrameSyntaxError as exc:
-        raise RecordRefused(str(exc)) from None
-    table: dict[str, Any] = values.pop("headers", None) or {}
+    key_header, tombstone, timestamp, headers = _LAST.get(message.properties)
     key: bytes | None
-    if KEY_HEADER in table:
-        key = _raw(table[KEY_HEADER])
+    if key_header is not _NO_KEY_HEADER:
+        key = key_header  # type: ignore[assignment]
     elif message.exchange:
         key = message.routing_key.encode()
     else:
         key = None
-    value = None if table.get(TOMBSTONE_HEADER) is True else bytes(message.body)
+    value = None if tombstone else bytes(message.body)
+    if timestamp is None:
+        timestamp = int(time.time() * 1000)
+    return key, value, headers, timestamp
+
+
+def _from_properties(properties: bytes) -> _FromProperties:
+    try:
+        values = frames.decode_properties(properties)
+    except frames.FrameSyntaxError as exc:
+        raise RecordRefused(str(exc)) from None
+    table: dict[str, Any] = values.pop("headers", None) or {}
+    key = _raw(table[KEY_HEADER]) if KEY_HEADER in table else _NO_KEY_HEADER
+    tombstone = table.get(TOMBSTONE_HEADER) is True
     stamp = table.get(TIMESTAMP_HEADER)
     sent = values.pop("timestamp", None)
+    timestamp: int | None = None
     if isinstance(stamp, int) and not isinstance(stamp, bool):
         timestamp = stamp
     elif isinstance(sent, datetime.datetime):
         timestamp = int(sent.timestamp() * 1000)
-    else:
-        timestamp = int(time.time() * 1000)
     headers: list[tuple[str, bytes | None]] = []
     for name, value_ in values.items():
         prop = _PAMQP_NAMES.get(name, name)
@@ -226,7 +292,7 @@ def to_record(message: Message) -> tuple[bytes | None, bytes | None,
         headers.append((name, raw))
         if kind is not None:
             headers.append((TYPE_PREFIX + name, kind))
-    return key, value, headers, timestamp
+    return key, tombstone, timestamp, headers
 
 
 def _raw(field: Any) -> bytes | None:

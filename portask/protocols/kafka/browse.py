@@ -10,6 +10,7 @@ raised past this module.
 from __future__ import annotations
 
 import struct
+import time
 
 import crc32c
 
@@ -64,26 +65,56 @@ class KafkaRecordCodec:
 
     def append(self, partition: Partition, key: bytes | None, value: bytes | None,
                headers: list[tuple[str, bytes | None]], timestamp_ms: int) -> int:
+        record = encode_record(key, value, headers)
+        self.check(partition, key, len(record))
+        return self.append_records(partition, [(record, timestamp_ms)])
+
+    def encode_record(self, key: bytes | None, value: bytes | None,
+                      headers: list[tuple[str, bytes | None]]) -> bytes:
+        return encode_record(key, value, headers)
+
+    def check(self, partition: Partition, key: bytes | None, size: int) -> None:
         configs = partition.topic.effective
         if key is None and "compact" in configs["cleanup.policy"]:
             raise RecordRefused("key", "a compacted topic takes only records with a key")
-        batch = build_batch(key, value, headers, timestamp_ms)
+        batch = records.HEADER_SIZE + size
         limit = int(configs["max.message.bytes"])
-        if len(batch) > limit:
-            raise RecordRefused("value", f"the record's batch is {len(batch)} bytes; the "
+        if batch > limit:
+            raise RecordRefused("value", f"the record's batch is {batch} bytes; the "
                                 f"topic's max.message.bytes is {limit}")
+
+    def append_records(self, partition: Partition, encoded: list[tuple[bytes, int]]) -> int:
+        configs = partition.topic.effective
+        limit = int(configs["max.message.bytes"])
         wanted = configs["compression.type"]
-        if wanted not in ("producer", "uncompressed"):
-            info = records.parse_batches(batch)[0]
-            batch = records.recompress(batch, info, compression.NAMES[wanted], self.limit)
-        base = partition.high_watermark
-        records.stamp(batch, base)
-        if configs["message.timestamp.type"] == LOG_APPEND_TIME:
-            records.set_log_append_time(batch, timestamp_ms)
-        offset = partition.append(batch, 1, timestamp_ms)
-        metrics.MESSAGES_PRODUCED.labels("kafka", partition.topic.name, "").inc()
-        metrics.BYTES_PRODUCED.labels("kafka", partition.topic.name, "").inc(len(batch))
-        return offset
+        log_append = configs["message.timestamp.type"] == LOG_APPEND_TIME
+        first = -1
+        start = 0
+        total = len(encoded)
+        while start < total:
+            # As many records as fit one batch of max.message.bytes (each alone fits:
+            # ``check`` refused the others at publish).
+            end = start + 1
+            size = records.HEADER_SIZE + len(encoded[start][0])
+            while end < total and size + len(encoded[end][0]) <= limit:
+                size += len(encoded[end][0])
+                end += 1
+            batch = build_records_batch(encoded[start:end])
+            if wanted not in ("producer", "uncompressed"):
+                info = records.parse_batches(batch)[0]
+                batch = records.recompress(batch, info, compression.NAMES[wanted], self.limit)
+            records.stamp(batch, partition.high_watermark)
+            newest = max(timestamp for _fields, timestamp in encoded[start:end])
+            if log_append:
+                newest = int(time.time() * 1000)
+                records.set_log_append_time(batch, newest)
+            offset = partition.append(batch, end - start, newest)
+            if first < 0:
+                first = offset
+            metrics.MESSAGES_PRODUCED.labels("kafka", partition.topic.name, "").inc(end - start)
+            metrics.BYTES_PRODUCED.labels("kafka", partition.topic.name, "").inc(len(batch))
+            start = end
+        return first
 
     def partition_for(self, key: bytes | None, partitions: int) -> int:
         if key is None:
@@ -190,25 +221,44 @@ def _sized(data: bytes | None) -> bytes:
     return records.varint(len(data)) + data
 
 
+def encode_record(key: bytes | None, value: bytes | None,
+                  headers: list[tuple[str, bytes | None]]) -> bytes:
+    """One record's bytes after its length, deltas and attributes (which depend on its
+    place in a batch): key, value and headers."""
+    parts = [_sized(key), _sized(value), records.varint(len(headers))]
+    for name, data in headers:
+        parts.append(_sized(name.encode()))
+        parts.append(_sized(data))
+    return b"".join(parts)
+
+
+def build_records_batch(encoded: list[tuple[bytes, int]]) -> bytearray:
+    """Records (``encode_record`` bytes, timestamp ms) in one uncompressed magic-2 batch,
+    without a producer id: what an AMQP publish or the HTTP API writes."""
+    base_ts = encoded[0][1]
+    max_ts = base_ts
+    varint = records.varint
+    body = bytearray()
+    for delta, (fields, timestamp) in enumerate(encoded):
+        if timestamp > max_ts:
+            max_ts = timestamp
+        # attributes 0, then the timestamp and offset deltas, then key, value, headers.
+        head = b"\x00" + varint(timestamp - base_ts) + varint(delta)
+        body += varint(len(head) + len(fields))
+        body += head
+        body += fields
+    batch = bytearray(records.HEADER.pack(
+        0, records.HEADER_SIZE - records.LENGTH_OVERHEAD + len(body), 0, 2, 0, 0,
+        len(encoded) - 1, base_ts, max_ts, records.NO_PRODUCER_ID, -1, -1, len(encoded)))
+    batch += body
+    _UINT32.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[21:]))
+    return batch
+
+
 def build_batch(key: bytes | None, value: bytes | None,
                 headers: list[tuple[str, bytes | None]], timestamp_ms: int) -> bytearray:
     """One record in an uncompressed magic-2 batch, without a producer id."""
-    body = bytearray(b"\x00")  # record attributes
-    body += records.varint(0)  # timestamp delta
-    body += records.varint(0)  # offset delta
-    body += _sized(key)
-    body += _sized(value)
-    body += records.varint(len(headers))
-    for name, data in headers:
-        body += _sized(name.encode())
-        body += _sized(data)
-    record = records.varint(len(body)) + body
-    batch = bytearray(records.HEADER.pack(
-        0, records.HEADER_SIZE - records.LENGTH_OVERHEAD + len(record), 0, 2, 0, 0, 0,
-        timestamp_ms, timestamp_ms, records.NO_PRODUCER_ID, -1, -1, 1))
-    batch += record
-    _UINT32.pack_into(batch, 17, crc32c.crc32c(memoryview(batch)[21:]))
-    return batch
+    return build_records_batch([(encode_record(key, value, headers), timestamp_ms)])
 
 
 def murmur2(data: bytes) -> int:

@@ -529,6 +529,19 @@ class LogStore:
             self._write_pending_quietly()
         return decode_record(self._read_one(ref).payload)[0]
 
+    def logged(self) -> Iterator[Message]:
+        self._write_pending_quietly()
+        log = self._log
+        offset = self._low
+        while offset < log.end_offset:
+            records = log.read(offset, READ_AHEAD_BYTES)
+            if not records:
+                return
+            for record in records:
+                offset = record.offset + record.count
+                if record.payload and not self._is_settled(record.offset):
+                    yield decode_record(record.payload)[0]
+
     def purge(self) -> int:
         """Settle every ready message (unacked ones stay with their consumers)."""
         count = self._ready

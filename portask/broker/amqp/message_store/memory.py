@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from portask.broker.alarms import UNMETERED, MemoryUse
 from portask.broker.amqp.message_store.message import Message
@@ -109,6 +109,9 @@ class MemoryStore:
             return 0
         head = self._entries[0]
         return 0 if type(head) is Message else head.deadline  # type: ignore[union-attr]
+
+    def logged(self) -> Iterator[Message]:
+        return iter(())
 
     def requeue(self, refs: list[Message | _Entry]) -> None:
         """Put messages back in their original place, flagged redelivered."""

@@ -3,7 +3,7 @@ record codec: the message as a log stores it (layout: ``broker/log/amqp_message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from portask.broker.log import amqp_message
@@ -97,6 +97,10 @@ class MessageStore(Protocol):
 
     def forget(self, refs: Iterable[Any]) -> None:
         """Refs of a deleted queue settled by their consumers: let go of what they hold."""
+
+    def logged(self) -> Iterator[Message]:
+        """The unsettled messages in the store's log, oldest first: what a restart
+        brings back (none for a memory store). Read from disk; for recovery paths."""
 
 
 def encode_record(message: Message, deadline: int, persistent: bool) -> bytes:

@@ -11,7 +11,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 from portask.broker.amqp.message_store.log_store import LogStore
@@ -40,6 +40,15 @@ def _path_part(name: str) -> str:
     return quoted
 
 
+class PendingWrites(Protocol):
+    """Writes held until the commit point: a queue lane's, or the records published to
+    a Kafka topic's stream (one batch per partition per commit point)."""
+
+    name: str
+
+    def commit(self) -> None: ...
+
+
 class QueueStorage:
     """Opens and removes queue logs, and runs the commit point for every lane."""
 
@@ -51,7 +60,7 @@ class QueueStorage:
         self.fsync_always = fsync_always
         self.segment_bytes = segment_bytes
         self.on_disk_full = on_disk_full
-        self._dirty: list[LogStore] = []
+        self._dirty: list[PendingWrites] = []
         # Stream logs appended to since the last commit point (queue lanes sync their own).
         self._appended: dict[int, Log] = {}
         self._scheduled = False
@@ -150,7 +159,7 @@ class QueueStorage:
 
     # -- commit point --------------------------------------------------------------------
 
-    def dirty(self, store: LogStore) -> None:
+    def dirty(self, store: PendingWrites) -> None:
         self._dirty.append(store)
         if not self._scheduled:
             # Work created outside a connection's read (timers, dead-lettering) still

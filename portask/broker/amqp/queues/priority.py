@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from portask.broker.amqp.message_store import Message, MessageStore
@@ -59,6 +59,10 @@ class PriorityStore:
     @property
     def bytes(self) -> int:
         return sum(lane.bytes for lane in self._lanes.values())
+
+    def logged(self) -> Iterator[Message]:
+        for level in self._order:
+            yield from self._lanes[level].logged()
 
     def _level(self, message: Message) -> int:
         return min(message.priority, self.max_priority)

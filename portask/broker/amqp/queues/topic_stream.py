@@ -59,7 +59,10 @@ class TopicPartition(Protocol):
 class RecordMessages(Protocol):
     """A Kafka record as an AMQP message (the mapping table in the README)."""
 
-    def message(self, record: Record, topic: str) -> Message: ...
+    def message(self, record: Record, topic: str, partition: int | None = None) -> Message:
+        """The message a record is; ``partition`` given, it also names its partition in
+        a header (``x-kafka-partition``: what a feed's messages carry, so that they can
+        be told apart after a restart)."""
 
 
 class _Reader:

@@ -104,3 +104,41 @@ def test_scan_walks_every_entry_across_segments(tmp_path: Path) -> None:
     assert log.log.segment_count > 2
     assert [e.offset for e in log.scan(0)] == list(range(200))
     assert [e.offset for e in log.scan(150)] == list(range(150, 200))
+
+
+def test_records_with_multi_byte_lengths_and_deltas_read_back(tmp_path: Path) -> None:
+    # Values of 1 KiB and 100 KiB (two- and three-byte length varints), a 300-byte key,
+    # and timestamp deltas past one byte: the walk's short cuts and its general path.
+    log = open_log(tmp_path, StoredFormat.KAFKA_BATCH)
+    records = [kb.Record(b"k" * 300, b"a" * 1024, (), 0),
+               kb.Record(b"", b"b" * 100_000, ((b"h" * 200, b"v" * 70),), 70),
+               kb.Record(None, b"c" * 63, (), -70_000),
+               kb.Record(b"k", b"d" * 64, (), 1)]
+    log.append(kb.batch(records, kb.NONE), count=4, timestamp=kb.BASE_TS)
+    found = list(log.records_from(0, LIMIT))
+    assert [(r.offset, r.timestamp, r.key, bytes(r.value or b""), r.headers) for r in found] == [
+        (i, kb.BASE_TS + r.ts_delta, r.key, r.value, tuple(
+            (name.decode(), value) for name, value in r.headers))
+        for i, r in enumerate(records)]
+
+
+def test_damaged_batches_raise_only_the_unreadable_error(tmp_path: Path) -> None:
+    # Every single-byte change and every truncation of a stored batch (its CRC is not
+    # checked on read): read back, or UnreadableRecords, never another exception.
+    good = kb.batch([kb.Record(b"key", b"v" * 200, ((b"h", b"x"), (b"n", None)), 0),
+                     kb.Record(None, None, (), 5)], kb.NONE)
+    damaged = [good[:cut] for cut in range(61, len(good))]
+    for at in range(61, len(good)):
+        for byte in (0x00, 0x01, 0x7F, 0x80, 0xFF):
+            changed = bytearray(good)
+            changed[at] = byte
+            damaged.append(bytes(changed))
+    log = open_log(tmp_path, StoredFormat.KAFKA_BATCH)
+    readable = 0
+    for payload in damaged:
+        base = log.append(payload, count=2, timestamp=0)
+        try:
+            readable += len(list(log.records(log.read(base, 1)[0], LIMIT)))
+        except UnreadableRecords:
+            continue
+    assert 0 < readable < 2 * len(damaged)

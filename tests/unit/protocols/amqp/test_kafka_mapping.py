@@ -30,6 +30,20 @@ def test_a_record_becomes_a_message_with_offset_timestamp_and_headers() -> None:
     assert props["delivery_mode"] == 2
 
 
+def test_a_plain_record_has_the_same_properties_as_any_other() -> None:
+    # A text key, a value and no headers take the one-pack path; a header sends the
+    # same record through the general one. Their properties differ only by that header.
+    for offset, timestamp in ((0, 0), (2**40, 1_700_000_000_123), (5, -1)):
+        plain, props = deliver(Record(offset, timestamp, b"k", memoryview(b"v"), ()))
+        general, general_props = deliver(Record(offset, timestamp, b"k", memoryview(b"v"),
+                                                (("h", b"x"),)))
+        assert general_props["headers"].pop("h") == "x"
+        assert props == general_props
+        assert props["headers"] == {"x-stream-offset": offset, "x-kafka-timestamp": timestamp}
+        assert (plain.routing_key, plain.persistent, plain.priority, plain.expiration) == (
+            general.routing_key, general.persistent, general.priority, general.expiration)
+
+
 def test_binary_empty_and_null_keys_and_tombstones_have_a_defined_form() -> None:
     binary, props = deliver(Record(0, 0, b"\x00\xff", memoryview(b"v"), ()))
     assert binary.routing_key == "" and props["headers"]["x-kafka-key"] == b"\x00\xff"
