@@ -118,7 +118,7 @@ def decode_records(
     """(offset delta, timestamp, key, value, headers) of every record, in one walk: what
     the record view reads per record, with one- and two-byte varints (most lengths and
     deltas in a batch) read without a call."""
-    data, count, base_ts, stamped = _records_data(batch, limit)
+    data, count, base_ts, create_time = _records_data(batch, limit)
     total = len(data)
     out = []
     append = out.append
@@ -129,6 +129,9 @@ def decode_records(
             byte = data[pos]
             if byte < 0x80:
                 length, pos = (byte >> 1) ^ -(byte & 1), pos + 1
+            elif data[pos + 1] < 0x80:  # records of 64 bytes to 8 KiB
+                raw = (byte & 0x7F) | data[pos + 1] << 7
+                length, pos = (raw >> 1) ^ -(raw & 1), pos + 2
             else:
                 length, pos = read_varint(data, pos)
             end = pos + length
@@ -143,6 +146,9 @@ def decode_records(
             byte = data[pos]
             if byte < 0x80:
                 offset_delta, pos = (byte >> 1) ^ -(byte & 1), pos + 1
+            elif data[pos + 1] < 0x80:  # deltas 64 to 8191
+                raw = (byte & 0x7F) | data[pos + 1] << 7
+                offset_delta, pos = (raw >> 1) ^ -(raw & 1), pos + 2
             else:
                 offset_delta, pos = read_varint(data, pos)
             byte = data[pos]
@@ -169,23 +175,21 @@ def decode_records(
                     raise UnreadableBatch(f"record {i} has value length {value_length}")
                 value = data[pos : pos + value_length]
                 pos += value_length
-            if pos >= end:
-                raise UnreadableBatch(f"record {i} runs past its length")
-            # No headers (a zero count ending the record) is the common case.
+            # No headers (a zero count ending the record) is the common case; _headers
+            # refuses a record whose fields ran past its length.
             headers = no_headers if data[pos] == 0 and pos + 1 == end else _headers(data, pos,
                                                                                     end)
-            append((offset_delta, stamped if stamped is not None else base_ts + ts_delta,
-                    key, value, headers))
+            append((offset_delta, base_ts + ts_delta * create_time, key, value, headers))
             pos = end
     except IndexError:
         raise UnreadableBatch("records end in the middle of a record") from None
     return out
 
 
-def _records_data(batch: bytes | memoryview, limit: int
-                  ) -> tuple[memoryview, int, int, int | None]:
-    """A batch's records decompressed, their count, the base timestamp, and the batch's
-    LogAppendTime (None for CreateTime)."""
+def _records_data(batch: bytes | memoryview, limit: int) -> tuple[memoryview, int, int, int]:
+    """A batch's records decompressed, their count, the timestamp the records' deltas
+    add to, and 1 for CreateTime (0 for LogAppendTime, whose records all have the
+    batch's time whatever their deltas say)."""
     view = memoryview(batch)
     if len(view) < HEADER_SIZE:
         raise UnreadableBatch(f"record batch of {len(view)} bytes has no header")
@@ -197,7 +201,9 @@ def _records_data(batch: bytes | memoryview, limit: int
                                                  view[HEADER_SIZE:size], limit))
     except compression.CodecError as exc:
         raise UnreadableBatch(f"records unreadable: {exc}") from None
-    return data, count, base_ts, max_ts if attributes & TIMESTAMP_TYPE_LOG_APPEND else None
+    if attributes & TIMESTAMP_TYPE_LOG_APPEND:
+        return data, count, max_ts, 0
+    return data, count, base_ts, 1
 
 
 def _headers(data: memoryview, pos: int, end: int) -> tuple[tuple[str, bytes | None], ...]:

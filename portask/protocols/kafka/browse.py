@@ -215,17 +215,30 @@ def _bytes(raw: memoryview, pos: int, end: int) -> tuple[bytes | None, int]:
     return bytes(raw[pos:pos + length]), pos + length
 
 
+# Zigzag varints of -1 .. 8191, the lengths and deltas of nearly every record an AMQP
+# publish writes: a table look-up instead of three calls each (per record, twice or more).
+_SMALL_VARINTS = tuple(records.varint(n) for n in range(-1, 8192))
+
+
+def _varint(value: int) -> bytes:
+    if -1 <= value < 8192:
+        return _SMALL_VARINTS[value + 1]
+    return records.varint(value)
+
+
 def _sized(data: bytes | None) -> bytes:
     if data is None:
-        return records.varint(-1)
-    return records.varint(len(data)) + data
+        return _SMALL_VARINTS[0]
+    return _varint(len(data)) + data
 
 
 def encode_record(key: bytes | None, value: bytes | None,
                   headers: list[tuple[str, bytes | None]]) -> bytes:
     """One record's bytes after its length, deltas and attributes (which depend on its
     place in a batch): key, value and headers."""
-    parts = [_sized(key), _sized(value), records.varint(len(headers))]
+    if not headers:
+        return b"".join((_sized(key), _sized(value), _SMALL_VARINTS[1]))
+    parts = [_sized(key), _sized(value), _varint(len(headers))]
     for name, data in headers:
         parts.append(_sized(name.encode()))
         parts.append(_sized(data))
@@ -237,7 +250,7 @@ def build_records_batch(encoded: list[tuple[bytes, int]]) -> bytearray:
     without a producer id: what an AMQP publish or the HTTP API writes."""
     base_ts = encoded[0][1]
     max_ts = base_ts
-    varint = records.varint
+    varint = _varint
     body = bytearray()
     for delta, (fields, timestamp) in enumerate(encoded):
         if timestamp > max_ts:

@@ -4,6 +4,7 @@ as stored bytes and as records, long polls woken by appends."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,13 @@ def test_damaged_batches_raise_only_the_unreadable_error(tmp_path: Path) -> None
         except UnreadableRecords:
             continue
     assert 0 < readable < 2 * len(damaged)
+
+
+def test_a_log_append_time_batch_gives_every_record_the_batch_time(tmp_path: Path) -> None:
+    log = open_log(tmp_path, StoredFormat.KAFKA_BATCH)
+    batch = bytearray(kb.batch([kb.Record(b"a", b"1", (), 0), kb.Record(b"b", b"2", (), 70)],
+                               kb.NONE))
+    struct.pack_into(">h", batch, 21, struct.unpack_from(">h", batch, 21)[0] | 0x08)
+    struct.pack_into(">q", batch, 35, 1_800_000_000_000)  # maxTimestamp: the append time
+    log.append(bytes(batch), count=2, timestamp=0)
+    assert [r.timestamp for r in log.records_from(0, LIMIT)] == [1_800_000_000_000] * 2
