@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,9 +17,13 @@ import pika.exceptions
 import pytest
 from confluent_kafka import Consumer, Producer
 from kafka import KafkaProducer
+from pamqp import commands, frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
 from portask.storage.log import Log, LogConfig
 from tests.broker_process import BrokerProcess, start_broker
+from tests.integration.amqp.rawclient import RawClient
 from tests.integration.kafka.clients import bootstrap, create_topic
 
 
@@ -284,36 +289,88 @@ def test_confirmed_publishes_survive_kill_9(tmp_path: Any) -> None:
 def test_a_burst_of_publishes_is_written_as_few_batches_split_at_max_message_bytes(
     tmp_path: Any,
 ) -> None:
-    # 400 publishes of 3 KiB sent in one go reach the broker in a few reads; each read's
-    # publishes become one batch per partition, cut where max.message.bytes (64 KiB
-    # here) would be passed. Order and every record stay as published.
+    # 400 confirmed publishes of 3 KiB sent in one write reach the broker in a few
+    # reads; each read's publishes become one batch per partition, cut where
+    # max.message.bytes (64 KiB here) would be passed. Order and every record stay.
     broker = start_broker(tmp_path / "data")
     try:
         create_topic(broker.kafka_port, "burst", partitions=1,
                      config={"max.message.bytes": str(64 * 1024)})
-        conn = amqp(broker)
-        ch = conn.channel()
+        client = RawClient(broker.amqp_port)
+        client.handshake()
+        client.send_method(1, commands.Confirm.Select())
+        client.expect(commands.Confirm.SelectOk)
+        publishes = []
         for i in range(400):
-            ch.basic_publish("", "burst", b"%04d" % i + b"x" * 3000, pika.BasicProperties(
-                headers={"x-kafka-key": "k"}))
-        ch.confirm_delivery()
-        ch.basic_publish("", "burst", b"last", pika.BasicProperties(
-            headers={"x-kafka-key": "k"}))  # confirmed: everything before is written
-        conn.close()
-        got = consume_group(broker, "burst", 401, "g-burst")
-        assert [v[:4] for _p, _k, v, _h in got] == [b"%04d" % i for i in range(400)] + [b"last"]
+            body = b"%04d" % i + b"x" * 3000
+            publishes.append(
+                frame.marshal(commands.Basic.Publish(exchange="", routing_key="burst"), 1)
+                + frame.marshal(ContentHeader(0, len(body), commands.Basic.Properties(
+                    headers={"x-kafka-key": "k"})), 1)
+                + frame.marshal(ContentBody(body), 1))
+        client.send(b"".join(publishes))
+        confirmed = 0
+        while confirmed < 400:
+            ack = client.expect(commands.Basic.Ack)
+            confirmed = ack.delivery_tag  # type: ignore[attr-defined]
+        client.sock.close()
+        got = consume_group(broker, "burst", 400, "g-burst")
+        assert [v[:4] for _p, _k, v, _h in got] == [b"%04d" % i for i in range(400)]
     finally:
         broker.stop()
     stored = Log.open(tmp_path / "data" / "logs" / "topics" / "burst-0",
                       LogConfig(preallocate=False))
     try:
         entries = stored.read(0, 64 << 20)
-        assert sum(e.count for e in entries) == 401
-        # Fewer batches than records, none past the topic's limit.
-        assert len(entries) < 401 // 5
+        assert sum(e.count for e in entries) == 400
+        # Fewer batches than records (one per publish before), none past the limit.
+        assert len(entries) < 400 // 5
         assert max(len(e.payload) for e in entries) <= 64 * 1024
     finally:
         stored.close()
+
+
+def test_publishes_confirmed_before_a_kill_9_in_mid_stream_are_all_in_the_topic(
+    tmp_path: Any,
+) -> None:
+    # pika publishes with confirms as fast as the confirms come back while the broker
+    # is killed -9 under it: every publish confirmed before the kill is a record after
+    # the restart, in publish order (confirms come in order, so they are a prefix).
+    broker = start_broker(tmp_path / "data")
+    confirmed: list[int] = []
+    try:
+        create_topic(broker.kafka_port, "midway", partitions=1)
+        conn = amqp(broker)
+        ch = conn.channel()
+        ch.confirm_delivery()
+
+        def publish() -> None:
+            try:
+                for i in range(100_000):
+                    ch.basic_publish("", "midway", b"m%d" % i, pika.BasicProperties(
+                        headers={"x-kafka-key": "k"}))
+                    confirmed.append(i)
+            except (pika.exceptions.AMQPError, OSError):
+                return  # the broker is gone: this publish has no confirm
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        deadline = time.monotonic() + 10
+        while len(confirmed) < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _kill(broker)
+        publisher.join(10)
+        assert not publisher.is_alive()
+    finally:
+        if broker.proc.poll() is None:
+            broker.stop()
+    assert len(confirmed) >= 300
+    broker = start_broker(tmp_path / "data")
+    try:
+        got = consume_group(broker, "midway", len(confirmed), "g-midway")
+        assert [v for _p, _k, v, _h in got] == [b"m%d" % i for i in confirmed]
+    finally:
+        broker.stop()
 
 
 def test_streams_follow_partitions_added_and_the_topic_deleted(broker: BrokerProcess) -> None:
