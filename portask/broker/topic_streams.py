@@ -7,10 +7,11 @@ are the Kafka offsets, retention and DeleteRecords are the topic's, and nothing 
 copied. A name an AMQP queue already holds stays that queue's (logged once).
 
 Reads stop at the partition's last stable offset and leave out aborted transactions
-and control batches (read_committed). A publish routed to one of these queues is
-written as a one-record batch with the topic's compression.type through the Kafka
-record codec; through the partition-0 queue of a multi-partition topic it goes where a
-Kafka producer's default partitioner would put its key, through ``<topic>.p<N>`` to N.
+and control batches (read_committed). A publish routed to one of these queues becomes a
+Kafka record (``PartitionWriters``): the commit point writes a read's records as one
+batch per partition with the topic's compression.type through the Kafka record codec.
+Through the partition-0 queue of a multi-partition topic a record goes where a Kafka
+producer's default partitioner would put its key, through ``<topic>.p<N>`` to N.
 
 ``TopicFeeds`` routes a topic's committed records into every exchange declared with
 ``x-kafka-topic: <topic>`` in that vhost, from a durable position per partition.
@@ -255,7 +256,8 @@ FEED_ARGUMENT = "x-kafka-topic"
 # x-stream-offset): the mapping module writes it, recovery reads it back.
 PARTITION_HEADER = "x-kafka-partition"
 # Records one feed routes per partition before the commit point and its position write:
-# bounds the work one turn of the event loop does, and what a crash may route twice.
+# bounds the work one turn of the event loop does, and what recovery after a crash
+# finds in the queues.
 _FEED_BATCH_BYTES = 256 * 1024
 _FEED_RESCAN_S = 1.0
 

@@ -2,7 +2,8 @@
 
 The queue holds no log of its own. It reads the partition through a ``TopicPartition``
 (committed records only, offsets as Kafka numbers them) and writes to it by handing each
-publish to the same object, which turns the message into a Kafka record batch. What a
+publish to the same object, which turns the message into a Kafka record for the batch
+the commit point writes (before any confirm of it). What a
 record looks like as an AMQP message is the ``RecordMessages`` codec's decision, made at
 the protocol edge and installed by the composition root: this module knows neither
 Kafka's batch format nor AMQP's property encoding.
@@ -51,9 +52,10 @@ class TopicPartition(Protocol):
         OffsetOutOfRange below the log start."""
 
     def append(self, message: Message) -> RecordLog | None:
-        """Write one AMQP message as a Kafka record; returns the partition written (a
-        multi-partition topic's partition-0 stream spreads by key), None if the topic
-        refused it or the disk failed (the publisher is nacked)."""
+        """Take one AMQP message as a Kafka record, appended at the commit point;
+        returns the partition it goes to (a multi-partition topic's partition-0 stream
+        spreads by key), None if the topic refuses it (the publisher is nacked; a
+        failed append at the commit point nacks through the publisher too)."""
 
 
 class RecordMessages(Protocol):
