@@ -62,15 +62,20 @@ def add_parser(sub: Any) -> None:
     add = actions.add_parser("add")
     add.add_argument("--protocol", default="kafka")
     add.add_argument("--api", help="Kafka API name: Produce, Fetch, Metadata, ...")
+    add.add_argument("--min-version", type=int, help="lowest API version it applies to")
+    add.add_argument("--max-version", type=int, help="highest API version it applies to")
     add.add_argument("--topic")
-    add.add_argument("--action", required=True, choices=("error", "delay", "drop", "close"))
+    add.add_argument("--action", required=True,
+                     choices=("error", "delay", "drop", "close", "throttle", "nack"))
     add.add_argument("--error", help="Kafka error name, e.g. NOT_LEADER_OR_FOLLOWER")
     add.add_argument("--delay-ms", type=int, default=0)
+    add.add_argument("--throttle-ms", type=int, help="Kafka throttle_time_ms to answer with")
     add.add_argument("--times", type=int)
     add.add_argument("--probability", type=float)
     add.add_argument("--method", help="AMQP method, e.g. basic.publish")
     add.add_argument("--queue")
     add.add_argument("--exchange")
+    add.add_argument("--routing-key", help="AMQP routing key a nack rule matches")
     add.add_argument("--code", type=int, help="AMQP reply code of the close")
     add.add_argument("--text", help="AMQP reply text of the close")
     actions.add_parser("list")
@@ -144,7 +149,11 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
                                     delay_ms=args.delay_ms, times=args.times,
                                     probability=args.probability, method=args.method,
                                     queue=args.queue, exchange=args.exchange,
-                                    code=args.code, text=args.text)
+                                    code=args.code, text=args.text,
+                                    min_version=args.min_version,
+                                    max_version=args.max_version,
+                                    throttle_ms=args.throttle_ms,
+                                    routing_key=args.routing_key)
         if args.faults_command == "list":
             return client.faults()
         return {"cleared": client.clear_faults()}

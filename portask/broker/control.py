@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("portask.control")
 
 PROTOCOLS = ("kafka", "amqp")
-ACTIONS = ("error", "delay", "drop", "close")
+ACTIONS = ("error", "delay", "drop", "close", "throttle")
+AMQP_ACTIONS = ("error", "close", "nack")
 ALARMS = (MEMORY, DISK)
-# The Kafka APIs whose answers an error rule can fill, per partition.
-KAFKA_ERROR_APIS = ("Produce", "Fetch")
+# The longest throttle a rule may ask for: Kafka's quotas stop well below it.
+MAX_THROTTLE_MS = 300_000
 # AMQP 0-9-1's soft errors (a channel close; the rest close the connection).
 SOFT_ERRORS = (311, 312, 313, 403, 404, 405, 406)
 DEFAULT_REQUEST_LOG = 1000
@@ -60,29 +61,40 @@ class FaultRule:
     protocol: str
     action: str
     api: str | None = None  # Kafka API name as in the protocol docs: "Produce", "Fetch"
+    min_version: int | None = None  # the API versions it applies to, both ends included
+    max_version: int | None = None
     topic: str | None = None
     error: str | None = None  # Kafka error name: "NOT_LEADER_OR_FOLLOWER"
     method: str | None = None  # AMQP method: "basic.publish", "queue.declare"
     queue: str | None = None
     exchange: str | None = None
+    routing_key: str | None = None
     code: int | None = None  # AMQP reply code of the channel or connection close
     text: str | None = None
     delay_ms: int = 0
+    throttle_ms: int = 0
     times: int | None = None
     probability: float | None = None
     applied: int = 0
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
-    def matches(self, api: str, topics: tuple[str, ...]) -> bool:
+    def matches(self, api: str, version: int, topics: tuple[str, ...]) -> bool:
         if self.api is not None and self.api != api:
+            return False
+        if self.min_version is not None and version < self.min_version:
+            return False
+        if self.max_version is not None and version > self.max_version:
             return False
         return self.topic is None or self.topic in topics
 
     def describe(self) -> dict[str, Any]:
         described = {"id": self.id, "protocol": self.protocol, "action": self.action,
-                     "api": self.api, "topic": self.topic, "error": self.error,
-                     "delay_ms": self.delay_ms, "method": self.method, "queue": self.queue,
-                     "exchange": self.exchange, "code": self.code, "text": self.text,
+                     "api": self.api, "min_version": self.min_version,
+                     "max_version": self.max_version, "topic": self.topic,
+                     "error": self.error, "delay_ms": self.delay_ms or None,
+                     "throttle_ms": self.throttle_ms or None, "method": self.method,
+                     "queue": self.queue, "exchange": self.exchange,
+                     "routing_key": self.routing_key, "code": self.code, "text": self.text,
                      "times": self.times, "probability": self.probability,
                      "applied": self.applied}
         return {k: v for k, v in described.items() if v is not None or k == "times"}
@@ -96,6 +108,7 @@ class Faults:
         # True only while a Kafka (an AMQP) rule is installed.
         self.kafka = False
         self.amqp = False
+        self.amqp_nack = False  # a rule nacks publishes (asked once a publish is routed)
         # The API names each protocol server serves (set when it starts), to refuse a
         # rule that could never match.
         self.apis: dict[str, frozenset[str]] = {}
@@ -108,33 +121,38 @@ class Faults:
             times: int | None = None, probability: float | None = None,
             method: str | None = None, queue: str | None = None,
             exchange: str | None = None, code: int | None = None,
-            text: str | None = None) -> FaultRule:
+            text: str | None = None, min_version: int | None = None,
+            max_version: int | None = None, throttle_ms: int = 0,
+            routing_key: str | None = None) -> FaultRule:
         if protocol not in PROTOCOLS:
             raise ControlError(f"protocol must be one of {', '.join(PROTOCOLS)}")
         if protocol == "amqp":
             return self._add(FaultRule(0, protocol, action, method=method, queue=queue,
-                                       exchange=exchange, code=code, text=text, times=times,
-                                       probability=probability))
+                                       exchange=exchange, routing_key=routing_key, code=code,
+                                       text=text, times=times, probability=probability))
         if action not in ACTIONS:
             raise ControlError(f"action must be one of {', '.join(ACTIONS)}")
         known = self.apis.get(protocol)
         if api is not None and known is not None and api not in known:
             raise ControlError(f"unknown {protocol} API {api!r}; served: "
                                + ", ".join(sorted(known)))
-        if action == "error":
-            if not error:
-                raise ControlError("an error rule needs error (a Kafka error name)")
-            if api not in KAFKA_ERROR_APIS:
-                raise ControlError("error rules apply to api "
-                                   + " or ".join(KAFKA_ERROR_APIS))
+        if action == "error" and not error:
+            raise ControlError("an error rule needs error (a Kafka error name)")
         if action == "delay" and delay_ms <= 0:
             raise ControlError("a delay rule needs delay_ms > 0")
+        if action == "throttle" and not 0 < throttle_ms <= MAX_THROTTLE_MS:
+            raise ControlError(f"a throttle rule needs throttle_ms in 1..{MAX_THROTTLE_MS}")
+        if (min_version is not None and max_version is not None
+                and min_version > max_version):
+            raise ControlError("min_version is above max_version")
         if times is not None and times < 1:
             raise ControlError("times must be at least 1")
         if probability is not None and not 0 < probability <= 1:
             raise ControlError("probability must be in (0, 1]")
-        return self._add(FaultRule(0, protocol, action, api=api, topic=topic, error=error,
-                                   delay_ms=delay_ms, times=times, probability=probability))
+        return self._add(FaultRule(0, protocol, action, api=api, min_version=min_version,
+                                   max_version=max_version, topic=topic, error=error,
+                                   delay_ms=delay_ms, throttle_ms=throttle_ms, times=times,
+                                   probability=probability))
 
     def _add(self, rule: FaultRule) -> FaultRule:
         if rule.times is not None and rule.times < 1:
@@ -155,10 +173,11 @@ class Faults:
         self._refresh()
         return count
 
-    def take(self, protocol: str, api: str, topics: tuple[str, ...]) -> FaultRule | None:
+    def take(self, protocol: str, api: str, version: int,
+             topics: tuple[str, ...]) -> FaultRule | None:
         """The rule that applies to this request, counted as applied; None if none does."""
         for rule in self.rules:
-            if rule.protocol != protocol or not rule.matches(api, topics):
+            if rule.protocol != protocol or not rule.matches(api, version, topics):
                 continue
             if rule.probability is not None and self._random.random() >= rule.probability:
                 continue
@@ -166,13 +185,17 @@ class Faults:
             return rule
         return None
 
-    def take_amqp(self, method: str, queue: str | None,
-                  exchange: str | None) -> FaultRule | None:
-        """The AMQP rule that applies to this method, counted as applied."""
+    def take_amqp(self, method: str, queue: str | None, exchange: str | None,
+                  routing_key: str | None = None, *,
+                  nack: bool = False) -> FaultRule | None:
+        """The AMQP rule that applies to this method, counted as applied. ``nack``
+        rules are asked for apart (``nack=True``), once a publish has been routed."""
         for rule in self.rules:
             if (rule.protocol != "amqp" or rule.method != method
+                    or (rule.action == "nack") != nack
                     or (rule.queue is not None and rule.queue != queue)
-                    or (rule.exchange is not None and rule.exchange != exchange)):
+                    or (rule.exchange is not None and rule.exchange != exchange)
+                    or (rule.routing_key is not None and rule.routing_key != routing_key)):
                 continue
             if rule.probability is not None and self._random.random() >= rule.probability:
                 continue
@@ -190,7 +213,8 @@ class Faults:
 
     def _refresh(self) -> None:
         self.kafka = any(r.protocol == "kafka" for r in self.rules)
-        self.amqp = any(r.protocol == "amqp" for r in self.rules)
+        self.amqp = any(r.protocol == "amqp" and r.action != "nack" for r in self.rules)
+        self.amqp_nack = any(r.action == "nack" for r in self.rules)
         if self._changed is not None:
             self._changed()
 
@@ -201,6 +225,12 @@ def _check_amqp(rule: FaultRule) -> None:
     if not rule.method or "." not in rule.method:
         raise ControlError("an AMQP rule needs method, e.g. basic.publish")
     rule.method = rule.method.lower()
+    if rule.action == "nack":
+        if rule.method != "basic.publish":
+            raise ControlError("a nack rule applies to method basic.publish")
+        return
+    if rule.routing_key is not None:
+        raise ControlError("routing_key applies to nack rules")
     if rule.action == "error":
         rule.code = rule.code if rule.code is not None else 406
         if rule.code not in SOFT_ERRORS:
@@ -211,8 +241,8 @@ def _check_amqp(rule: FaultRule) -> None:
         if rule.code != 320 and not 500 <= rule.code < 600:
             raise ControlError("a connection close code is 320 or 5xx")
     else:
-        raise ControlError("AMQP rules take action error (channel close) or close "
-                           "(connection close)")
+        raise ControlError("AMQP rules take action error (channel close), close "
+                           "(connection close) or nack (a confirmed publish nacked)")
     rule.text = rule.text or "fault injected by the control API"
 
 

@@ -102,8 +102,13 @@ class ControlMethods:
                   times: int | None = None, probability: float | None = None,
                   method: str | None = None, queue: str | None = None,
                   exchange: str | None = None, code: int | None = None,
-                  text: str | None = None) -> dict[str, Any]:
+                  text: str | None = None, min_version: int | None = None,
+                  max_version: int | None = None, throttle_ms: int | None = None,
+                  routing_key: str | None = None) -> dict[str, Any]:
+        """Install a fault rule; the rule as the broker keeps it (with its ``id``)."""
         rule = {"protocol": protocol, "action": action, "api": api, "topic": topic,
+                "min_version": min_version, "max_version": max_version,
+                "throttle_ms": throttle_ms, "routing_key": routing_key,
                 "error": error, "delay_ms": delay_ms or None, "times": times,
                 "probability": probability, "method": method, "queue": queue,
                 "exchange": exchange, "code": code, "text": text}

@@ -238,7 +238,9 @@ def test_kafka_python_producer_times_out_on_a_dropped_answer(
 
 def test_error_rules_are_checked_when_added(ctl: ControlClient) -> None:
     for bad in ({"action": "error", "api": "Produce", "error": "NO_SUCH_ERROR"},
-                {"action": "error", "api": "Metadata", "error": "NOT_LEADER_OR_FOLLOWER"},
+                {"action": "throttle", "api": "Produce"},
+                {"action": "error", "api": "Produce", "error": "NOT_LEADER_OR_FOLLOWER",
+                 "min_version": 9, "max_version": 3},
                 {"action": "drop", "api": "Produse"}, {"action": "explode"},
                 {"action": "delay", "api": "Fetch"}):
         with pytest.raises(ControlError) as refused:

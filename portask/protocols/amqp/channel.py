@@ -31,6 +31,7 @@ from portask.broker.amqp.queues import Message
 from portask.broker.amqp.vhosts import AnyQueue, VirtualHost
 from portask.broker.clients import ChannelView, ConsumerView
 from portask.broker.user_store import Permission
+from portask.protocols.amqp import faults as amqp_faults
 from portask.protocols.amqp import frames
 from portask.protocols.amqp.constants import (
     BASIC_CONSUME,
@@ -131,6 +132,7 @@ class Channel:
         # The connection's, fixed at Connection.Open; kept here so that a publish pays
         # one attribute read for it (None: the user may do everything, nothing is checked).
         self.permission = conn.permission
+        self.faults = conn.context.faults  # the control API's rules (nack a publish)
         self.number = number
         self.vhost = vhost
         self.closing = False
@@ -249,7 +251,10 @@ class Channel:
         if self.confirm:
             # Numbered before routing: a queue that cannot write it names this number.
             self.publish_seq += 1
-            if not self._route(exchange, message, mandatory, self):
+            if self.faults.amqp_nack and amqp_faults.nacked(self.faults, self.vhost,
+                                                            exchange, message):
+                self._nacks.append(self.publish_seq)  # refused: not routed, nacked
+            elif not self._route(exchange, message, mandatory, self):
                 self._nacks.append(self.publish_seq)
             self.conn.confirms_pending(self)
         else:

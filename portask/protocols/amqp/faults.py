@@ -5,13 +5,24 @@ The connection calls ``check`` for a channel's method frames only while
 attribute read per method frame. A matching rule closes the channel (action ``error``)
 or the connection (action ``close``) with the rule's code and text, as the broker
 would for a real refusal: the client's own error handling runs.
+
+A ``nack`` rule is asked apart, by a confirming channel once a publish is complete
+(``Faults.amqp_nack``): the publish is not routed and the client gets Basic.Nack for it,
+as from a queue that could not take it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from portask.broker.control import Faults
 from portask.protocols.amqp import frames
 from portask.protocols.amqp.errors import ChannelClose, ConnectionClose
+
+if TYPE_CHECKING:
+    from portask.broker.amqp.exchanges import Exchange
+    from portask.broker.amqp.queues import Message
+    from portask.broker.amqp.vhosts import VirtualHost
 
 
 def check(faults: Faults, payload: bytes) -> None:
@@ -29,3 +40,15 @@ def check(faults: Faults, payload: bytes) -> None:
     if rule.action == "error":
         raise ChannelClose(rule.code, rule.text, class_id, method_id)
     raise ConnectionClose(rule.code, rule.text, class_id, method_id)
+
+
+def nacked(faults: Faults, vhost: VirtualHost, exchange: Exchange, message: Message) -> bool:
+    """Whether a nack rule takes this publish: matched on exchange and routing key, and
+    on the queues it would reach when the rule names a queue."""
+    names: tuple[str | None, ...] = (None,)
+    if any(r.action == "nack" and r.queue is not None for r in faults.rules):
+        queues = vhost.route(exchange, message.routing_key,
+                             lambda: frames.headers_from_properties(message.properties))
+        names = tuple(q.name for q in queues) or (None,)
+    return any(faults.take_amqp("basic.publish", name, exchange.name, message.routing_key,
+                                nack=True) is not None for name in names)

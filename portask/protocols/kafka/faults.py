@@ -6,9 +6,14 @@ on), so a broker without either pays one attribute read per request.
 
 Actions, as a client sees them:
 
-- ``error``: the answer carries the named error on every partition of the request
-  (Produce and Fetch); the client handles it as it would from a real broker
-  (NOT_LEADER_OR_FOLLOWER: refresh metadata and retry).
+- ``error``: the answer carries the named error on every topic, partition, group or
+  key the request names (Produce, Fetch, OffsetCommit, CreateTopics, ...), or in its
+  top-level error code where the API has no such lists (FindCoordinator, JoinGroup,
+  Heartbeat, InitProducerId, ...); the request itself is not carried out. The client
+  handles it as it would from a real broker (NOT_LEADER_OR_FOLLOWER: refresh metadata
+  and retry). Metadata keeps its broker list and carries the error on the topics.
+- ``throttle``: the request is carried out and its answer says ``throttle_time_ms``;
+  clients (KIP-219) hold their next requests to this broker back that long.
 - ``delay``: the answer comes ``delay_ms`` later (answers behind it wait, in order).
 - ``drop``: no answer; the client's request times out. Later answers on that
   connection wait behind it, as they would behind a lost one.
@@ -18,6 +23,8 @@ Actions, as a client sees them:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import inspect
 import time
 from typing import Any
@@ -27,7 +34,9 @@ from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
 from portask.protocols.kafka.apis import fetch, produce
 from portask.protocols.kafka.context import RequestContext
+from portask.protocols.kafka.error_answers import error_response
 from portask.protocols.kafka.errors import ErrorCode
+from portask.protocols.kafka.wire import INT32
 
 
 def api_name(schema: str) -> str:
@@ -43,8 +52,9 @@ def handle(ctx: RequestContext, api: registry.Api, request: Any, size: int) -> A
     """What the connection answers with: the handler's answer, or a fault's."""
     control = ctx.broker.control
     name = api_name(api.schema)
-    topics = _topics(ctx.api_key, request)
-    rule = control.faults.take("kafka", name, topics) if control.faults.kafka else None
+    topics = _topics(ctx, request)
+    rule = (control.faults.take("kafka", name, ctx.api_version, topics)
+            if control.faults.kafka else None)
     log = control.requests
     entry = None
     if log.enabled:
@@ -74,12 +84,17 @@ def _fault(ctx: RequestContext, api: registry.Api, request: Any, rule: FaultRule
     if rule.action == "close":
         ctx.connection.close()
         return loop.create_future()
+    if rule.action == "throttle":
+        result = api.handler(ctx, request)
+        if inspect.isawaitable(result):
+            return _throttled_later(ctx, result, rule.throttle_ms)
+        return throttled(ctx, result, rule.throttle_ms)
     assert rule.error is not None
-    return error_answer(ctx, request, int(ErrorCode[rule.error.lower()]))
+    return error_answer(ctx, api, request, int(ErrorCode[rule.error.lower()]))
 
 
-def error_answer(ctx: RequestContext, request: Any, code: int) -> Any:
-    """The answer of a Produce or Fetch with ``code`` on every partition asked for."""
+def error_answer(ctx: RequestContext, api: registry.Api, request: Any, code: int) -> Any:
+    """The answer to ``request`` with ``code`` on everything it asked about."""
     if ctx.api_key == ApiKey.PRODUCE:
         if request.acks == 0:
             return None
@@ -92,7 +107,53 @@ def error_answer(ctx: RequestContext, request: Any, code: int) -> Any:
             for w in wanted:
                 w.error = code
         return fetch._encode(ctx.api_version, request, topics, ErrorCode.none)
-    raise ValueError(f"error faults apply to Produce and Fetch, not API key {ctx.api_key}")
+    if ctx.api_key == ApiKey.METADATA:
+        result = api.handler(ctx, request)
+        if inspect.isawaitable(result):
+            return _metadata_error_later(result, request, code)
+        return _metadata_error(result, request, code)
+    return error_response(ctx.api_key, ctx.api_version, request, code)
+
+
+def _metadata_error(answer: Any, request: Any, code: int) -> Any:
+    """The brokers as they are (clients need them to go on), the error on each topic
+    asked for (all of them when the request names none), without partitions, as Kafka
+    answers a topic it cannot serve."""
+    asked = {t.name for t in request.topics or () if t.name} if request.topics else None
+    topics = tuple(dataclasses.replace(t, error_code=ErrorCode(code), partitions=())
+                   if asked is None or t.name in asked else t for t in answer.topics)
+    return dataclasses.replace(answer, topics=topics)
+
+
+async def _metadata_error_later(result: Any, request: Any, code: int) -> Any:
+    return _metadata_error(await result, request, code)
+
+
+def throttled(ctx: RequestContext, answer: Any, throttle_ms: int) -> Any:
+    """``answer`` saying the client is throttled for ``throttle_ms``. The hand-encoded
+    answers carry throttle_time_ms at a fixed place: first in a Fetch (v1+), last
+    before the tagged fields in a Produce (v1+)."""
+    if answer is None:
+        return None
+    if isinstance(answer, list):
+        if ctx.api_version < 1 or not answer:
+            return answer
+        if ctx.api_key == ApiKey.FETCH:
+            head = bytes(answer[0])
+            return [INT32.pack(throttle_ms) + head[4:], *answer[1:]]
+        if ctx.api_key == ApiKey.PRODUCE:
+            body = bytes(answer[0])
+            end = len(body) - (1 if ctx.api_version >= 9 else 0)  # the tagged fields
+            return [body[:end - 4] + INT32.pack(throttle_ms) + body[end:]]
+        return answer
+    if any(f.name == "throttle_time" for f in dataclasses.fields(answer)):
+        return dataclasses.replace(answer,
+                                   throttle_time=datetime.timedelta(milliseconds=throttle_ms))
+    return answer
+
+
+async def _throttled_later(ctx: RequestContext, result: Any, throttle_ms: int) -> Any:
+    return throttled(ctx, await result, throttle_ms)
 
 
 async def _delayed(ctx: RequestContext, api: registry.Api, request: Any, delay_ms: int) -> Any:
@@ -110,16 +171,38 @@ async def _timed(result: Any, entry: RequestEntry, started: float) -> Any:
         entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
 
 
-def _topics(api_key: int, request: Any) -> tuple[str, ...]:
-    if api_key == ApiKey.PRODUCE:
-        return tuple(t.name for t in request.topic_data)
-    if api_key == ApiKey.FETCH:
-        return tuple(t.topic for t in request.topics if getattr(t, "topic", None))
-    if api_key in (ApiKey.LIST_OFFSETS, ApiKey.OFFSET_COMMIT):
-        return tuple(t.name for t in request.topics)
-    if api_key == ApiKey.METADATA and request.topics:
-        return tuple(t.name for t in request.topics if t.name)
-    return ()
+# Where requests list the topics they name: a list of names or of entries with a
+# name (``topic`` in some APIs, only ``topic_id`` in Fetch v13+), possibly inside a
+# list of groups or transactions.
+_TOPIC_LISTS = ("topics", "topic_data", "topic_names", "v3_and_below_topics",
+                "topic_partitions", "subscribed_topic_names")
+_NESTED_LISTS = ("groups", "transactions")
+
+
+def _topics(ctx: RequestContext, request: Any) -> tuple[str, ...]:
+    if request is None:
+        return ()
+    found: list[str] = []
+    _collect(ctx, request, found)
+    for outer in _NESTED_LISTS:
+        for entry in getattr(request, outer, None) or ():
+            if not isinstance(entry, str):
+                _collect(ctx, entry, found)
+    return tuple(found)
+
+
+def _collect(ctx: RequestContext, holder: Any, found: list[str]) -> None:
+    for attribute in _TOPIC_LISTS:
+        for entry in getattr(holder, attribute, None) or ():
+            if isinstance(entry, str):
+                found.append(entry)
+                continue
+            name = getattr(entry, "name", None) or getattr(entry, "topic", None)
+            if not name and getattr(entry, "topic_id", None) is not None:
+                topic = ctx.broker.topics.by_id(entry.topic_id)
+                name = topic.name if topic is not None else None
+            if isinstance(name, str) and name:
+                found.append(name)
 
 
 def _details(api_key: int, request: Any) -> dict[str, Any]:

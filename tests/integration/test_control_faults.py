@@ -1,0 +1,260 @@
+"""Fault rules of the control API on every Kafka API and on AMQP publishes, driven with
+real clients: what the client sees of an injected error, a throttle and a nack."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pika
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, ThrottleEvent
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from portask.testing import ControlClient
+from tests.broker_process import BrokerProcess, start_broker
+
+
+@pytest.fixture(scope="module")
+def fault_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    proc = start_broker(tmp_path_factory.mktemp("faults") / "data",
+                        "--set", "kafka.auto_create_topics=false")
+    yield proc
+    if proc.proc.poll() is None:
+        proc.stop()
+
+
+@pytest.fixture
+def ctl(fault_broker: BrokerProcess) -> Iterator[ControlClient]:
+    client = ControlClient(f"http://127.0.0.1:{fault_broker.http_port}")
+    client.record_requests()
+    yield client
+    client.clear_faults()
+    client.record_requests(False)
+    client.clear_requests()
+
+
+def _name() -> str:
+    return f"f{uuid.uuid4().hex[:8]}"
+
+
+def _bootstrap(broker: BrokerProcess) -> str:
+    return f"127.0.0.1:{broker.kafka_port}"
+
+
+def _admin(broker: BrokerProcess) -> AdminClient:
+    return AdminClient({"bootstrap.servers": _bootstrap(broker)})
+
+
+def _create_topic(broker: BrokerProcess, name: str, partitions: int = 1) -> None:
+    admin = _admin(broker)  # kept until the answer: a collected client cancels it
+    admin.create_topics([NewTopic(name, partitions)])[name].result(10)
+
+
+# -- Kafka errors -------------------------------------------------------------------------
+
+
+def test_consumer_group_waits_out_coordinator_not_available_then_consumes(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    topic = group = _name()
+    _create_topic(fault_broker, topic)
+    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker)})
+    producer.produce(topic, b"after the coordinator came back")
+    assert producer.flush(10) == 0
+    ctl.add_fault(action="error", api="FindCoordinator", error="COORDINATOR_NOT_AVAILABLE",
+                  times=3)
+    consumer = Consumer({"bootstrap.servers": _bootstrap(fault_broker), "group.id": group,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    try:
+        message = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                break
+        assert message is not None and message.value() == b"after the coordinator came back"
+    finally:
+        consumer.close()
+    assert ctl.faults() == []  # all three used
+    finds = [r for r in ctl.requests(api="FindCoordinator")
+             if r["client_id"] == "rdkafka"]
+    errors = [r["error"] for r in finds]
+    assert errors[:3] == ["COORDINATOR_NOT_AVAILABLE"] * 3 and None in errors[3:]
+
+
+def test_an_error_on_create_topics_is_per_topic_and_creates_nothing(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    refused, other = _name(), _name()
+    ctl.add_fault(action="error", api="CreateTopics", topic=refused,
+                  error="POLICY_VIOLATION", times=1)
+    admin = _admin(fault_broker)
+    futures = admin.create_topics([NewTopic(refused, 2), NewTopic(other, 1)])
+    with pytest.raises(KafkaException) as failed:
+        futures[refused].result(10)
+    assert failed.value.args[0].code() == KafkaError.POLICY_VIOLATION
+    # The whole request was answered with the error: the other topic too.
+    with pytest.raises(KafkaException):
+        futures[other].result(10)
+    listed = admin.list_topics(timeout=10).topics
+    assert refused not in listed and other not in listed
+    _create_topic(fault_broker, refused, 2)  # the rule was used once
+    assert len(admin.list_topics(refused, timeout=10).topics[refused].partitions) == 2
+
+
+def test_an_offset_commit_error_names_each_partition_and_commits_nothing(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    from confluent_kafka import TopicPartition
+
+    topic = group = _name()
+    _create_topic(fault_broker, topic, partitions=2)
+    answers: list[tuple[KafkaError | None, list[TopicPartition]]] = []
+    consumer = Consumer({"bootstrap.servers": _bootstrap(fault_broker), "group.id": group,
+                         "enable.auto.commit": False,
+                         "on_commit": lambda err, tps: answers.append((err, tps))})
+    wanted = [TopicPartition(topic, 0, 42), TopicPartition(topic, 1, 7)]
+    everything = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    try:
+        ctl.add_fault(action="error", api="OffsetCommit", error="OFFSET_METADATA_TOO_LARGE",
+                      times=1)
+        consumer.commit(offsets=wanted, asynchronous=True)
+        while not answers:
+            consumer.poll(0.1)
+        err, partitions = answers[0]
+        assert err is not None and err.code() == KafkaError.OFFSET_METADATA_TOO_LARGE
+        assert [(tp.partition, tp.error.code() if tp.error else None) for tp in partitions] == [
+            (0, KafkaError.OFFSET_METADATA_TOO_LARGE), (1, KafkaError.OFFSET_METADATA_TOO_LARGE)]
+        stored = consumer.committed(everything, timeout=10)
+        assert [tp.offset for tp in stored] == [-1001, -1001]  # nothing committed
+        consumer.commit(offsets=wanted, asynchronous=False)
+        assert [tp.offset for tp in consumer.committed(everything, timeout=10)] == [42, 7]
+    finally:
+        consumer.close()
+    commits = ctl.requests(api="OffsetCommit", topic=topic)
+    assert [c["error"] for c in commits] == ["OFFSET_METADATA_TOO_LARGE", None]
+    assert commits[-1]["details"]["offsets"] == [
+        {"topic": topic, "partition": 0, "offset": 42},
+        {"topic": topic, "partition": 1, "offset": 7}]
+
+
+def test_metadata_error_on_a_topic_delays_the_producer_but_it_delivers(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    topic = _name()
+    _create_topic(fault_broker, topic)
+    ctl.add_fault(action="error", api="Metadata", topic=topic, error="LEADER_NOT_AVAILABLE",
+                  times=2)
+    reports: list[KafkaError | None] = []
+    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker),
+                         "topic.metadata.refresh.fast.interval.ms": 50})
+    producer.produce(topic, b"v", on_delivery=lambda err, msg: reports.append(err))
+    assert producer.flush(15) == 0
+    assert reports == [None]
+    errors = [r["error"] for r in ctl.requests(api="Metadata", topic=topic)]
+    assert errors[:2] == ["LEADER_NOT_AVAILABLE"] * 2 and errors[-1] is None
+
+
+def test_a_version_range_limits_the_rule(fault_broker: BrokerProcess,
+                                         ctl: ControlClient) -> None:
+    topic = _name()
+    _create_topic(fault_broker, topic)
+    # librdkafka 2.x produces with v7 or later: a rule for v0-v2 never matches it.
+    ctl.add_fault(action="error", api="Produce", max_version=2, error="CORRUPT_MESSAGE")
+    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker)})
+    producer.produce(topic, b"v")
+    assert producer.flush(10) == 0
+    assert ctl.faults()[0]["applied"] == 0
+    version = ctl.requests(api="Produce", topic=topic)[-1]["version"]
+    ctl.clear_faults()
+    ctl.add_fault(action="error", api="Produce", min_version=version, max_version=version,
+                  error="TOPIC_AUTHORIZATION_FAILED", times=1)
+    reports: list[KafkaError | None] = []
+    producer.produce(topic, b"w", on_delivery=lambda err, msg: reports.append(err))
+    producer.flush(10)
+    assert [r.code() if r else None for r in reports] == [
+        KafkaError.TOPIC_AUTHORIZATION_FAILED]
+
+
+# -- throttle -----------------------------------------------------------------------------
+
+
+def test_confluent_kafka_reports_an_injected_throttle(fault_broker: BrokerProcess,
+                                                      ctl: ControlClient) -> None:
+    topic = _name()
+    _create_topic(fault_broker, topic)
+    events: list[ThrottleEvent] = []
+    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker),
+                         "throttle_cb": events.append})
+    producer.produce(topic, b"warm-up")
+    assert producer.flush(10) == 0
+    assert events == []
+    ctl.add_fault(action="throttle", api="Produce", topic=topic, throttle_ms=700, times=1)
+    producer.produce(topic, b"throttled")
+    assert producer.flush(10) == 0
+    producer.poll(0.5)
+    assert [round(e.throttle_time, 1) for e in events] == [0.7]
+    assert ctl.peek_topic(topic, count=5)[-1]["value"] == "throttled"  # carried out
+
+
+# -- AMQP nack ----------------------------------------------------------------------------
+
+
+def _amqp(broker: BrokerProcess) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
+
+
+def test_pika_confirmed_publish_is_nacked_by_a_rule(fault_broker: BrokerProcess,
+                                                    ctl: ControlClient) -> None:
+    queue, other = _name(), _name()
+    connection = _amqp(fault_broker)
+    channel = connection.channel()
+    channel.queue_declare(queue)
+    channel.queue_declare(other)
+    channel.confirm_delivery()
+    ctl.add_fault(protocol="amqp", method="basic.publish", queue=queue, action="nack",
+                  times=1)
+    channel.basic_publish("", other, b"another queue: acked")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", queue, b"nacked")
+    channel.basic_publish("", queue, b"acked")  # once only
+    assert ctl.wait_queue(queue, messages=1)["messages"] == 1
+    assert channel.basic_get(queue, auto_ack=True)[2] == b"acked"  # the nacked one not kept
+    assert ctl.wait_queue(other, messages=1)["messages"] == 1
+    connection.close()
+
+
+async def test_aio_pika_sees_a_nack_for_a_routing_key(fault_broker: BrokerProcess,
+                                                      ctl: ControlClient) -> None:
+    import asyncio
+
+    import aio_pika
+    from aio_pika.exceptions import DeliveryError
+
+    connection = await aio_pika.connect(
+        f"amqp://guest:guest@127.0.0.1:{fault_broker.amqp_port}/")
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(_name(), aio_pika.ExchangeType.TOPIC)
+        queue = await channel.declare_queue(_name())
+        await queue.bind(exchange, "orders.#")
+        await asyncio.to_thread(ctl.add_fault, protocol="amqp", method="basic.publish",
+                                exchange=exchange.name, routing_key="orders.eu",
+                                action="nack")
+        with pytest.raises(DeliveryError):
+            await exchange.publish(aio_pika.Message(b"refused"), "orders.eu")
+        await exchange.publish(aio_pika.Message(b"taken"), "orders.us")
+        answer = await asyncio.to_thread(ctl.wait_queue, queue.name, messages=1)
+        assert answer["messages"] == 1
+        assert (await asyncio.to_thread(ctl.faults))[0]["applied"] == 1
+    finally:
+        await connection.close()
+
+
+def test_nack_rules_are_checked_when_added(ctl: ControlClient) -> None:
+    from portask.testing import ControlError
+
+    for bad in ({"method": "queue.declare", "action": "nack"},
+                {"method": "basic.publish", "action": "error", "routing_key": "k"}):
+        with pytest.raises(ControlError) as refused:
+            ctl.add_fault(protocol="amqp", **bad)  # type: ignore[arg-type]
+        assert refused.value.status == 400, bad
