@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ from portask.http.server import (
     Response,
     Routes,
 )
-from portask.listeners import Listener
+from portask.listeners import Listener, refusable
 from portask.storage import StorageError
 from portask.storage.keyvalue import KeyValueStoreError
 
@@ -150,7 +151,8 @@ class App:
         if amqp:
             self.amqp = self._amqp_server(self.broker)
             for lst in amqp:
-                await lst.serve(self.amqp.connection)
+                await lst.serve(refusable(self.amqp.connection,
+                                          partial(self.broker.control.refusing, "amqp")))
         management = [lst for lst in (self.listener("management"),
                                       self.listener("management_tls")) if lst]
         if management:
@@ -224,10 +226,11 @@ class App:
         # Records decoded and built for the HTTP API and the console.
         broker.topics.codec = browse.KafkaRecordCodec(limit)
         self.kafka = KafkaServer(broker, self.settings, listeners)
-        broker.control.on_close_all(self.kafka.close_all)
+        broker.control.on_close_all(self.kafka.close_all, "kafka")
         broker.control.faults.apis["kafka"] = faults.known_apis()
         for listener in listeners:
-            await listener.serve(self.kafka.protocol_factory(listener))
+            await listener.serve(refusable(self.kafka.protocol_factory(listener),
+                                           partial(broker.control.refusing, "kafka")))
 
     def _amqp_server(self, broker: Broker) -> AmqpServer:
         """AMQP's model on the broker: vhosts restored from the definitions and queue logs,
@@ -258,7 +261,7 @@ class App:
         vhosts.deleting.append(server.close_vhost)
         if self.users is not None:
             vhosts.deleting.append(self.users.clear_vhost)
-        broker.control.on_close_all(server.close_connections)
+        broker.control.on_close_all(server.close_connections, "amqp")
         return server
 
     def _load_definitions(self, path: Path, vhosts: VirtualHosts) -> None:

@@ -99,6 +99,16 @@ def add_parser(sub: Any) -> None:
     commands.add_parser("close-connections", help="close every client connection")
     ctl_kafka.add_parsers(commands)
 
+    syncs = commands.add_parser("fail-syncs", help="make the next N fsyncs of the logs fail")
+    syncs.add_argument("count", type=int, help="how many (0: none)")
+
+    refuse = commands.add_parser("refuse", help="reset new connections to a listener")
+    refuse.add_argument("listener", choices=("kafka", "amqp"))
+    refuse.add_argument("--duration-ms", type=int, required=True,
+                        help="how long; 0 accepts connections again")
+    refuse.add_argument("--close-existing", action="store_true",
+                        help="close the open connections too (the broker is down)")
+
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `portask serve` builds the same parser and should not load a client.
@@ -166,8 +176,21 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
                                    getattr(args, "size", None))
             return {"enabled": args.requests_command == "on"}
         return {"cleared": client.clear_requests()}
+    return _broker_call(client, args)
+
+
+def _broker_call(client: ControlClient, args: argparse.Namespace) -> Any:
+    command = args.ctl_command
     if command == "alarm":
         if args.change == "raise":
             return {"alarms": client.raise_alarm(args.resource)}
         return {"alarms": client.clear_alarm(args.resource)}
+    if command == "fail-syncs":
+        return {"failing_syncs": client.fail_syncs(args.count)}
+    if command == "refuse":
+        if not args.duration_ms:
+            client.accept_connections(args.listener)
+            return {"closed": 0}
+        return {"closed": client.refuse_connections(args.listener, args.duration_ms,
+                                                    close_existing=args.close_existing)}
     return {"closed": client.close_connections()}

@@ -134,6 +134,37 @@ def bind(name: str, host: str, port: int, network: NetworkSettings,
     return Listener(name=name, sock=sock)
 
 
+class _Refused:
+    """A connection accepted while its listener refuses (the control API): reset at
+    once, so the client sees a broker that is down (librdkafka's mock cluster does the
+    same for a broker set down)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+
+def refusable(protocol_factory: Callable[[], asyncio.BaseProtocol],
+              refusing: Callable[[], bool]) -> Callable[[], asyncio.BaseProtocol]:
+    """``protocol_factory``, except while ``refusing()``: one call per accepted
+    connection, none per request."""
+
+    def factory() -> asyncio.BaseProtocol:
+        if refusing():
+            return _Refused()  # type: ignore[return-value]
+        return protocol_factory()
+
+    return factory
+
+
 def configure_accepted(transport: asyncio.BaseTransport, network: NetworkSettings) -> None:
     """Per-connection socket options that are not inherited from the listener."""
     if not network.tcp_nodelay:

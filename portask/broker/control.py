@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from portask.broker.alarms import DISK, MEMORY
+from portask.storage import files
 
 if TYPE_CHECKING:
     from portask.broker.alarms import Alarms
@@ -40,6 +41,9 @@ ALARMS = (MEMORY, DISK)
 MAX_THROTTLE_MS = 300_000
 # AMQP 0-9-1's soft errors (a channel close; the rest close the connection).
 SOFT_ERRORS = (311, 312, 313, 403, 404, 405, 406)
+# The longest a listener may refuse connections on one request (a test's "broker down").
+MAX_REFUSE_MS = 600_000
+MAX_FAILING_SYNCS = 1_000_000
 DEFAULT_REQUEST_LOG = 1000
 MAX_REQUEST_LOG = 100_000
 
@@ -337,20 +341,70 @@ class Control:
         # only while this is set.
         self.kafka_hooked = False
         # How each protocol server closes all its client connections.
-        self._closers: list[Callable[[], int]] = []
+        self._closers: list[tuple[str | None, Callable[[], int]]] = []
+        # Listener protocol -> monotonic time until which new connections are refused.
+        self._refused_until: dict[str, float] = {}
 
     def _hooks_changed(self) -> None:
         self.kafka_hooked = self.faults.kafka or self.requests.enabled
 
-    def on_close_all(self, closer: Callable[[], int]) -> None:
-        self._closers.append(closer)
+    def on_close_all(self, closer: Callable[[], int], protocol: str | None = None) -> None:
+        self._closers.append((protocol, closer))
 
-    def close_all_connections(self) -> int:
-        """What clients see of a broker restart: every connection closed at once."""
-        closed = sum(closer() for closer in self._closers)
+    def close_all_connections(self, protocol: str | None = None) -> int:
+        """What clients see of a broker restart: every connection (of ``protocol``)
+        closed at once."""
+        closed = sum(closer() for name, closer in self._closers
+                     if protocol is None or name == protocol)
         log.info("all client connections closed on request", extra={"fields": {
-            "connections": closed}})
+            "connections": closed, "protocol": protocol}})
         return closed
+
+    # -- listeners -----------------------------------------------------------------------
+
+    def refuse_connections(self, protocol: str, duration_ms: int, *,
+                           close_existing: bool = False) -> int:
+        """Reset every new connection to ``protocol``'s listeners for ``duration_ms``
+        (0 ends a refusal); with ``close_existing``, close the open ones too: a broker
+        that is down, as clients see it. Returns the connections closed."""
+        if protocol not in PROTOCOLS:
+            raise ControlError(f"listener must be one of {', '.join(PROTOCOLS)}")
+        if not 0 <= duration_ms <= MAX_REFUSE_MS:
+            raise ControlError(f"duration_ms must be between 0 and {MAX_REFUSE_MS}")
+        if duration_ms:
+            self._refused_until[protocol] = time.monotonic() + duration_ms / 1000
+        else:
+            self._refused_until.pop(protocol, None)
+        log.info("listener refuses connections", extra={"fields": {
+            "protocol": protocol, "duration_ms": duration_ms}})
+        return self.close_all_connections(protocol) if close_existing else 0
+
+    def refusing(self, protocol: str) -> bool:
+        """Whether ``protocol``'s listeners refuse new connections now."""
+        until = self._refused_until.get(protocol)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._refused_until[protocol]
+        return False
+
+    def refusals(self) -> dict[str, int]:
+        """Listener protocol -> milliseconds it still refuses connections."""
+        now = time.monotonic()
+        return {name: max(0, round((until - now) * 1000))
+                for name, until in self._refused_until.items() if until > now}
+
+    # -- storage -----------------------------------------------------------------------
+
+    def fail_syncs(self, count: int) -> int:
+        """Make the next ``count`` fdatasyncs of the logs fail with EIO (0 stops): the
+        broker answers as for a failing disk. Returns how many are still to fail."""
+        if not 0 <= count <= MAX_FAILING_SYNCS:
+            raise ControlError(f"count must be between 0 and {MAX_FAILING_SYNCS}")
+        files.fail_next_syncs(count)
+        log.info("fsync failures injected", extra={"fields": {"count": count}})
+        return files.failing_syncs()
 
     # -- alarms ------------------------------------------------------------------------
 

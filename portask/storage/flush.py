@@ -7,6 +7,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
+from portask.storage import files
 from portask.storage.checkpoint import RecoveryPoint
 
 _sync_executor: ThreadPoolExecutor | None = None
@@ -15,7 +16,7 @@ _sync_executor: ThreadPoolExecutor | None = None
 def _sync_and_close(fds: tuple[int, ...]) -> None:
     try:
         for fd in fds:
-            os.fdatasync(fd)
+            files.datasync(fd)
     finally:
         for fd in fds:
             os.close(fd)
@@ -65,7 +66,7 @@ class FlushTicket:
             for future in self._roll_syncs:
                 future.result()
             for fd in self._fds:
-                os.fdatasync(fd)
+                files.datasync(fd)
         finally:
             self.discard()
 

@@ -21,6 +21,8 @@ import os
 import struct
 from pathlib import Path
 
+from portask.storage import files
+
 ENTRY = struct.Struct("<IIq")
 ENTRY_SIZE = ENTRY.size
 
@@ -208,7 +210,7 @@ class OffsetIndex:
         self._remap(new_size)
 
     def sync(self) -> None:
-        os.fdatasync(self._fd)
+        files.datasync(self._fd)
 
     def dup_fd_if_dirty(self) -> int | None:
         """A descriptor to fdatasync if entries changed since the last call, else None."""

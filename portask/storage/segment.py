@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 from crc32c import crc32c
 
+from portask.storage import files
 from portask.storage.index import OffsetIndex
 
 HEADER = struct.Struct("<IIQIq")
@@ -220,7 +221,7 @@ class Segment:
     def seal(self, sync: bool) -> None:
         """Close the segment for appends: sync it, then cut the files to the used size."""
         if sync:
-            os.fdatasync(self._fd)
+            files.datasync(self._fd)
             self.index.sync()
         # The map stays as it is: nobody reads beyond ``size``, and remapping would
         # have to wait for every live slice.
@@ -236,7 +237,7 @@ class Segment:
         self._ensure_file_size(self.capacity)
 
     def sync(self) -> None:
-        os.fdatasync(self._fd)
+        files.datasync(self._fd)
         self.index.sync()
 
     def dup_fds(self) -> tuple[int, ...]:

@@ -130,6 +130,26 @@ class ControlMethods:
     def close_connections(self) -> int:
         return int(self.call("POST", "connections/close")["closed"])
 
+    def refuse_connections(self, listener: str, duration_ms: int, *,
+                           close_existing: bool = False) -> int:
+        """Reset new connections to the ``kafka`` or ``amqp`` listeners for
+        ``duration_ms`` (with ``close_existing``, close the open ones too: the broker
+        is down as clients see it); the connections closed."""
+        answer = self.call("POST", f"listeners/{listener}/refuse", {
+            "duration_ms": duration_ms, "close_existing": close_existing})
+        return int(answer["closed"])
+
+    def fail_syncs(self, count: int = 1) -> int:
+        """Make the next ``count`` fdatasyncs of the broker's logs fail (0: none)."""
+        if count:
+            return int(self.call("POST", "storage/fail-syncs", {"count": count})[
+                "failing_syncs"])
+        return int(self.call("DELETE", "storage/fail-syncs")["failing_syncs"])
+
+    def accept_connections(self, listener: str) -> None:
+        """End a refusal early."""
+        self.call("DELETE", f"listeners/{listener}/refuse")
+
     # -- request log -------------------------------------------------------------------
 
     def record_requests(self, enabled: bool = True, size: int | None = None) -> None:

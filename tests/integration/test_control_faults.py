@@ -258,3 +258,78 @@ def test_nack_rules_are_checked_when_added(ctl: ControlClient) -> None:
         with pytest.raises(ControlError) as refused:
             ctl.add_fault(protocol="amqp", **bad)  # type: ignore[arg-type]
         assert refused.value.status == 400, bad
+
+
+# -- broker-level: a listener that refuses, fsyncs that fail ------------------------------
+
+
+def test_a_refusing_listener_looks_down_to_clients_until_it_accepts_again(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    topic = _name()
+    _create_topic(fault_broker, topic)
+    errors: list[KafkaError] = []
+    reports: list[tuple[KafkaError | None, float]] = []
+    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker),
+                         "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
+                         "error_cb": errors.append})
+    producer.produce(topic, b"before")
+    assert producer.flush(10) == 0
+    closed = ctl.refuse_connections("kafka", 1500, close_existing=True)
+    refused_at = time.monotonic()
+    assert closed >= 1
+    producer.produce(topic, b"during", on_delivery=lambda err, msg: reports.append(
+        (err, time.monotonic() - refused_at)))
+    ctl.refuse_connections("amqp", 5000)
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        _amqp(fault_broker)
+    ctl.accept_connections("amqp")
+    _amqp(fault_broker).close()  # accepted again at once
+    assert producer.flush(20) == 0
+    [(err, after_s)] = reports
+    assert err is None and after_s >= 1.4  # delivered once the listener accepted again
+    assert any(e.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
+               for e in errors)
+
+
+@pytest.fixture(scope="module")
+def fsync_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    proc = start_broker(tmp_path_factory.mktemp("fsync") / "data",
+                        "--set", "storage.fsync=always")
+    yield proc
+    if proc.proc.poll() is None:
+        proc.stop()
+
+
+def test_failed_fsyncs_are_storage_errors_for_kafka_and_nacks_for_amqp(
+        fsync_broker: BrokerProcess) -> None:
+    ctl = ControlClient(f"http://127.0.0.1:{fsync_broker.http_port}")
+    topic, queue = _name(), _name()
+    _create_topic(fsync_broker, topic)
+    reports: list[KafkaError | None] = []
+    producer = Producer({"bootstrap.servers": _bootstrap(fsync_broker), "acks": "all",
+                         "retries": 0, "enable.idempotence": False})
+    producer.produce(topic, b"synced", on_delivery=lambda err, msg: reports.append(err))
+    assert producer.flush(10) == 0
+    assert ctl.fail_syncs(1) == 1
+    producer.produce(topic, b"not synced", on_delivery=lambda err, msg: reports.append(err))
+    producer.flush(10)
+    producer.produce(topic, b"synced again", on_delivery=lambda err, msg: reports.append(err))
+    assert producer.flush(10) == 0
+    assert [r.code() if r else None for r in reports] == [
+        None, KafkaError.KAFKA_STORAGE_ERROR, None]
+
+    connection = _amqp(fsync_broker)
+    channel = connection.channel()
+    channel.queue_declare(queue, durable=True)
+    channel.confirm_delivery()
+    persistent = pika.BasicProperties(delivery_mode=2)
+    channel.basic_publish("", queue, b"stored", persistent)
+    assert ctl.fail_syncs(1) == 1
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", queue, b"not stored", persistent)
+    channel.basic_publish("", queue, b"stored again", persistent)
+    assert ctl.fail_syncs(0) == 0
+    assert channel.queue_declare(queue, passive=True).method.message_count == 2
+    bodies = [channel.basic_get(queue, auto_ack=True)[2] for _ in range(2)]
+    assert bodies == [b"stored", b"stored again"]
+    connection.close()

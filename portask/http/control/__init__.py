@@ -12,6 +12,10 @@
 - ``POST /_portask/alarms/{memory|disk}``, ``DELETE`` the same: raise or clear an alarm.
 - ``POST /_portask/connections/close``: close every client connection.
 - ``GET/POST /_portask/kafka/topology``: export and load topics and ACLs (topology.py).
+- ``POST /_portask/listeners/{kafka|amqp}/refuse`` (``{"duration_ms": N,
+  "close_existing": false}``), ``DELETE`` the same: reset new connections for a while.
+- ``POST /_portask/storage/fail-syncs`` (``{"count": N}``), ``DELETE``: the next N
+  fdatasyncs of the logs fail with EIO.
 
 The caller has authenticated (the console's Basic check, as for ``/api/``). Errors are
 ``{"error": ..., "message": ...}`` as in the Kafka HTTP API. Waits poll broker state
@@ -83,6 +87,7 @@ def control_api(broker: Broker, management: BrokerView) -> ControlApi:
     _register_state(router, view, kafka)
     _register_waits(router, view)
     _register_faults(router, view)
+    _register_broker(router, view)
     _register_requests(router, view)
     topology.register(router, view)
     return ControlApi(router)
@@ -217,6 +222,16 @@ def _register_faults(router: Router, view: ControlView) -> None:
     def clear_faults(call: Call) -> Any:
         return {"cleared": control.faults.clear()}
 
+    router.add("POST", "faults", add_fault)
+    router.add("GET", "faults", list_faults)
+    router.add("DELETE", "faults", clear_faults)
+
+
+
+def _register_broker(router: Router, view: ControlView) -> None:
+    """Broker-level faults: alarms, connections closed or refused."""
+    control = view.control
+
     def alarm(call: Call) -> Any:
         resource = call.params["resource"]
         try:
@@ -231,12 +246,39 @@ def _register_faults(router: Router, view: ControlView) -> None:
     def close_connections(call: Call) -> Any:
         return {"closed": control.close_all_connections()}
 
-    router.add("POST", "faults", add_fault)
-    router.add("GET", "faults", list_faults)
-    router.add("DELETE", "faults", clear_faults)
+    def refuse(call: Call) -> Any:
+        body = call.body() if call.request.method == "POST" else {}
+        close_existing = body.get("close_existing", False)
+        if not isinstance(close_existing, bool):
+            raise invalid("close_existing", "close_existing must be true or false")
+        duration = 0
+        if call.request.method == "POST":
+            duration = body_int(body, "duration_ms", minimum=1) or 0
+            if not duration:
+                raise invalid("duration_ms", "give duration_ms, the time to refuse for")
+        try:
+            closed = control.refuse_connections(call.params["listener"], duration,
+                                                close_existing=close_existing)
+        except ControlError as exc:
+            raise invalid("listener", str(exc)) from None
+        return {"closed": closed, "refusing": control.refusals()}
+
+    def fail_syncs(call: Call) -> Any:
+        count = 0
+        if call.request.method == "POST":
+            count = body_int(call.body(), "count", 1, minimum=0) or 0
+        try:
+            return {"failing_syncs": control.fail_syncs(count)}
+        except ControlError as exc:
+            raise invalid("count", str(exc)) from None
+
+    router.add("POST", "storage/fail-syncs", fail_syncs)
+    router.add("DELETE", "storage/fail-syncs", fail_syncs)
     router.add("POST", "alarms/{resource}", alarm)
     router.add("DELETE", "alarms/{resource}", alarm)
     router.add("POST", "connections/close", close_connections)
+    router.add("POST", "listeners/{listener}/refuse", refuse)
+    router.add("DELETE", "listeners/{listener}/refuse", refuse)
 
 
 def _register_requests(router: Router, view: ControlView) -> None:
