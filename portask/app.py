@@ -256,7 +256,8 @@ class App:
                                         clients=broker.clients,
                                         alarms=frozenset(broker.alarms.active),
                                         users=self.users,
-                                        faults=broker.control.faults))
+                                        faults=broker.control.faults,
+                                        requests=broker.control.requests))
         broker.alarms.subscribe(server.alarms_changed)
         vhosts.deleting.append(server.close_vhost)
         if self.users is not None:

@@ -327,6 +327,10 @@ class HttpSettings:
         "and http.management_port is not 0; null = none, 0 = any free port.",
         min=0, max=65535,
     )
+    control_request_log_size: int = _opt(
+        1000, "Requests the control API's request log keeps (/_portask/requests; the log "
+        "is off until a test turns it on).", min=1, max=100000,
+    )
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,10 @@ def add_parser(sub: Any) -> None:
     requests = commands.add_parser("requests", help="the request log")
     log_actions = requests.add_subparsers(dest="requests_command", required=True)
     listing = log_actions.add_parser("list")
-    for name in ("protocol", "api", "topic", "client-id"):
+    for name in ("protocol", "api", "topic", "client-id", "connection", "queue", "exchange"):
         listing.add_argument(f"--{name}")
+    listing.add_argument("--errors", action="store_true", help="only answers with errors")
+    listing.add_argument("--since-ms", type=int, help="only from this Unix time in ms on")
     listing.add_argument("--limit", type=int)
     on = log_actions.add_parser("on")
     on.add_argument("--size", type=int)
@@ -170,7 +172,10 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
     if command == "requests":
         if args.requests_command == "list":
             return client.requests(protocol=args.protocol, api=args.api, topic=args.topic,
-                                   client_id=args.client_id, limit=args.limit)
+                                   client_id=args.client_id, limit=args.limit,
+                                   connection=args.connection, queue=args.queue,
+                                   exchange=args.exchange, errors=args.errors,
+                                   since_ms=args.since_ms)
         if args.requests_command in ("on", "off"):
             client.record_requests(args.requests_command == "on",
                                    getattr(args, "size", None))

@@ -113,6 +113,14 @@ class Faults:
         self.kafka = False
         self.amqp = False
         self.amqp_nack = False  # a rule nacks publishes (asked once a publish is routed)
+        # Read on every AMQP method frame: set while an AMQP rule is installed or the
+        # request log is on (Control keeps it so).
+        self.amqp_hooked = False
+        # The methods AMQP rules name (the others skip the check without a decode),
+        # and the rules by (method, exchange, is a nack rule).
+        self.amqp_methods: frozenset[str | None] = frozenset()
+        self._amqp_index: dict[tuple[str | None, str | None, bool], list[FaultRule]] = {}
+        self.nack_by_queue = False  # a nack rule names a queue: a publish is routed first
         # The API names each protocol server serves (set when it starts), to refuse a
         # rule that could never match.
         self.apis: dict[str, frozenset[str]] = {}
@@ -193,12 +201,16 @@ class Faults:
                   routing_key: str | None = None, *,
                   nack: bool = False) -> FaultRule | None:
         """The AMQP rule that applies to this method, counted as applied. ``nack``
-        rules are asked for apart (``nack=True``), once a publish has been routed."""
-        for rule in self.rules:
-            if (rule.protocol != "amqp" or rule.method != method
-                    or (rule.action == "nack") != nack
-                    or (rule.queue is not None and rule.queue != queue)
-                    or (rule.exchange is not None and rule.exchange != exchange)
+        rules are asked for apart (``nack=True``), once a publish has been routed.
+        Rules are indexed by method and exchange: those for other exchanges cost
+        nothing here, which matters on the per-message publish path."""
+        named = self._amqp_index.get((method, exchange, nack), ())
+        anywhere = (self._amqp_index.get((method, None, nack), ())
+                    if exchange is not None else ())
+        candidates = (sorted((*named, *anywhere), key=lambda r: r.id)
+                      if named and anywhere else named or anywhere)
+        for rule in candidates:
+            if ((rule.queue is not None and rule.queue != queue)
                     or (rule.routing_key is not None and rule.routing_key != routing_key)):
                 continue
             if rule.probability is not None and self._random.random() >= rule.probability:
@@ -219,6 +231,17 @@ class Faults:
         self.kafka = any(r.protocol == "kafka" for r in self.rules)
         self.amqp = any(r.protocol == "amqp" and r.action != "nack" for r in self.rules)
         self.amqp_nack = any(r.action == "nack" for r in self.rules)
+        self.amqp_hooked = self.amqp
+        index: dict[tuple[str | None, str | None, bool], list[FaultRule]] = {}
+        for rule in self.rules:
+            if rule.protocol == "amqp":
+                index.setdefault((rule.method, rule.exchange, rule.action == "nack"),
+                                 []).append(rule)
+        self._amqp_index = index
+        self.amqp_methods = frozenset(r.method for r in self.rules
+                                      if r.protocol == "amqp" and r.action != "nack")
+        self.nack_by_queue = any(r.action == "nack" and r.queue is not None
+                                 for r in self.rules)
         if self._changed is not None:
             self._changed()
 
@@ -252,9 +275,17 @@ def _check_amqp(rule: FaultRule) -> None:
 
 @dataclass(slots=True)
 class RequestEntry:
+    """One request as the request log keeps it. Kafka: ``api`` is the API name
+    ("Produce"), ``version`` its version, ``client_id`` the client's id. AMQP: ``api`` is
+    the method ("basic.publish"), ``version`` None, ``client_id`` the connection name the
+    client gave, ``channel`` its channel; ``details`` holds what tests assert on (acks of
+    a Produce, offsets of an OffsetCommit, exchange / routing key / queue of a method).
+    ``errors``: the error names (Kafka) of the answer; ``reply_code``: AMQP's 200, or
+    the code of the close the method caused."""
+
     protocol: str
     api: str
-    version: int
+    version: int | None
     client_id: str | None
     connection: str
     topics: tuple[str, ...]
@@ -263,23 +294,39 @@ class RequestEntry:
     fault: str | None = None
     error: str | None = None
     duration_ms: float | None = None
+    response_size: int | None = None
+    errors: list[str] = field(default_factory=list)
+    partitions: list[tuple[str, int]] = field(default_factory=list)
+    channel: int | None = None
+    reply_code: int | None = None
     at_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def describe(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "api": self.api, "version": self.version,
-                "client_id": self.client_id, "connection": self.connection,
-                "topics": list(self.topics), "size": self.size, "details": self.details,
-                "fault": self.fault, "error": self.error, "duration_ms": self.duration_ms,
-                "at_ms": self.at_ms}
+        described: dict[str, Any] = {
+            "protocol": self.protocol, "api": self.api, "version": self.version,
+            "client_id": self.client_id, "connection": self.connection,
+            "size": self.size, "response_size": self.response_size,
+            "details": self.details, "fault": self.fault, "error": self.error,
+            "duration_ms": self.duration_ms, "at_ms": self.at_ms}
+        if self.protocol == "kafka":
+            described["topics"] = list(self.topics)
+            described["partitions"] = [list(p) for p in self.partitions]
+            described["errors"] = self.errors
+        else:
+            described["channel"] = self.channel
+            described["reply_code"] = self.reply_code
+        return described
 
 
 class RequestLog:
-    """The last requests, newest last; off until a test turns it on (it costs a record
-    per request while on)."""
+    """The last requests of both protocols, newest last, in a ring of ``size``
+    (``control.request_log_size``); off until a test turns it on (while on, a request
+    costs a record, and AMQP method frames a decode)."""
 
-    def __init__(self, changed: Callable[[], None] | None = None) -> None:
+    def __init__(self, changed: Callable[[], None] | None = None,
+                 size: int = DEFAULT_REQUEST_LOG) -> None:
         self.enabled = False
-        self.entries: deque[RequestEntry] = deque(maxlen=DEFAULT_REQUEST_LOG)
+        self.entries: deque[RequestEntry] = deque(maxlen=size)
         self._changed = changed
 
     def configure(self, *, enabled: bool, size: int | None = None) -> None:
@@ -296,12 +343,25 @@ class RequestLog:
         return entry
 
     def find(self, *, protocol: str | None = None, api: str | None = None,
-             topic: str | None = None, client_id: str | None = None) -> Iterable[RequestEntry]:
+             topic: str | None = None, client_id: str | None = None,
+             connection: str | None = None, queue: str | None = None,
+             exchange: str | None = None, errors_only: bool = False,
+             since_ms: int | None = None) -> Iterable[RequestEntry]:
+        """The entries that match every filter given; ``api`` matches a Kafka API name
+        or an AMQP method ("basic.publish") without regard to case."""
+        api = api.lower() if api is not None else None
         for entry in self.entries:
+            details = entry.details
             if ((protocol is None or entry.protocol == protocol)
-                    and (api is None or entry.api == api)
+                    and (api is None or entry.api.lower() == api)
                     and (topic is None or topic in entry.topics)
-                    and (client_id is None or entry.client_id == client_id)):
+                    and (client_id is None or entry.client_id == client_id)
+                    and (connection is None or entry.connection == connection)
+                    and (queue is None or details.get("queue") == queue)
+                    and (exchange is None or details.get("exchange") == exchange)
+                    and (not errors_only or bool(entry.errors) or entry.error is not None
+                         or (entry.reply_code is not None and entry.reply_code != 200))
+                    and (since_ms is None or entry.at_ms >= since_ms)):
                 yield entry
 
     def clear(self) -> int:
@@ -333,10 +393,11 @@ class BrokerState(Protocol):
 
 
 class Control:
-    def __init__(self, broker: BrokerState) -> None:
+    def __init__(self, broker: BrokerState, request_log_size: int = DEFAULT_REQUEST_LOG
+                 ) -> None:
         self.broker = broker
         self.faults = Faults(self._hooks_changed)
-        self.requests = RequestLog(self._hooks_changed)
+        self.requests = RequestLog(self._hooks_changed, request_log_size)
         # Read on every Kafka request: the request goes through the fault and log hook
         # only while this is set.
         self.kafka_hooked = False
@@ -347,6 +408,7 @@ class Control:
 
     def _hooks_changed(self) -> None:
         self.kafka_hooked = self.faults.kafka or self.requests.enabled
+        self.faults.amqp_hooked = self.faults.amqp or self.requests.enabled
 
     def on_close_all(self, closer: Callable[[], int], protocol: str | None = None) -> None:
         self._closers.append((protocol, closer))

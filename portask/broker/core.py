@@ -81,7 +81,7 @@ class Broker:
             data_dir=data_dir,
         )
         # Reset, faults and forced alarms for tests (the control API, /_portask/).
-        self.control = Control(self)
+        self.control = Control(self, settings.http.control_request_log_size)
 
     def open(self) -> Broker:
         self.definitions.open()

@@ -160,10 +160,17 @@ class ControlMethods:
 
     def requests(self, *, protocol: str | None = None, api: str | None = None,
                  topic: str | None = None, client_id: str | None = None,
-                 limit: int | None = None) -> list[dict[str, Any]]:
+                 limit: int | None = None, connection: str | None = None,
+                 queue: str | None = None, exchange: str | None = None,
+                 errors: bool = False, since_ms: int | None = None) -> list[dict[str, Any]]:
+        """The logged requests that match every filter, oldest first (``limit``: the
+        last N). ``api`` is a Kafka API name ("Produce") or an AMQP method
+        ("basic.publish"); ``errors`` keeps those answered with an error."""
         answer = self.call("GET", "requests", query={
             "protocol": protocol, "api": api, "topic": topic, "client_id": client_id,
-            "limit": limit})
+            "limit": limit, "connection": connection, "queue": queue,
+            "exchange": exchange, "errors": "true" if errors else None,
+            "since_ms": since_ms})
         return answer["requests"]  # type: ignore[no-any-return]
 
     def clear_requests(self) -> int:

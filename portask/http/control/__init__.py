@@ -8,7 +8,9 @@
   200 once true, 408 at the timeout.
 - ``POST/GET/DELETE /_portask/faults``: add, list and clear fault rules.
 - ``PUT /_portask/requests`` (``{"enabled": true, "size": N}``), ``GET`` (filters
-  ``protocol``, ``api``, ``topic``, ``client_id``, ``limit``), ``DELETE``: the request log.
+  ``protocol``, ``api`` (a Kafka API or an AMQP method), ``topic``, ``client_id``,
+  ``connection``, ``queue``, ``exchange``, ``errors=true``, ``since_ms``, ``limit``),
+  ``DELETE``: the request log of both protocols.
 - ``POST /_portask/alarms/{memory|disk}``, ``DELETE`` the same: raise or clear an alarm.
 - ``POST /_portask/connections/close``: close every client connection.
 - ``GET/POST /_portask/kafka/topology``: export and load topics and ACLs (topology.py).
@@ -286,10 +288,16 @@ def _register_requests(router: Router, view: ControlView) -> None:
 
     def requests(call: Call) -> Any:
         q = call.query
+        errors_only = q.get("errors", "") in ("true", "1")
         entries = list(control.requests.find(protocol=q.get("protocol") or None,
                                              api=q.get("api") or None,
                                              topic=q.get("topic") or None,
-                                             client_id=q.get("client_id") or None))
+                                             client_id=q.get("client_id") or None,
+                                             connection=q.get("connection") or None,
+                                             queue=q.get("queue") or None,
+                                             exchange=q.get("exchange") or None,
+                                             errors_only=errors_only,
+                                             since_ms=call.int_query("since_ms", minimum=0)))
         limit = call.int_query("limit", len(entries), minimum=0)
         assert limit is not None
         return {"enabled": control.requests.enabled,

@@ -110,6 +110,7 @@ class AmqpConnection(asyncio.Protocol):
     def __init__(self, context: AmqpContext) -> None:
         self.context = context
         self._faults = context.faults
+        self._requests = context.requests
         settings = context.settings
         self._loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
@@ -320,7 +321,8 @@ class AmqpConnection(asyncio.Protocol):
 
     # -- frames to handlers -----------------------------------------------------------------
 
-    def _frame(self, ftype: int, number: int, payload: bytes) -> None:
+    def _frame(self, ftype: int, number: int, payload: bytes) -> None:  # noqa: C901
+        # (Branchy on purpose: the common frames are dispatched inline, not by calls.)
         """One frame. An open channel's methods and content are the fast path, inline here:
         Basic.Publish with its header and body and Basic.Ack are most of what arrives."""
         channel = self.channels.get(number)  # only an open connection has channels
@@ -334,13 +336,15 @@ class AmqpConnection(asyncio.Protocol):
                                       CLASS_BASIC, BASIC_PUBLISH)
             index = _METHOD_INDEX.unpack_from(payload)[0]
             try:
-                if self._faults.amqp:  # the control API's rules: one read while none is set
-                    amqp_faults.check(self._faults, payload)
-                fast = _FAST_PATH.get(index)
-                if fast is not None:
-                    fast(channel, payload)
+                if self._faults.amqp_hooked:  # the control API: one read while unused
+                    amqp_faults.hooked_method(self, self._faults, self._requests, channel,
+                                              index, payload)
                 else:
-                    self._decoded_channel_method(channel, index, payload)
+                    fast = _FAST_PATH.get(index)
+                    if fast is not None:
+                        fast(channel, payload)
+                    else:
+                        self._decoded_channel_method(channel, index, payload)
             except BrokerError as err:
                 self._broker_error(channel, err, *_ids(payload))
             except ChannelClose as err:
@@ -352,6 +356,8 @@ class AmqpConnection(asyncio.Protocol):
                 raise _unknown_frame(ftype, payload)
             try:
                 if ftype == FRAME_HEADER:
+                    if self._faults.amqp_hooked:  # the request log: the publish's size
+                        amqp_faults.content_header(channel, payload)
                     channel.on_content_header(payload)
                 else:
                     channel.on_content_body(payload)
@@ -361,6 +367,15 @@ class AmqpConnection(asyncio.Protocol):
                 raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, BASIC_PUBLISH) from None
         else:
             self._other_frame(ftype, number, channel, payload)
+
+    def dispatch_method(self, channel: Channel, index: int, payload: bytes) -> None:
+        """A channel's method to its handler (what ``_frame`` does inline when the
+        control API's hooks are off)."""
+        fast = _FAST_PATH.get(index)
+        if fast is not None:
+            fast(channel, payload)
+        else:
+            self._decoded_channel_method(channel, index, payload)
 
     def _other_frame(self, ftype: int, number: int, channel: Channel | None,
                      payload: bytes) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from portask.broker.alarms import DISK, MEMORY
 from portask.broker.amqp.vhosts import VirtualHosts
 from portask.broker.clients import Clients
-from portask.broker.control import Faults
+from portask.broker.control import Faults, RequestLog
 from portask.broker.user_store import FULL, Permission, UserStore
 from portask.config import AmqpSettings, NetworkSettings
 
@@ -48,6 +48,8 @@ class AmqpContext:
     users: UserStore | None = None
     # Fault rules of the control API; connections consult them while any AMQP rule is set.
     faults: Faults = field(default_factory=Faults)
+    # The control API's request log; methods are recorded while it is on.
+    requests: RequestLog = field(default_factory=RequestLog)
 
     def accepts_login(self, user: str, password: str) -> bool:
         """PLAIN and AMQPLAIN credentials against the user store."""

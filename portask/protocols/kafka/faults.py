@@ -29,6 +29,8 @@ import inspect
 import time
 from typing import Any
 
+from kio.serial import entity_reader
+
 from portask.broker.control import FaultRule, RequestEntry
 from portask.protocols.kafka import registry
 from portask.protocols.kafka.api_keys import ApiKey
@@ -49,30 +51,83 @@ def known_apis() -> frozenset[str]:
 
 
 def handle(ctx: RequestContext, api: registry.Api, request: Any, size: int) -> Any:
-    """What the connection answers with: the handler's answer, or a fault's."""
+    """What the connection answers with: the handler's answer, or a fault's; while the
+    request log is on, encoded here (so its size and error codes are known)."""
     control = ctx.broker.control
     name = api_name(api.schema)
     topics = _topics(ctx, request)
     rule = (control.faults.take("kafka", name, ctx.api_version, topics)
             if control.faults.kafka else None)
     log = control.requests
-    entry = None
-    if log.enabled:
-        entry = log.add(RequestEntry(
-            protocol="kafka", api=name, version=ctx.api_version, client_id=ctx.client_id,
-            connection=_peer(ctx.connection.peer), topics=topics, size=size,
-            details=_details(ctx.api_key, request),
-            fault=rule.action if rule is not None else None,
-            error=rule.error if rule is not None and rule.action == "error" else None))
-    if rule is None:
-        started = time.perf_counter()
-        result = api.handler(ctx, request)
-        if entry is not None:
-            if inspect.isawaitable(result):
-                return _timed(result, entry, started)
-            entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        return result
-    return _fault(ctx, api, request, rule)
+    if not log.enabled:
+        return api.handler(ctx, request) if rule is None else _fault(ctx, api, request, rule)
+    entry = log.add(RequestEntry(
+        protocol="kafka", api=name, version=ctx.api_version, client_id=ctx.client_id,
+        connection=_peer(ctx.connection.peer), topics=topics, size=size,
+        details=_details(ctx.api_key, request), partitions=_partitions(ctx, request),
+        fault=rule.action if rule is not None else None,
+        error=rule.error if rule is not None and rule.action == "error" else None))
+    started = time.perf_counter()
+    result = api.handler(ctx, request) if rule is None else _fault(ctx, api, request, rule)
+    if inspect.isawaitable(result):
+        return _logged_later(ctx, api, result, entry, started)
+    return _logged(ctx, api, result, entry, started)
+
+
+def _logged(ctx: RequestContext, api: registry.Api, answer: Any, entry: RequestEntry,
+            started: float) -> Any:
+    entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    if answer is None:  # acks=0: nothing goes back
+        entry.response_size = 0
+        return None
+    if not api.min_version <= ctx.api_version <= api.max_version:
+        return answer  # an ApiVersions the server answers at v0 itself
+    schema = registry.schema(ctx.api_key, ctx.api_version)
+    if isinstance(answer, list):
+        entry.response_size = sum(len(b) for b in answer)
+        entry.errors = _error_names(_reader(schema.response_type)(b"".join(answer), 0)[0])
+        return answer
+    entry.errors = _error_names(answer)
+    body = registry.encode(schema, answer)
+    entry.response_size = len(body)
+    return [body]
+
+
+async def _logged_later(ctx: RequestContext, api: registry.Api, result: Any,
+                        entry: RequestEntry, started: float) -> Any:
+    return _logged(ctx, api, await result, entry, started)
+
+
+_READERS: dict[type, Any] = {}
+
+
+def _reader(response_type: type) -> Any:
+    """kio's reader of a hand-encoded answer (Produce, Fetch), for the error codes."""
+    reader = _READERS.get(response_type)
+    if reader is None:
+        reader = _READERS[response_type] = entity_reader(response_type)
+    return reader
+
+
+def _error_names(entity: Any) -> list[str]:
+    """The distinct errors of an answer, by Kafka's name, in the order they appear."""
+    found: dict[str, None] = {}
+    _walk_errors(entity, found)
+    return list(found)
+
+
+def _walk_errors(entity: Any, found: dict[str, None]) -> None:
+    for f in dataclasses.fields(entity):
+        value = getattr(entity, f.name)
+        if f.metadata.get("kafka_type") == "error_code":
+            if value:
+                found[ErrorCode(value).name.upper()] = None
+        elif isinstance(value, tuple):
+            for item in value:
+                if dataclasses.is_dataclass(item):
+                    _walk_errors(item, found)
+        elif dataclasses.is_dataclass(value):
+            _walk_errors(value, found)
 
 
 def _fault(ctx: RequestContext, api: registry.Api, request: Any, rule: FaultRule) -> Any:
@@ -164,13 +219,6 @@ async def _delayed(ctx: RequestContext, api: registry.Api, request: Any, delay_m
     return result
 
 
-async def _timed(result: Any, entry: RequestEntry, started: float) -> Any:
-    try:
-        return await result
-    finally:
-        entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-
-
 # Where requests list the topics they name: a list of names or of entries with a
 # name (``topic`` in some APIs, only ``topic_id`` in Fetch v13+), possibly inside a
 # list of groups or transactions.
@@ -191,7 +239,8 @@ def _topics(ctx: RequestContext, request: Any) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _collect(ctx: RequestContext, holder: Any, found: list[str]) -> None:
+def _collect(ctx: RequestContext, holder: Any, found: list[str],
+             partitions: list[tuple[str, int]] | None = None) -> None:
     for attribute in _TOPIC_LISTS:
         for entry in getattr(holder, attribute, None) or ():
             if isinstance(entry, str):
@@ -203,6 +252,37 @@ def _collect(ctx: RequestContext, holder: Any, found: list[str]) -> None:
                 name = topic.name if topic is not None else None
             if isinstance(name, str) and name:
                 found.append(name)
+                if partitions is not None:
+                    partitions.extend((name, index) for index in _indexes(entry))
+
+
+# Where a topic entry lists its partitions: plain indexes or entries with an index.
+_PARTITION_LISTS = ("partitions", "partition_data", "partition_indexes")
+_INDEX_FIELDS = ("partition_index", "partition", "index")
+
+
+def _indexes(entry: Any) -> list[int]:
+    for attribute in _PARTITION_LISTS:
+        items = getattr(entry, attribute, None)
+        if isinstance(items, tuple):
+            return [item if isinstance(item, int) else next(
+                (getattr(item, f) for f in _INDEX_FIELDS if hasattr(item, f)), -1)
+                for item in items]
+    return []
+
+
+def _partitions(ctx: RequestContext, request: Any) -> list[tuple[str, int]]:
+    """Every (topic, partition) the request names, for the request log."""
+    if request is None:
+        return []
+    found: list[str] = []
+    partitions: list[tuple[str, int]] = []
+    _collect(ctx, request, found, partitions)
+    for outer in _NESTED_LISTS:
+        for entry in getattr(request, outer, None) or ():
+            if not isinstance(entry, str):
+                _collect(ctx, entry, found, partitions)
+    return partitions
 
 
 def _details(api_key: int, request: Any) -> dict[str, Any]:
