@@ -102,6 +102,10 @@ def portask_reset(portask: Any) -> Any:
 @pytest.fixture
 def portask_faults(portask: Any) -> Iterator[Any]:
     """The session's broker for a test that installs fault rules
-    (``portask_faults.add_fault(...)``): they are cleared when the test ends, pass or fail."""
+    (``portask_faults.add_fault(...)``) or broker-level faults (``refuse_connections``,
+    ``fail_syncs``): they are cleared when the test ends, pass or fail."""
     yield portask
     portask.clear_faults()
+    portask.fail_syncs(0)
+    for listener in ("kafka", "amqp"):
+        portask.accept_connections(listener)

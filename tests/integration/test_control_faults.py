@@ -80,6 +80,8 @@ def test_consumer_group_waits_out_coordinator_not_available_then_consumes(
     assert ctl.faults() == []  # all three used
     finds = [r for r in ctl.requests(api="FindCoordinator")
              if r["client_id"] == "rdkafka"]
+    assert all(group in (f["details"].get("coordinator_keys") or [f["details"]["key"]])
+               for f in finds)
     errors = [r["error"] for r in finds]
     assert errors[:3] == ["COORDINATOR_NOT_AVAILABLE"] * 3 and None in errors[3:]
 

@@ -82,10 +82,12 @@ def test_c_injects_a_retriable_error(portask_faults):
     producer = Producer({"bootstrap.servers": portask_faults.kafka_bootstrap})
     producer.produce("orders", b"o1")
     assert producer.flush(15) == 0
+    portask_faults.refuse_connections("amqp", 60000)  # left for cleanup too
 
 
 def test_d_faults_were_cleared(portask):
     assert portask.faults() == []
+    pika.BlockingConnection(pika.URLParameters(portask.amqp_url)).close()
 '''
 
 

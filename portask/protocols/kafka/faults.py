@@ -299,7 +299,16 @@ def _details(api_key: int, request: Any) -> dict[str, Any]:
     if api_key == ApiKey.FETCH:
         return {"max_wait_ms": int(request.max_wait.total_seconds() * 1000),
                 "isolation_level": int(getattr(request, "isolation_level", 0))}
-    return {}
+    if request is None:
+        return {}
+    # Other APIs: the ids that say whose request it was (group, member, transaction).
+    return {name: value for name in _ID_FIELDS
+            if isinstance(value := getattr(request, name, None), str | int | tuple)
+            and not isinstance(value, bool)}
+
+
+_ID_FIELDS = ("group_id", "member_id", "generation_id", "transactional_id", "producer_id",
+              "key", "coordinator_keys", "protocol_type")
 
 
 def _peer(peer: Any) -> str:
