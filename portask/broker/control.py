@@ -121,6 +121,9 @@ class Faults:
         self.amqp_methods: frozenset[str | None] = frozenset()
         self._amqp_index: dict[tuple[str | None, str | None, bool], list[FaultRule]] = {}
         self.nack_by_queue = False  # a nack rule names a queue: a publish is routed first
+        # The exchanges (UTF-8, as a publish frame names them) that publish rules name:
+        # a publish to another one is not decoded; None: a rule matches any exchange.
+        self.publish_exchanges: frozenset[bytes] | None = frozenset()
         # The API names each protocol server serves (set when it starts), to refuse a
         # rule that could never match.
         self.apis: dict[str, frozenset[str]] = {}
@@ -242,6 +245,10 @@ class Faults:
                                       if r.protocol == "amqp" and r.action != "nack")
         self.nack_by_queue = any(r.action == "nack" and r.queue is not None
                                  for r in self.rules)
+        publish = [r for r in self.rules if r.protocol == "amqp" and r.action != "nack"
+                   and r.method == "basic.publish"]
+        self.publish_exchanges = (None if any(r.exchange is None for r in publish)
+                                  else frozenset(str(r.exchange).encode() for r in publish))
         if self._changed is not None:
             self._changed()
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # Method index -> the name rules use ("basic.publish").
 _NAMES: dict[int, str] = {index: cls.name.lower()  # type: ignore[attr-defined]
                           for index, cls in commands.INDEX_MAPPING.items()}
-_PUBLISH = commands.Basic.Publish.index.to_bytes(4, "big")
+_PUBLISH_INDEX = commands.Basic.Publish.index
 
 # What the request log keeps of a method's arguments (those it has).
 _LOGGED_FIELDS = ("exchange", "routing_key", "queue", "consumer_tag", "delivery_tag",
@@ -58,31 +58,34 @@ def hooked_method(conn: HookedConnection, faults: Faults, requests: RequestLog,
     """A channel's method with the fault rules applied and, while the request log is
     on, recorded with its reply code, the bytes sent in answer and the time taken."""
     if not requests.enabled:
-        if _NAMES.get(index) in faults.amqp_methods:
-            check(faults, payload)
+        if index == _PUBLISH_INDEX:  # once per message: the exchange's bytes looked up
+            exchanges = faults.publish_exchanges
+            if exchanges is None or (exchanges and len(payload) > 6
+                                     and payload[7:7 + payload[6]] in exchanges):
+                check(faults, index, payload)
+        elif _NAMES.get(index) in faults.amqp_methods:
+            check(faults, index, payload)
         conn.dispatch_method(channel, index, payload)
         return
-    try:
-        method = frames.decode_method(payload)
-    except (frames.FrameSyntaxError, LookupError):
+    described = _described(index, payload)
+    if described is None:
         conn.dispatch_method(channel, index, payload)  # refused there, as it should be
         return
+    name, details = described
     entry = requests.add(RequestEntry(
-        protocol="amqp", api=method.name.lower(), version=None,
+        protocol="amqp", api=name, version=None,
         client_id=conn.client_properties.get("connection_name"),
         connection=_peer(conn.transport), topics=(), size=len(payload) + _FRAMING,
-        details={name: getattr(method, name) for name in _LOGGED_FIELDS
-                 if getattr(method, name, None) is not None},
-        channel=channel.number))
+        details=details, channel=channel.number))
     out = conn._out
     queued = len(out)
     started = time.perf_counter()
     try:
-        if faults.amqp and _NAMES.get(index) in faults.amqp_methods:
-            rule = _take(faults, method)
+        if name in faults.amqp_methods:
+            rule = faults.take_amqp(name, details.get("queue"), details.get("exchange"))
             if rule is not None:
                 entry.fault = rule.action
-                _refuse(rule, method)
+                _refuse(rule, index)
         conn.dispatch_method(channel, index, payload)
         entry.reply_code = REPLY_SUCCESS
     except AmqpError as err:
@@ -96,8 +99,25 @@ def hooked_method(conn: HookedConnection, faults: Faults, requests: RequestLog,
         entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         # What this method queued for the client (answers; deliveries it caused).
         entry.response_size = sum(len(part) for part in out[queued:])
-    if method.name == "Basic.Publish":
+    if index == _PUBLISH_INDEX:
         _publishing[id(channel)] = entry
+
+
+def _described(index: int, payload: bytes) -> tuple[str, dict[str, Any]] | None:
+    """The method's name and the arguments the log keeps; None if it does not decode."""
+    if index == _PUBLISH_INDEX:  # its own parser: a decode costs 10x more
+        try:
+            exchange, routing_key, mandatory, _ = frames.parse_publish(payload)
+        except frames.FrameSyntaxError:
+            return None
+        return "basic.publish", {"exchange": exchange, "routing_key": routing_key,
+                                 "mandatory": mandatory}
+    try:
+        method = frames.decode_method(payload)
+    except (frames.FrameSyntaxError, LookupError):
+        return None
+    return method.name.lower(), {name: getattr(method, name) for name in _LOGGED_FIELDS
+                                 if getattr(method, name, None) is not None}
 
 
 # A publish's entry until its content header says how large the body is.
@@ -119,34 +139,21 @@ def _peer(transport: Any) -> str:
     return str(peer)
 
 
-def _take(faults: Faults, method: Any) -> Any:
-    return faults.take_amqp(method.name.lower(), getattr(method, "queue", None),
-                            getattr(method, "exchange", None))
-
-
-def check(faults: Faults, payload: bytes) -> None:
-    """Raise the close a matching rule asks for; return when none matches."""
-    if payload[:4] == _PUBLISH:  # the one per message: its own parser, 10x cheaper
-        try:
-            exchange, _, _, _ = frames.parse_publish(payload)
-        except frames.FrameSyntaxError:
-            return
-        rule = faults.take_amqp("basic.publish", None, exchange)
-        if rule is not None:
-            _refuse(rule, commands.Basic.Publish())
+def check(faults: Faults, index: int, payload: bytes) -> None:
+    """Raise the close a matching rule asks for; return when none matches (or the frame
+    does not decode: the normal path refuses it with the proper error)."""
+    described = _described(index, payload)
+    if described is None:
         return
-    try:
-        method = frames.decode_method(payload)
-    except (frames.FrameSyntaxError, LookupError):
-        return  # the normal path refuses it with the proper error
-    rule = _take(faults, method)
+    name, details = described
+    rule = faults.take_amqp(name, details.get("queue"), details.get("exchange"))
     if rule is not None:
-        _refuse(rule, method)
+        _refuse(rule, index)
 
 
-def _refuse(rule: Any, method: Any) -> None:
+def _refuse(rule: Any, index: int) -> None:
     assert rule.code is not None and rule.text is not None
-    class_id, method_id = method.index >> 16, method.index & 0xFFFF
+    class_id, method_id = index >> 16, index & 0xFFFF
     if rule.action == "error":
         raise ChannelClose(rule.code, rule.text, class_id, method_id)
     raise ConnectionClose(rule.code, rule.text, class_id, method_id)
