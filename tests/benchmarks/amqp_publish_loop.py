@@ -11,12 +11,16 @@ The wall-clock figure is noisy on a shared machine; instructions are not:
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         .venv/bin/python -m tests.benchmarks.amqp_publish_loop 100 ack   # and with 0
     (difference of the two "I refs") / (100 * 100) = instructions per message
+
+A third argument installs that many control-API fault rules that match no publish
+(basic.publish to other exchanges); a fourth, "log", turns the request log on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import types
 
 from pamqp import commands, frame
 from pamqp.base import Frame
@@ -24,6 +28,7 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from portask.broker.amqp.vhosts import VirtualHosts
+from portask.broker.control import Control
 from portask.config import Settings
 from portask.protocols.amqp.context import AmqpContext
 from portask.protocols.amqp.server import AmqpServer
@@ -64,11 +69,19 @@ def _method(channel: int, method: Frame) -> bytes:
     return frame.marshal(method, channel)
 
 
-async def run(rounds: int, mode: str = "ack") -> int:
+async def run(rounds: int, mode: str = "ack", fault_rules: int = 0,
+              request_log: bool = False) -> int:
     """Publish ``rounds`` batches; returns the bytes the broker wrote back."""
     settings = Settings()
+    # The control API's state as app.py hands it to the AMQP server (no broker needed).
+    control = Control(types.SimpleNamespace())  # type: ignore[arg-type]
+    for n in range(fault_rules):
+        control.faults.add(protocol="amqp", method="basic.publish", exchange=f"other-{n}",
+                           action="close")
+    control.requests.configure(enabled=request_log, size=1000)
     server = AmqpServer(AmqpContext(settings.amqp, settings.network,
-                                    VirtualHosts(["/"]).open()))
+                                    VirtualHosts(["/"]).open(), faults=control.faults,
+                                    requests=control.requests))
     conn = server.connection()
     transport = CountingTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -104,4 +117,6 @@ async def run(rounds: int, mode: str = "ack") -> int:
 
 
 if __name__ == "__main__":
-    asyncio.run(run(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "ack"))
+    asyncio.run(run(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "ack",
+                    int(sys.argv[3]) if len(sys.argv) > 3 else 0,
+                    len(sys.argv) > 4 and sys.argv[4] == "log"))
