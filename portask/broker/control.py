@@ -120,6 +120,7 @@ class Faults:
         # and the rules by (method, exchange, is a nack rule).
         self.amqp_methods: frozenset[str | None] = frozenset()
         self._amqp_index: dict[tuple[str | None, str | None, bool], list[FaultRule]] = {}
+        self._kafka_index: dict[tuple[str | None, str | None], list[FaultRule]] = {}
         self.nack_by_queue = False  # a nack rule names a queue: a publish is routed first
         # The exchanges (UTF-8, as a publish frame names them) that publish rules name:
         # a publish to another one is not decoded; None: a rule matches any exchange.
@@ -190,9 +191,20 @@ class Faults:
 
     def take(self, protocol: str, api: str, version: int,
              topics: tuple[str, ...]) -> FaultRule | None:
-        """The rule that applies to this request, counted as applied; None if none does."""
-        for rule in self.rules:
-            if rule.protocol != protocol or not rule.matches(api, version, topics):
+        """The Kafka rule that applies to this request, counted as applied; None if none
+        does. Rules are indexed by API and topic: those for other APIs or topics cost a
+        few dict lookups per request, not a test each."""
+        index = self._kafka_index
+        found: list[FaultRule] = []
+        for key in ((api, None), (None, None), *((api, t) for t in topics),
+                    *((None, t) for t in topics)):
+            rules = index.get(key)
+            if rules:
+                found.extend(rules)
+        if len(found) > 1:
+            found = sorted({r.id: r for r in found}.values(), key=lambda r: r.id)
+        for rule in found:
+            if not rule.matches(api, version, topics):
                 continue
             if rule.probability is not None and self._random.random() >= rule.probability:
                 continue
@@ -235,6 +247,11 @@ class Faults:
         self.amqp = any(r.protocol == "amqp" and r.action != "nack" for r in self.rules)
         self.amqp_nack = any(r.action == "nack" for r in self.rules)
         self.amqp_hooked = self.amqp
+        by_api: dict[tuple[str | None, str | None], list[FaultRule]] = {}
+        for rule in self.rules:
+            if rule.protocol == "kafka":
+                by_api.setdefault((rule.api, rule.topic), []).append(rule)
+        self._kafka_index = by_api
         index: dict[tuple[str | None, str | None, bool], list[FaultRule]] = {}
         for rule in self.rules:
             if rule.protocol == "amqp":

@@ -51,3 +51,13 @@ def test_the_request_log_is_a_ring_filtered_by_protocol_fields() -> None:
     assert [e.details["queue"] for e in log.find()] == ["b", "c"]
     assert [e.details["queue"] for e in log.find(api="Queue.Declare", queue="c")] == ["c"]
     assert [e.details["queue"] for e in log.find(errors_only=True)] == ["c"]
+
+
+def test_kafka_rules_apply_in_order_across_the_topic_index() -> None:
+    faults = Faults()
+    any_api = faults.add(protocol="kafka", action="drop", topic="orders", times=1)
+    produce = faults.add(protocol="kafka", action="close", api="Produce")
+    faults.add(protocol="kafka", action="drop", api="Produce", topic="elsewhere")
+    assert faults.take("kafka", "Produce", 9, ("audit", "orders")) is any_api  # first added
+    assert faults.take("kafka", "Produce", 9, ("audit", "orders")) is produce
+    assert faults.take("kafka", "Fetch", 12, ("orders",)) is None
