@@ -356,7 +356,7 @@ class AmqpConnection(asyncio.Protocol):
                 raise _unknown_frame(ftype, payload)
             try:
                 if ftype == FRAME_HEADER:
-                    if self._faults.amqp_hooked:  # the request log: the publish's size
+                    if self._requests.enabled:  # the request log: the publish's size
                         amqp_faults.content_header(channel, payload)
                     channel.on_content_header(payload)
                 else:
