@@ -29,7 +29,7 @@ from portask.protocols.kafka.errors import ErrorCode
 MESSAGE = "injected by the Portask control API"
 
 # Response list -> the request lists it answers, tried in order after its own name
-# ("a.b": the b lists of every item of a, joined).
+# ("a.b": the b lists of every item of a, joined; "a+b": both lists, one after the other).
 _ANSWERS: dict[str, tuple[str, ...]] = {
     "responses": ("topic_data", "topics", "topic_names", "resources"),
     "partition_responses": ("partition_data",),
@@ -41,7 +41,7 @@ _ANSWERS: dict[str, tuple[str, ...]] = {
     "coordinators": ("coordinator_keys",),
     "groups": ("group_ids",),
     "results": ("creations", "resources", "topics", "groups_names",
-                "dirs.topics"),
+                "dirs.topics", "users", "deletions+upsertions"),
     "filter_results": ("filters",),
     "replica_election_results": ("topic_partitions",),
     "partition_result": ("partitions",),
@@ -52,6 +52,7 @@ _COPIED: dict[str, tuple[str, ...]] = {
     "name": ("name", "topic", "topic_name"),
     "topic": ("topic", "name"),
     "topic_name": ("topic_name", "name", "topic"),
+    "user": ("user", "name"),
     "partition_index": ("partition_index", "partition", "index"),
     "partition": ("partition", "partition_index", "index"),
 }
@@ -132,6 +133,11 @@ def _request_list(name: str, asked: Any) -> tuple[Any, ...]:
     if asked is None or not dataclasses.is_dataclass(asked):
         return ()
     for candidate in (name, *_ANSWERS.get(name, ())):
+        if "+" in candidate:  # two lists answered as one (AlterUserScramCredentials)
+            parts = [getattr(asked, part, None) for part in candidate.split("+")]
+            if all(isinstance(part, tuple) for part in parts):
+                return tuple(x for part in parts for x in part)
+            continue
         if "." in candidate:  # a list inside each item of another (AlterReplicaLogDirs)
             outer, inner = candidate.split(".")
             items = getattr(asked, outer, None)

@@ -75,3 +75,13 @@ def test_plain_keys_go_into_the_answer() -> None:
         timeout=__import__("datetime").timedelta(seconds=1)), ErrorCode.not_controller)
     assert [(r.name, r.error_code) for r in deleted.responses] == [
         ("a", ErrorCode.not_controller), ("b", ErrorCode.not_controller)]
+
+
+def test_two_request_lists_answered_in_one() -> None:
+    # AlterUserScramCredentials answers its deletions and upsertions in one results list.
+    request = sample(registry.request_type(ApiKey.ALTER_USER_SCRAM_CREDENTIALS, 0))
+    answer = error_response(ApiKey.ALTER_USER_SCRAM_CREDENTIALS, 0, request,
+                            ErrorCode.not_controller)
+    assert [(r.user, r.error_code) for r in answer.results] == [
+        (request.deletions[0].name, ErrorCode.not_controller),
+        (request.upsertions[0].name, ErrorCode.not_controller)]
