@@ -99,6 +99,10 @@ def _serve(requests: int, replies: int) -> None:
             call, args, allowance = _receive(requests)
         except EOFError:
             return
+        if allowance is None:  # a warm-up: run unlimited and unmeasured
+            _, error = _run(call, args)
+            _send(replies, (0, _outcome(error)))
+            continue
         vm_size = _vm_size()
         if vm_size is not None:
             resource.setrlimit(resource.RLIMIT_AS, (vm_size + allowance, unlimited[1]))
@@ -126,7 +130,7 @@ class _Worker:
         os.close(from_worker_w)
 
     def run(self, call: Callable[..., Any], args: tuple[Any, ...],
-            allowance: int) -> tuple[int, Outcome] | str:
+            allowance: int | None) -> tuple[int, Outcome] | str:
         """(python peak, outcome), or the name of the signal that killed the worker."""
         try:
             _send(self._to_worker, (call, args, allowance))
@@ -145,6 +149,18 @@ class _Worker:
 
 
 _worker: _Worker | None = None
+
+
+def warm(call: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Run ``call(*args)`` in the worker without a limit or a measurement: for caches a
+    decoder fills on first use (the worker was forked whenever the session first needed
+    it, so it may lack what this process has since built), which ``bounded`` would
+    otherwise count against one unlucky input."""
+    global _worker
+    if _worker is None:
+        _worker = _Worker()
+    if isinstance(_worker.run(call, args, None), str):
+        _worker = None
 
 
 def bounded(

@@ -22,7 +22,7 @@ from portask.protocols.kafka import (
     registry,
 )
 from portask.protocols.kafka.wire import MalformedRequest, parse_request_header
-from tests.allocation import bounded
+from tests.allocation import bounded, warm
 from tests.integration.kafka.wire_client import encode_request
 from tests.mutation import fuzz_settings, mutated
 from tests.unit.protocols.kafka.kio_values import encode_body, sample
@@ -119,6 +119,8 @@ def test_every_served_request_decodes_or_is_refused_as_malformed(
 ) -> None:
     key, version, original, frame = case
     schema = registry.schema(key, version)
+    # The schema's reader is built on first use; build it in the worker before measuring.
+    warm(registry.schema, (key, version))
     request, error = bounded(_server_decode, (key, version, frame), len(frame),
                              f"decode of api {key} v{version}")
     event("refused" if error is not None else "decoded")
