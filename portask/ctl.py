@@ -34,11 +34,19 @@ def add_parser(sub: Any) -> None:
     reset.add_argument("--vhost", help="only this AMQP vhost (Kafka untouched)")
     reset.add_argument("--prefix", help="only names starting with this")
 
-    peek = commands.add_parser("peek", help="records of a topic partition, not consumed")
-    peek.add_argument("topic")
+    peek = commands.add_parser("peek", help="records of a topic partition or messages of a "
+                               "queue (--queue), not consumed")
+    peek.add_argument("topic", nargs="?")
     peek.add_argument("partition", type=int, nargs="?", default=0)
     peek.add_argument("--offset", type=int, default=0)
     peek.add_argument("--count", type=int, default=10)
+    peek.add_argument("--queue", help="peek this AMQP queue instead of a topic")
+    peek.add_argument("--vhost", default="/")
+    peek.add_argument("--routing-key", help="only messages whose routing key matches this "
+                      "shell-style pattern")
+    peek.add_argument("--header", action="append", default=[],
+                      help="NAME:VALUE (or NAME: present) a message's headers must have")
+    peek.add_argument("--body", help="only messages whose body contains this text")
 
     wait = commands.add_parser("wait", help="until a queue, topic or group is as asked")
     kinds = wait.add_subparsers(dest="wait_kind", required=True)
@@ -143,8 +151,7 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
     if command == "reset":
         return client.reset(vhost=args.vhost, prefix=args.prefix)
     if command == "peek":
-        return client.peek_topic(args.topic, args.partition, offset=args.offset,
-                                 count=args.count)
+        return _peek(client, args)
     if command == "wait":
         if args.wait_kind == "queue":
             return client.wait_queue(args.queue, vhost=args.vhost, messages=args.messages,
@@ -199,3 +206,20 @@ def _broker_call(client: ControlClient, args: argparse.Namespace) -> Any:
         return {"closed": client.refuse_connections(args.listener, args.duration_ms,
                                                     close_existing=args.close_existing)}
     return {"closed": client.close_connections()}
+
+
+def _peek(client: ControlClient, args: argparse.Namespace) -> Any:
+    if args.queue:
+        headers: dict[str, str | None] = {}
+        for header in args.header:
+            name, sep, value = header.partition(":")
+            headers[name] = value if sep else None
+        return client.peek_queue(args.queue, vhost=args.vhost, offset=args.offset,
+                                 limit=args.count, routing_key=args.routing_key,
+                                 headers=headers, body=args.body)
+    if not args.topic:
+        from portask.testing.control import ControlError
+
+        raise ControlError(400, "give a topic, or --queue NAME")
+    return client.peek_topic(args.topic, args.partition, offset=args.offset,
+                             count=args.count)

@@ -73,6 +73,22 @@ class ControlMethods:
                            query={"offset": offset, "count": count})
         return answer["records"]  # type: ignore[no-any-return]
 
+    def peek_queue(self, queue: str, *, vhost: str = "/", offset: int = 0,
+                   limit: int = 100, routing_key: str | None = None,
+                   headers: dict[str, Any] | None = None, body: str | None = None,
+                   encoding: str = "auto") -> list[dict[str, Any]]:
+        """The queue's messages from position ``offset`` on, not consumed: each with
+        ``payload``, ``routing_key``, ``properties``, ``redelivered``, ``position``.
+        ``routing_key`` is a shell-style pattern; ``headers`` values must match as text
+        (None: the header is present); ``body`` a substring."""
+        header = ",".join(name if value is None else f"{name}:{value}"
+                          for name, value in (headers or {}).items())
+        answer = self.call("GET", f"peek/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}",
+                           query={"offset": offset, "limit": limit, "routing_key": routing_key,
+                                  "header": header or None, "body": body,
+                                  "encoding": encoding})
+        return answer["messages"]  # type: ignore[no-any-return]
+
     # -- waits -------------------------------------------------------------------------
 
     def _wait(self, path: str, query: dict[str, Any], timeout_ms: int) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 - ``POST /_portask/reset`` (``{"vhost": ..., "prefix": ...}``, both optional): delete
   topics, groups and their offsets, queues, exchanges, bindings and messages.
 - ``GET /_portask/peek/topics/{topic}/{partition}?offset=&count=``: records, unconsumed.
+- ``GET /_portask/peek/queues/{vhost}/{queue}``: messages, unconsumed, with filters
+  (``http.control.peek``).
 - ``GET /_portask/wait/queue/{vhost}/{queue}?messages=N|consumers=N&timeout_ms=``,
   ``/_portask/wait/topic/{topic}?records=N``, ``/_portask/wait/group/{group}?state=&members=``:
   200 once true, 408 at the timeout.
@@ -33,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from portask.http.control import topology
+from portask.http.control.peek import register_peek
 from portask.http.control.view import ControlError, ControlView
 from portask.http.kafka.api import (
     MAX_RECORDS,
@@ -87,6 +90,7 @@ def control_api(broker: Broker, management: BrokerView) -> ControlApi:
     kafka = KafkaView(broker, management)
     router = Router()
     _register_state(router, view, kafka)
+    register_peek(router, view)
     _register_waits(router, view)
     _register_faults(router, view)
     _register_broker(router, view)

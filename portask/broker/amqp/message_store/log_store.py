@@ -455,6 +455,28 @@ class LogStore:
             self._append_pending()
         return self._log.read(offset, 1)[0]
 
+    def peek(self) -> Iterator[tuple[Message, bool, int]]:
+        """Ready messages in the order pop would take them; nothing moves (cursor,
+        read-ahead, requeued heap and the delivered mark stay as they are)."""
+        if self._deleted:
+            return
+        self._write_pending_quietly()
+        for offset in sorted(self._requeued):
+            message, deadline = decode_record(self._read_one(offset).payload)
+            yield message, True, deadline
+        offset = self._cursor
+        end = self._log.end_offset
+        while offset < end:
+            records = self._log.read(offset, READ_AHEAD_BYTES)
+            if not records:
+                return
+            for record in records:
+                if (record.payload and record.offset >= self._cursor
+                        and not self._is_settled(record.offset)):
+                    message, deadline = decode_record(record.payload)
+                    yield message, record.offset < self._redelivered_below, deadline
+                offset = record.offset + record.count
+
     def peek_deadline(self) -> int:
         if self._deleted:
             return 0

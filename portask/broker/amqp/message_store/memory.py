@@ -104,6 +104,15 @@ class MemoryStore:
         self._bytes -= len(message.body)
         return item, message, item.redelivered, item.deadline  # type: ignore[union-attr]
 
+    def peek(self) -> Iterator[tuple[Message, bool, int]]:
+        """The ready messages in the order pop would take them, left where they are:
+        (message, redelivered, deadline)."""
+        for item in self._entries:
+            if type(item) is Message:
+                yield item, False, 0
+            else:
+                yield item.message, item.redelivered, item.deadline  # type: ignore[union-attr]
+
     def peek_deadline(self) -> int:
         if not self._entries:
             return 0

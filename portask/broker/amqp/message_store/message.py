@@ -85,6 +85,9 @@ class MessageStore(Protocol):
 
     def peek_deadline(self) -> int: ...
 
+    def peek(self) -> Iterator[tuple[Message, bool, int]]:
+        """Ready messages in delivery order, unchanged: (message, redelivered, deadline)."""
+
     def requeue(self, refs: list[Any]) -> None: ...
 
     def ack(self, refs: Iterable[Any]) -> None: ...

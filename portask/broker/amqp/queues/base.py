@@ -10,7 +10,7 @@ refuses basic.get and purge) is a method of the kind, not a branch at the caller
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, Protocol
 
 from portask.broker.amqp.message_store import Message
@@ -135,6 +135,12 @@ class AmqpQueue(abc.ABC):
     @abc.abstractmethod
     def get(self, no_ack: bool) -> tuple[Any, Message, bool] | None:
         """Basic.Get: (ref, message, redelivered) of the head, or None when empty."""
+
+    @abc.abstractmethod
+    def peek(self, start: int = 0) -> Iterator[tuple[int, Message, bool]]:
+        """The messages a consumer would be handed next, in that order, without taking
+        them: (position, message, redelivered) from position ``start`` on. A position is
+        the place in the queue (0: the head); in a stream, the offset."""
 
     # -- settlement ----------------------------------------------------------------------
 

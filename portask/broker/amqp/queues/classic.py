@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from portask.broker.amqp.message_store import MemoryStore, Message, MessageStore, StoreFailed
@@ -286,6 +286,18 @@ class Queue(AmqpQueue):
             return ref, message, redelivered
         self.gets_empty += 1
         return None
+
+    def peek(self, start: int = 0) -> Iterator[tuple[int, Message, bool]]:
+        """Ready messages in delivery order; expired ones (which no consumer would be
+        handed) are passed over, not dropped."""
+        now = now_ms()
+        position = 0
+        for message, redelivered, deadline in self.store.peek():
+            if deadline and deadline <= now:
+                continue
+            if position >= start:
+                yield position, message, redelivered
+            position += 1
 
     # -- settlement ----------------------------------------------------------------------
 

@@ -84,6 +84,10 @@ class PriorityStore:
                     return (level, ref), message, redelivered, deadline
         return None
 
+    def peek(self) -> Iterator[tuple[Message, bool, int]]:
+        for level in self._order:
+            yield from self._lanes[level].peek()
+
     def peek_deadline(self) -> int:
         for level in self._order:
             lane = self._lanes[level]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from portask.broker.amqp.errors import NotImplementedFeature, PreconditionFailed
@@ -163,6 +164,23 @@ class StreamQueue(AmqpQueue):
                 consumer.deliver(self, record.offset, message, False)
                 if not consumer.no_ack:
                     self.unacked += 1
+
+    def peek(self, start: int = 0) -> Iterator[tuple[int, Message, bool]]:
+        log = self._log.log
+        offset = max(start, log.start_offset)
+        end = log.end_offset
+        while offset < end:
+            try:
+                records = log.read(offset, _READ_AHEAD_BYTES)
+            except OffsetOutOfRange:
+                offset = log.start_offset
+                continue
+            if not records:
+                return
+            for record in records:
+                if record.offset >= offset and record.payload:
+                    yield record.offset, decode_record(record.payload)[0], False
+            offset = records[-1].offset + records[-1].count
 
     # -- settlement: acks only return credit -------------------------------------------------
 

@@ -149,6 +149,15 @@ class TopicStreamQueue(StreamQueue):
         if waiting:
             self._watch()
 
+    def peek(self, start: int = 0) -> Iterator[tuple[int, Message, bool]]:
+        """The topic partition's records as AMQP messages, from offset ``start``."""
+        reader = _Reader(None, max(start, self._log.start_offset))  # type: ignore[arg-type]
+        while self._fill(reader):
+            while reader.readahead:
+                record = reader.readahead.popleft()
+                yield (record.offset, self._messages.message(record, self.partition.topic),
+                       False)
+
     def _fill(self, reader: _Reader) -> bool:
         """Read ahead for one reader; False when it has read all that is committed."""
         while True:
