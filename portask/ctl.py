@@ -48,6 +48,17 @@ def add_parser(sub: Any) -> None:
                       help="NAME:VALUE (or NAME: present) a message's headers must have")
     peek.add_argument("--body", help="only messages whose body contains this text")
 
+    seed = commands.add_parser("seed", help="declare a topology from a YAML or JSON file")
+    seed.add_argument("file", help="the topology ('-' reads stdin)")
+    snapshot = commands.add_parser("snapshot", help="take a named snapshot")
+    snapshot.add_argument("name")
+    restore = commands.add_parser("restore", help="reset and restore a named snapshot")
+    restore.add_argument("name")
+    commands.add_parser("snapshots", help="list the snapshots")
+    vhost = commands.add_parser("vhost", help="create or delete an AMQP vhost")
+    vhost.add_argument("change", choices=("create", "delete"))
+    vhost.add_argument("name")
+
     wait = commands.add_parser("wait", help="until a queue, topic or group is as asked")
     kinds = wait.add_subparsers(dest="wait_kind", required=True)
     queue = kinds.add_parser("queue")
@@ -152,15 +163,10 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
         return client.reset(vhost=args.vhost, prefix=args.prefix)
     if command == "peek":
         return _peek(client, args)
+    if command in ("seed", "snapshot", "restore", "snapshots", "vhost"):
+        return _state(client, args)
     if command == "wait":
-        if args.wait_kind == "queue":
-            return client.wait_queue(args.queue, vhost=args.vhost, messages=args.messages,
-                                     consumers=args.consumers, timeout_ms=args.timeout_ms)
-        if args.wait_kind == "topic":
-            return client.wait_topic(args.topic, records=args.records,
-                                     timeout_ms=args.timeout_ms)
-        return client.wait_group(args.group, state=args.state or None, members=args.members,
-                                 timeout_ms=args.timeout_ms)
+        return _wait(client, args)
     if command == "faults":
         if args.faults_command == "add":
             return client.add_fault(protocol=args.protocol, action=args.action, api=args.api,
@@ -223,3 +229,32 @@ def _peek(client: ControlClient, args: argparse.Namespace) -> Any:
         raise ControlError(400, "give a topic, or --queue NAME")
     return client.peek_topic(args.topic, args.partition, offset=args.offset,
                              count=args.count)
+
+
+def _state(client: ControlClient, args: argparse.Namespace) -> Any:
+    command = args.ctl_command
+    if command == "seed":
+        from pathlib import Path
+
+        return client.seed(sys.stdin.read() if args.file == "-" else Path(args.file))
+    if command == "snapshot":
+        return client.snapshot(args.name)
+    if command == "restore":
+        return client.restore(args.name)
+    if command == "snapshots":
+        return client.snapshots()
+    if args.change == "create":
+        return {"vhost": args.name, "created": client.create_vhost(args.name)}
+    client.delete_vhost(args.name)
+    return {"deleted": args.name}
+
+
+def _wait(client: ControlClient, args: argparse.Namespace) -> Any:
+    if args.wait_kind == "queue":
+        return client.wait_queue(args.queue, vhost=args.vhost, messages=args.messages,
+                                 consumers=args.consumers, timeout_ms=args.timeout_ms)
+    if args.wait_kind == "topic":
+        return client.wait_topic(args.topic, records=args.records,
+                                 timeout_ms=args.timeout_ms)
+    return client.wait_group(args.group, state=args.state or None, members=args.members,
+                             timeout_ms=args.timeout_ms)

@@ -553,13 +553,17 @@ class Control:
             broker.topics.delete(topic.name)
             result.topics += 1
         groups = broker.groups
+        keys: dict[str, list[tuple[str, int]]] = {}
+        for g, t, p in groups.stored.partition_keys():
+            if g.startswith(prefix):
+                keys.setdefault(g, []).append((t, p))
         for group in [g for g in groups if g.group_id.startswith(prefix)]:
-            keys = [(t, p) for g, t, p in groups._offset_keys() if g == group.group_id]
+            committed = keys.get(group.group_id, [])
             if not group.members:
                 groups.delete([group.group_id])
                 result.groups += 1
-                result.offsets += len(keys)
+                result.offsets += len(committed)
             else:
                 # A group with live members stays (they rejoin as with a moved
                 # coordinator); what it committed goes.
-                result.offsets += groups._drop_offsets(group.group_id, keys)
+                result.offsets += groups.stored.drop(group.group_id, committed)

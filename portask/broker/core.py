@@ -26,6 +26,7 @@ from portask.broker.kafka.groups import Groups
 from portask.broker.kafka.producers import ProducerIds
 from portask.broker.kafka.topics import Topics
 from portask.broker.kafka.transactions import TransactionCoordinator
+from portask.broker.snapshots import Snapshots
 from portask.config import Settings
 from portask.storage.directory import LogDirectory
 from portask.storage.log import LogConfig
@@ -82,6 +83,8 @@ class Broker:
         )
         # Reset, faults and forced alarms for tests (the control API, /_portask/).
         self.control = Control(self, settings.http.control_request_log_size)
+        # Named snapshots a test suite restores before each test (the control API).
+        self.snapshots = Snapshots(self)
 
     def open(self) -> Broker:
         self.definitions.open()

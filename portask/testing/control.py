@@ -7,6 +7,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -88,6 +89,41 @@ class ControlMethods:
                                   "header": header or None, "body": body,
                                   "encoding": encoding})
         return answer["messages"]  # type: ignore[no-any-return]
+
+    def seed(self, topology: dict[str, Any] | str | Path) -> dict[str, Any]:
+        """Declare a topology in one call: a dict, YAML or JSON text, or a file holding
+        it (the format: README, "Seed, snapshots and restore"); counts of what was made."""
+        if isinstance(topology, Path) or (isinstance(topology, str)
+                                          and _names_a_file(topology)):
+            topology = Path(topology).read_text()
+        if isinstance(topology, str):
+            import yaml  # JSON is YAML too
+
+            topology = yaml.safe_load(topology)
+        return self.call("POST", "seed", topology)  # type: ignore[arg-type,no-any-return]
+
+    def snapshot(self, name: str) -> dict[str, Any]:
+        """Take a snapshot of everything users created, under ``name``."""
+        return self.call("POST", f"snapshots/{quote(name, safe='')}")  # type: ignore[no-any-return]
+
+    def restore(self, name: str) -> dict[str, Any]:
+        """Reset, then bring back exactly what snapshot ``name`` holds."""
+        return self.call(  # type: ignore[no-any-return]
+            "POST", f"snapshots/{quote(name, safe='')}/restore")
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return self.call("GET", "snapshots")  # type: ignore[no-any-return]
+
+    def delete_snapshot(self, name: str) -> None:
+        self.call("DELETE", f"snapshots/{quote(name, safe='')}")
+
+    def create_vhost(self, name: str) -> bool:
+        """Create an AMQP vhost; False if it existed already."""
+        return bool(self.call("PUT", f"vhosts/{quote(name, safe='')}")["created"])
+
+    def delete_vhost(self, name: str) -> None:
+        """Delete a vhost with its exchanges, queues and messages."""
+        self.call("DELETE", f"vhosts/{quote(name, safe='')}")
 
     # -- waits -------------------------------------------------------------------------
 
@@ -191,6 +227,15 @@ class ControlMethods:
 
     def clear_requests(self) -> int:
         return int(self.call("DELETE", "requests")["cleared"])
+
+
+def _names_a_file(text: str) -> bool:
+    if "\n" in text or len(text) > 1024:
+        return False
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
 
 
 class ControlClient(ControlMethods):

@@ -406,7 +406,8 @@ def _apply_access(plan: _Plan, vhosts: VirtualHosts, users: UserStore | None,
             users.put_user(name, password=password, password_hash=password_hash, tags=tags)
             report.count("users")
     for name in plan.vhosts:
-        if vhosts.create(name):
+        if vhosts.get(name) is None:
+            vhosts.create(name)
             report.count("vhosts")
     if users is not None:
         for user, vhost, configure, write, read in plan.permissions:

@@ -5,6 +5,8 @@
 - ``GET /_portask/peek/topics/{topic}/{partition}?offset=&count=``: records, unconsumed.
 - ``GET /_portask/peek/queues/{vhost}/{queue}``: messages, unconsumed, with filters
   (``http.control.peek``).
+- ``POST /_portask/seed``, ``/_portask/snapshots/{name}`` (take, restore, list, delete),
+  ``PUT/DELETE /_portask/vhosts/{name}`` (``http.control.state``).
 - ``GET /_portask/wait/queue/{vhost}/{queue}?messages=N|consumers=N&timeout_ms=``,
   ``/_portask/wait/topic/{topic}?records=N``, ``/_portask/wait/group/{group}?state=&members=``:
   200 once true, 408 at the timeout.
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from portask.http.control import topology
 from portask.http.control.peek import register_peek
+from portask.http.control.state import register_state
 from portask.http.control.view import ControlError, ControlView
 from portask.http.kafka.api import (
     MAX_RECORDS,
@@ -91,6 +94,7 @@ def control_api(broker: Broker, management: BrokerView) -> ControlApi:
     router = Router()
     _register_state(router, view, kafka)
     register_peek(router, view)
+    register_state(router, view)
     _register_waits(router, view)
     _register_faults(router, view)
     _register_broker(router, view)

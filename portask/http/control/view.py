@@ -9,11 +9,13 @@ from portask.broker.control import Control, ControlError, FaultRule, ResetResult
 from portask.broker.kafka import topology
 from portask.broker.kafka.groups import Group
 from portask.broker.kafka.topology import TopologyError
+from portask.broker.seed import SeedResult, seed
 
 if TYPE_CHECKING:
     from portask.broker.core import Broker
 
-__all__ = ["ControlError", "ControlView", "FaultRule", "ResetResult", "TopologyError"]
+__all__ = ["ControlError", "ControlView", "FaultRule", "ResetResult", "SeedResult",
+           "TopologyError", "seed"]
 
 
 class ControlView:

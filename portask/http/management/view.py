@@ -110,7 +110,9 @@ class BrokerView:
         amqp = self.broker.amqp
         if amqp is None:
             raise bad_request("the AMQP listener is not enabled")
-        return amqp.create(name)
+        existed = amqp.get(name) is not None
+        amqp.create(name)
+        return not existed
 
     def delete_vhost(self, name: str) -> bool:
         amqp = self.broker.amqp

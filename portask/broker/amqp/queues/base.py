@@ -142,6 +142,11 @@ class AmqpQueue(abc.ABC):
         them: (position, message, redelivered) from position ``start`` on. A position is
         the place in the queue (0: the head); in a stream, the offset."""
 
+    @abc.abstractmethod
+    def load(self, messages: list[tuple[Message, int]]) -> None:
+        """Put back messages a snapshot held, in order: (message, TTL deadline ms or 0).
+        Not a publish: no consumer is handed one here and no counter moves."""
+
     # -- settlement ----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -299,6 +299,19 @@ class Queue(AmqpQueue):
                 yield position, message, redelivered
             position += 1
 
+    def load(self, messages: list[tuple[Message, int]]) -> None:
+        store = self.store
+        all_persistent = self._all_persistent
+        first = 0
+        for message, deadline in messages:
+            store.push(message, deadline, message.persistent or all_persistent)
+            if deadline and (not first or deadline < first):
+                first = deadline
+        if first:
+            self._expiring = True
+            self._schedule_expiry(first)
+        self.dispatch()
+
     # -- settlement ----------------------------------------------------------------------
 
     def _forget(self, ref: Any) -> None:

@@ -182,6 +182,14 @@ class StreamQueue(AmqpQueue):
                     yield record.offset, decode_record(record.payload)[0], False
             offset = records[-1].offset + records[-1].count
 
+    def load(self, messages: list[tuple[Message, int]]) -> None:
+        log = self._log
+        for message, _deadline in messages:
+            log.append(encode_record(message, 0, True))
+        if messages:
+            self._storage.appended(log.log)
+        self.dispatch()
+
     # -- settlement: acks only return credit -------------------------------------------------
 
     def ack(self, refs: list[Any]) -> None:

@@ -158,6 +158,10 @@ class TopicStreamQueue(StreamQueue):
                 yield (record.offset, self._messages.message(record, self.partition.topic),
                        False)
 
+    def load(self, messages: list[tuple[Message, int]]) -> None:
+        for message, _deadline in messages:
+            self.publish(message)
+
     def _fill(self, reader: _Reader) -> bool:
         """Read ahead for one reader; False when it has read all that is committed."""
         while True:

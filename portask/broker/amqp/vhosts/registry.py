@@ -88,15 +88,17 @@ class VirtualHosts:
                     "count": removed}})
         return self
 
-    def create(self, name: str) -> bool:
-        """A vhost made at run time (management API, definitions); False if it existed."""
+    def create(self, name: str) -> VirtualHost:
+        """A vhost made at run time (management API, definitions, control API); recorded
+        in the definitions, so it is there after a restart. An existing one is returned."""
         if not name:
             raise ValueError("a vhost needs a name")
-        existed = name in self._vhosts
-        self._add(name)
-        if self.definitions is not None and self.definitions.get(VHOSTS, name) is None:
-            self.definitions.put(VHOSTS, name, {})
-        return not existed
+        vhost = self._vhosts.get(name)
+        if vhost is None:
+            vhost = self._add(name)
+            if self.definitions is not None:
+                self.definitions.put(VHOSTS, name, {})
+        return vhost
 
     def delete(self, name: str) -> bool:
         """Delete a vhost with everything in it: its connections are closed first (by the
@@ -114,6 +116,7 @@ class VirtualHosts:
         for policy in list(vhost.policies):
             vhost.saved.forget_policy(policy)
         vhost.policies.clear()
+        self.commit()
         vhost.close()
         del self._vhosts[name]
         if self.definitions is not None:

@@ -1,0 +1,231 @@
+"""Named snapshots of what users created, for tests: take one after a suite's set-up,
+restore it before each test (the control API's ``/_portask/snapshots``).
+
+A snapshot holds, in the broker's memory: every vhost's exchanges, queues with their
+ready messages (property bytes and bodies copied, in delivery order, with the TTL left),
+bindings (to queues and exchanges), Kafka topics with their configs and stored batches
+(bytes as stored), and committed consumer group offsets. Exclusive queues belong to
+their connection and are not taken; neither are messages held unacked by consumers
+(they are not in the queue), nor idempotent producer and transaction state.
+
+Restoring resets the broker (as ``Control.reset``) and rebuilds exactly what was taken:
+durable things durable again, transient ones transient; topics' records at the offsets
+they had; a restored message is not flagged redelivered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from portask.broker.control import ControlError
+from portask.broker.definitions import CONSUMER_OFFSETS
+
+if TYPE_CHECKING:
+    from portask.broker.amqp.message_store import Message
+    from portask.broker.amqp.vhosts import VirtualHosts
+    from portask.broker.amqp.vhosts.vhost import VirtualHost
+    from portask.broker.control import Control
+    from portask.broker.definitions import Definitions
+    from portask.broker.kafka.topics import Topics
+
+MAX_SNAPSHOTS = 100
+# The owner a restore declares and binds as: never an exclusive queue's connection.
+RESTORER = object()
+
+
+@dataclass(slots=True)
+class QueueState:
+    name: str
+    durable: bool
+    auto_delete: bool
+    arguments: dict[str, Any]
+    # (exchange, routing key, properties, body, persistent, priority, ms of TTL left or 0)
+    messages: list[tuple[str, str, bytes, bytes, bool, int, int]]
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class VhostState:
+    name: str
+    # (name, type, durable, auto_delete, internal, arguments)
+    exchanges: list[tuple[str, str, bool, bool, bool, dict[str, Any]]]
+    queues: list[QueueState]
+    # (source, "q" or "e", destination, routing key, arguments)
+    bindings: list[tuple[str, str, str, str, dict[str, Any]]]
+
+
+@dataclass(slots=True)
+class TopicState:
+    name: str
+    configs: dict[str, str]
+    # Per partition: (log start offset, [(payload, offset count, timestamp)]).
+    partitions: list[tuple[int, list[tuple[bytes, int, int]]]]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    name: str
+    vhosts: list[VhostState] = field(default_factory=list)
+    topics: list[TopicState] = field(default_factory=list)
+    offsets: list[tuple[Any, Any]] = field(default_factory=list)
+    taken_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "taken_ms": self.taken_ms,
+                "topics": len(self.topics),
+                "records": sum(count for t in self.topics for _, entries in t.partitions
+                               for _, count, _ in entries),
+                "queues": sum(len(v.queues) for v in self.vhosts),
+                "messages": sum(len(q.messages) for v in self.vhosts for q in v.queues),
+                "exchanges": sum(len(v.exchanges) for v in self.vhosts),
+                "bindings": sum(len(v.bindings) for v in self.vhosts),
+                "offsets": len(self.offsets)}
+
+
+class BrokerState(Protocol):
+    """What of the broker core a snapshot reads and a restore rebuilds (``core.Broker``)."""
+
+    topics: Topics
+    amqp: VirtualHosts | None
+    definitions: Definitions
+    control: Control
+
+
+class Snapshots:
+    """The snapshots taken, by name (a name taken again is replaced)."""
+
+    def __init__(self, broker: BrokerState) -> None:
+        self.broker = broker
+        self._taken: dict[str, Snapshot] = {}
+
+    def __iter__(self) -> Any:
+        return iter(list(self._taken.values()))
+
+    def get(self, name: str) -> Snapshot | None:
+        return self._taken.get(name)
+
+    def delete(self, name: str) -> bool:
+        return self._taken.pop(name, None) is not None
+
+    def take(self, name: str) -> tuple[Snapshot, float]:
+        """(the snapshot, ms it took)."""
+        if not name:
+            raise ControlError("a snapshot needs a name")
+        if name not in self._taken and len(self._taken) >= MAX_SNAPSHOTS:
+            raise ControlError(f"at most {MAX_SNAPSHOTS} snapshots; delete one first")
+        started = time.perf_counter()
+        broker = self.broker
+        amqp = broker.amqp
+        if amqp is not None:
+            amqp.commit()  # pending appends readable from the logs
+        snapshot = Snapshot(name)
+        for topic in broker.topics:
+            partitions = []
+            for partition in topic.partitions:
+                entries = [(bytes(r.payload), r.count, r.timestamp)
+                           for r in partition.scan(partition.log_start_offset)]
+                partitions.append((partition.log_start_offset, entries))
+            snapshot.topics.append(TopicState(topic.name, dict(topic.configs), partitions))
+        snapshot.offsets = list(broker.definitions.items(CONSUMER_OFFSETS))
+        if amqp is not None:
+            now = int(time.time() * 1000)
+            snapshot.vhosts = [_take_vhost(vhost, now) for vhost in amqp]
+        self._taken[name] = snapshot
+        return snapshot, (time.perf_counter() - started) * 1000
+
+    def restore(self, name: str) -> tuple[Snapshot, float]:
+        """Reset, then rebuild what the snapshot holds: (the snapshot, ms it took)."""
+        snapshot = self._taken.get(name)
+        if snapshot is None:
+            raise KeyError(name)
+        started = time.perf_counter()
+        broker = self.broker
+        broker.control.reset()
+        with broker.definitions.batch():
+            for state in snapshot.topics:
+                _restore_topic(broker, state)
+            for key, value in snapshot.offsets:
+                broker.definitions.put(CONSUMER_OFFSETS, key, value)
+            amqp = broker.amqp
+            if amqp is not None:
+                now = int(time.time() * 1000)
+                for vhost_state in snapshot.vhosts:
+                    vhost = amqp.get(vhost_state.name)
+                    if vhost is None:
+                        vhost = amqp.create(vhost_state.name)
+                    _restore_vhost(vhost, vhost_state, now)
+                amqp.commit()
+        return snapshot, (time.perf_counter() - started) * 1000
+
+
+def _take_vhost(vhost: VirtualHost, now: int) -> VhostState:
+    exchanges = [(e.name, e.kind, e.durable, e.auto_delete, e.internal, dict(e.arguments))
+                 for e in vhost.exchanges.values()
+                 if e.name and not e.name.startswith("amq.")]
+    queues: list[QueueState] = []
+    for queue in vhost.queues.values():
+        if queue.exclusive or queue.yields_name:
+            continue  # a connection's own queue; a Kafka topic's partition
+        state = QueueState(queue.name, queue.durable, queue.auto_delete,
+                           dict(queue.arguments), [], stream=queue.is_stream)
+        if queue.is_stream:
+            state.messages = [_copied(m, 0, now) for _, m, _ in queue.peek()]
+        else:
+            store = queue.store  # type: ignore[union-attr]
+            state.messages = [_copied(m, deadline, now) for m, _r, deadline in store.peek()
+                              if not deadline or deadline > now]
+        queues.append(state)
+    bindings = []
+    for exchange in vhost.exchanges.values():
+        if not exchange.name:
+            continue  # the default exchange's implicit bindings
+        for binding in exchange.bindings.values():
+            dest = binding.destination
+            kind = "q" if vhost.queues.get(dest.name) is dest else "e"
+            if kind == "q" and dest.exclusive:  # type: ignore[union-attr]
+                continue
+            bindings.append((exchange.name, kind, dest.name, binding.routing_key,
+                             dict(binding.arguments)))
+    return VhostState(vhost.name, exchanges, queues, bindings)
+
+
+def _copied(message: Message, deadline: int, now: int
+            ) -> tuple[str, str, bytes, bytes, bool, int, int]:
+    # Copies: a durable queue's message is a view of a segment that may go away.
+    return (message.exchange, message.routing_key, bytes(message.properties),
+            bytes(message.body), message.persistent, message.priority,
+            deadline - now if deadline else 0)
+
+
+def _restore_topic(broker: BrokerState, state: TopicState) -> None:
+    topic = broker.topics.create(state.name, len(state.partitions), state.configs)
+    for partition, (start, entries) in zip(topic.partitions, state.partitions, strict=True):
+        if start:
+            # Offsets below the start were gone when the snapshot was taken; one entry
+            # without records keeps every later batch at the offset it was stored at.
+            partition.append(b"", start)
+        for payload, count, timestamp in entries:
+            partition.append(payload, count, timestamp)
+
+
+def _restore_vhost(vhost: VirtualHost, state: VhostState, now: int) -> None:
+    from portask.broker.amqp.message_store import Message
+
+    for name, kind, durable, auto_delete, internal, arguments in state.exchanges:
+        vhost.declare_exchange(name, kind, durable=durable, auto_delete=auto_delete,
+                               internal=internal, arguments=arguments)
+    for q in state.queues:
+        queue = vhost.declare_queue(q.name, owner=RESTORER, durable=q.durable,
+                                    auto_delete=q.auto_delete, arguments=q.arguments)
+        fresh = [(Message(ex, rk, props, body, persistent=persistent, priority=priority),
+                  now + ttl if ttl else 0)
+                 for ex, rk, props, body, persistent, priority, ttl in q.messages]
+        queue.load(fresh)
+    for source, kind, destination, routing_key, arguments in state.bindings:
+        if kind == "q":
+            if destination in vhost.queues:
+                vhost.bind_queue(destination, source, routing_key, arguments, RESTORER)
+        elif destination in vhost.exchanges:
+            vhost.bind_exchange(destination, source, routing_key, arguments)
