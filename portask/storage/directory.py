@@ -42,6 +42,7 @@ class LogDirectory:
         self.retention_check_ms = retention_check_ms
         self.logs: dict[str, Log] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._to_unlink: list[Path] = []
 
     def open_log(self, name: str, config: LogConfig | None = None) -> Log:
         existing = self.logs.get(name)
@@ -86,7 +87,16 @@ class LogDirectory:
         except RuntimeError:
             shutil.rmtree(path, ignore_errors=True)
             return
-        loop.run_in_executor(None, shutil.rmtree, path, True)
+        # Collected, and handed to a thread once the current callback (a reset of a
+        # hundred logs) has returned: a thread unlinking meanwhile would compete with it
+        # for the GIL, and submitting starts threads.
+        if not self._to_unlink:
+            loop.call_soon(self._unlink_collected, loop)
+        self._to_unlink.append(path)
+
+    def _unlink_collected(self, loop: asyncio.AbstractEventLoop) -> None:
+        paths, self._to_unlink = self._to_unlink, []
+        loop.run_in_executor(None, _remove_trees, paths)
 
     def start(self) -> None:
         """Start the background flush and retention timers on the running loop."""
@@ -152,3 +162,8 @@ class LogDirectory:
 
     def log_count(self) -> float:
         return float(len(self.logs))
+
+
+def _remove_trees(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)

@@ -172,7 +172,13 @@ class Log:
                                  cfg.index_interval_bytes, cfg.preallocate)
             self._install([seg], start_offset=base)
             self._recovery_point = RecoveryPoint(base, 0, base)
-            self._write_checkpoint(durable=True)
+            if base or cfg.fsync_always:
+                # A log starting past 0 must say where; with fsync: always, this also
+                # makes the new files' directory entries durable.
+                self._write_checkpoint(durable=True)
+            # Otherwise none yet: recovering an empty segment 0 without a checkpoint
+            # finds this same state, and two fsyncs per new log made creating queues
+            # and topics in bulk (a restore) cost seconds.
             return
 
         segments, damage = self._recover_segments(bases, rp)

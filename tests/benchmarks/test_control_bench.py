@@ -62,3 +62,32 @@ def test_reset_of_a_typical_test_state(benchmark: Any, tmp_path: Path, durable: 
                            iterations=1)
     print(f"\nreset ({'durable' if durable else 'transient'} queues): broker took_ms median "
           f"{statistics.median(took):.1f}, min {min(took):.1f}, max {max(took):.1f}")
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["transient-queues", "durable-queues"])
+def test_snapshot_and_restore_of_a_typical_test_state(benchmark: Any, tmp_path: Path,
+                                                      durable: bool) -> None:
+    """Timed: restore (a reset, then the snapshot rebuilt). Printed: snapshot and restore
+    as the broker timed them."""
+    taken: list[float] = []
+    restored: list[float] = []
+    with Broker(tmp_path / "data") as broker:
+        _populate(broker, durable)
+        for _ in range(7):
+            snapshot = broker.snapshot("typical")
+            assert snapshot["messages"] == QUEUES * MESSAGES_PER_QUEUE
+            assert snapshot["records"] == TOPICS * RECORDS_PER_TOPIC
+            taken.append(snapshot["took_ms"])
+
+        def restore() -> None:
+            result = broker.restore("typical")
+            restored.append(result["took_ms"])
+
+        benchmark.pedantic(restore, rounds=7, iterations=1)
+        assert len(broker.peek_queue("queue-7", limit=1000)) == MESSAGES_PER_QUEUE
+        assert len(broker.peek_topic("topic-3", count=1000)) == RECORDS_PER_TOPIC
+    kind = "durable" if durable else "transient"
+    print(f"\nsnapshot ({kind} queues): broker took_ms median {statistics.median(taken):.1f}, "
+          f"min {min(taken):.1f}, max {max(taken):.1f}")
+    print(f"restore ({kind} queues): broker took_ms median {statistics.median(restored):.1f}, "
+          f"min {min(restored):.1f}, max {max(restored):.1f}")
