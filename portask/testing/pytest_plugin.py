@@ -7,6 +7,9 @@ Fixtures:
   or, with ``--portask-url http://HOST:PORT``, the broker already running there.
 - ``portask_topic_prefix``: a name prefix no other test (or worker) uses, for topics,
   queues and exchanges, so tests sharing one broker do not see each other's data.
+- ``portask_vhost``: an AMQP vhost of the test's own (``.name``, ``.amqp_url``), deleted
+  with everything in it when the test ends: tests sharing a broker, in parallel too,
+  use the same queue and exchange names without seeing each other and without a reset.
 - ``portask_reset``: the broker, reset before the test (the control API's reset).
 - ``portask_faults``: the broker, its fault rules cleared after the test.
 
@@ -26,7 +29,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -89,6 +92,27 @@ def portask_topic_prefix(request: pytest.FixtureRequest) -> str:
     """A prefix unique to this test in this session and worker (``t3-gw1-``)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     return f"t{next(_counter)}-{worker}-"
+
+
+@dataclass(frozen=True)
+class PortaskVhost:
+    """A vhost of one test's own: pass ``amqp_url`` to the application under test."""
+
+    name: str
+    amqp_url: str
+
+
+@pytest.fixture
+def portask_vhost(portask: Any, request: pytest.FixtureRequest) -> Iterator[PortaskVhost]:
+    """A fresh AMQP vhost for this test (``t3-gw1-test_name``), deleted after it, pass or
+    fail; its ``amqp_url`` connects to it as the session broker's user."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"t{next(_counter)}-{worker}-{request.node.name}"[:200]
+    portask.create_vhost(name)
+    try:
+        yield PortaskVhost(name, portask.amqp_url.rstrip("/") + "/" + quote(name, safe=""))
+    finally:
+        portask.delete_vhost(name)
 
 
 @pytest.fixture

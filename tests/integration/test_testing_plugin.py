@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pika
+import pika.exceptions
 import pytest
 from confluent_kafka import Consumer, Producer
 
@@ -130,6 +131,43 @@ def test_same_broker(portask):
         result = pytester.runpytest_subprocess("--portask-url", running.http_url,
                                                "-p", "no:randomly")
         result.assert_outcomes(passed=1)
+
+
+VHOST_TESTS = '''
+import pathlib
+import time
+
+import pika
+import pytest
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_same_queue_name_in_each_vhost(portask_vhost, n):
+    connection = pika.BlockingConnection(pika.URLParameters(portask_vhost.amqp_url))
+    channel = connection.channel()
+    channel.queue_declare("jobs", durable=True)  # the same name in every test
+    channel.basic_publish("", "jobs", f"job-{n}".encode())
+    time.sleep(0.1)  # overlap with the tests of the other worker
+    portask_vhost_queue = channel.queue_declare("jobs", passive=True)
+    assert portask_vhost_queue.method.message_count == 1
+    assert channel.basic_get("jobs", auto_ack=True)[2] == f"job-{n}".encode()
+    connection.close()
+    (pathlib.Path(__file__).parent / f"vhost-{n}").write_text(portask_vhost.amqp_url)
+'''
+
+
+def test_portask_vhost_isolates_parallel_xdist_tests(pytester: pytest.Pytester) -> None:
+    with Broker() as running:
+        pytester.makepyfile(test_user=VHOST_TESTS)
+        result = pytester.runpytest_subprocess("-n", "2", "--portask-url", running.http_url,
+                                               "-p", "no:randomly", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=6)
+        urls = {p.read_text() for p in pytester.path.glob("vhost-*")}
+        assert len(urls) == 6  # one vhost per test
+        # Every test's vhost went with its test: connecting to one is refused now.
+        for url in urls:
+            with pytest.raises(pika.exceptions.AMQPConnectionError):
+                pika.BlockingConnection(pika.URLParameters(url))
 
 
 def test_broker_context_manager_with_settings() -> None:
