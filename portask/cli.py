@@ -129,6 +129,11 @@ def _serve(settings: Settings) -> int:
     except ListenerError as exc:
         print(f"portask: error: {exc}", file=sys.stderr)
         return 1
+    # kio's phantom types import hypothesis when it is installed, as it is where tests
+    # run, to register test strategies: 160 ms of a 0.5 s start that the broker never
+    # uses. Marked absent in this process only (the broker's own process).
+    if "hypothesis" not in sys.modules:
+        sys.modules["hypothesis"] = None  # type: ignore[assignment]
     from portask import app
 
     try:

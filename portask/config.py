@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 class ConfigError(ValueError):
     """A setting was refused; the message names key, value, source and what is allowed."""
@@ -584,6 +582,8 @@ def _build(values: dict[str, dict[str, Any]]) -> Settings:
 
 
 def parse_yaml(text: str, source: str) -> dict[str, dict[str, Any]]:
+    import yaml  # only with a config file: importing it costs ~15 ms of every start
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -755,6 +755,8 @@ def to_yaml(settings: Settings) -> str:
         doc[name] = {
             f.name: _plain(getattr(section, f.name)) for f in dataclasses.fields(section)
         }
+    import yaml
+
     return yaml.safe_dump(doc, sort_keys=False)
 
 
