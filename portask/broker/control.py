@@ -12,6 +12,7 @@ The request paths pay one attribute read for all of this while no rule is instal
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
@@ -533,9 +534,12 @@ class Control:
         else:
             self._reset_kafka(prefix, result)
         for host in vhosts:
-            for queue in [q for q in host.queues.values() if q.name.startswith(prefix)]:
-                result.messages += host.remove_queue(queue)
-                result.queues += 1
+            storage = host.storage
+            with (storage.removing_vhost(host.name) if storage is not None and not prefix
+                  else contextlib.nullcontext()):
+                for queue in [q for q in host.queues.values() if q.name.startswith(prefix)]:
+                    result.messages += host.remove_queue(queue)
+                    result.queues += 1
             for name in [n for n in host.exchanges if n and not n.startswith("amq.")
                          and n.startswith(prefix)]:
                 if name in host.exchanges:  # an auto-delete one may have gone with another

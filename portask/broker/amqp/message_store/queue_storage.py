@@ -4,12 +4,13 @@ commit point for every lane (see ``message_store/__init__.py``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
@@ -73,6 +74,9 @@ class QueueStorage:
         # Set by the vhost at each publish: whom a failed write of it nacks. Anything
         # enqueued outside a publish (dead letters) runs with it cleared.
         self.publisher: Publisher | None = None
+        # The vhost whose every queue a reset is removing, and their directories.
+        self._removing: str | None = None
+        self._removed_dirs: list[str] = []
 
     # -- names ---------------------------------------------------------------------------
 
@@ -135,7 +139,28 @@ class QueueStorage:
         prefix = f"{vhost}/{queue}/"
         self._dirty = [s for s in self._dirty if not s.name.startswith(prefix)]
         self._retrying = [s for s in self._retrying if not s.name.startswith(prefix)]
-        self.logs.remove_dir(base)
+        if self._removing == vhost:
+            self._removed_dirs.append(base)
+        else:
+            self.logs.remove_dir(base)
+
+    @contextlib.contextmanager
+    def removing_vhost(self, vhost: str) -> Iterator[None]:
+        """Every queue of ``vhost`` is being removed (a reset): the vhost's directory goes
+        to the trash in one rename at the end, not one per queue (a reset of 50 durable
+        queues spent most of its time renaming)."""
+        self._removing = vhost
+        try:
+            yield
+        finally:
+            self._removing = None
+            dirs, self._removed_dirs = self._removed_dirs, []
+            root = f"amqp/{_path_part(vhost)}"
+            if any(name.startswith(root + "/") for name in self.logs.logs):
+                for base in dirs:  # something under it still lives: one by one
+                    self.logs.remove_dir(base)
+            elif dirs:
+                self.logs.remove_dir(root)
 
     def collect_garbage(self, keep: set[tuple[str, str]]) -> int:
         """Remove queue directories no durable queue owns (a crash mid-delete)."""

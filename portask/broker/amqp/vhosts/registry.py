@@ -3,6 +3,7 @@ the commit point of their queue storage."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -108,8 +109,11 @@ class VirtualHosts:
             return False
         for listener in list(self.deleting):
             listener(name)
-        for queue in list(vhost.queues.values()):
-            vhost.remove_queue(queue)
+        storage = self.storage
+        with (storage.removing_vhost(name) if storage is not None
+              else contextlib.nullcontext()):
+            for queue in list(vhost.queues.values()):
+                vhost.remove_queue(queue)
         for exchange in list(vhost.exchanges.values()):
             if exchange.name:
                 vhost.remove_exchange(exchange)
