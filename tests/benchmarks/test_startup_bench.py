@@ -61,3 +61,33 @@ def test_start_until_all_ports_accept(benchmark: Any, tmp_path: Path) -> None:
     benchmark.extra_info["idle_rss_mb"] = round(rss / 1e6, 1)
     stop_previous()
     assert rss < 100e6
+
+
+def test_broker_start_to_ready(benchmark: Any) -> None:
+    """Timed: ``portask.testing.Broker().start()``, until the broker has printed where
+    every listener is (it serves from then on). Printed: the broker process's CPU time
+    up to then, which load from other processes does not inflate."""
+    import os
+    import statistics
+
+    from portask.testing import Broker
+
+    brokers: list[Broker] = []
+    cpu_ms: list[float] = []
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stop_previous() -> None:
+        while brokers:
+            brokers.pop().stop()
+
+    def once() -> None:
+        broker = Broker().start()
+        assert broker.proc is not None
+        fields = Path(f"/proc/{broker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu_ms.append((int(fields[11]) + int(fields[12])) * 1000 / tick)
+        brokers.append(broker)
+
+    benchmark.pedantic(once, setup=stop_previous, rounds=9, iterations=1)
+    stop_previous()
+    print(f"\nbroker CPU until ready: median {statistics.median(cpu_ms):.0f} ms, "
+          f"min {min(cpu_ms):.0f} ms")
