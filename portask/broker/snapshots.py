@@ -60,8 +60,8 @@ class VhostState:
 class TopicState:
     name: str
     configs: dict[str, str]
-    # Per partition: (log start offset, [(payload, offset count, timestamp)]).
-    partitions: list[tuple[int, list[tuple[bytes, int, int]]]]
+    # Per partition: (log start offset, [(offset, payload, offset count, timestamp)]).
+    partitions: list[tuple[int, list[tuple[int, bytes, int, int]]]]
 
 
 @dataclass(slots=True)
@@ -76,7 +76,7 @@ class Snapshot:
         return {"name": self.name, "taken_ms": self.taken_ms,
                 "topics": len(self.topics),
                 "records": sum(count for t in self.topics for _, entries in t.partitions
-                               for _, count, _ in entries),
+                               for _, _, count, _ in entries),
                 "queues": sum(len(v.queues) for v in self.vhosts),
                 "messages": sum(len(q.messages) for v in self.vhosts for q in v.queues),
                 "exchanges": sum(len(v.exchanges) for v in self.vhosts),
@@ -124,7 +124,7 @@ class Snapshots:
         for topic in broker.topics:
             partitions = []
             for partition in topic.partitions:
-                entries = [(bytes(r.payload), r.count, r.timestamp)
+                entries = [(r.offset, bytes(r.payload), r.count, r.timestamp)
                            for r in partition.scan(partition.log_start_offset)]
                 partitions.append((partition.log_start_offset, entries))
             snapshot.topics.append(TopicState(topic.name, dict(topic.configs), partitions))
@@ -202,12 +202,16 @@ def _copied(message: Message, deadline: int, now: int
 def _restore_topic(broker: BrokerState, state: TopicState) -> None:
     topic = broker.topics.create(state.name, len(state.partitions), state.configs)
     for partition, (start, entries) in zip(topic.partitions, state.partitions, strict=True):
-        if start:
-            # Offsets below the start were gone when the snapshot was taken; one entry
-            # without records keeps every later batch at the offset it was stored at.
-            partition.append(b"", start)
-        for payload, count, timestamp in entries:
+        first = entries[0][0] if entries else start
+        if first:
+            # Offsets below the first stored batch were gone when the snapshot was taken:
+            # one entry without records keeps every batch at the offset it was stored at,
+            # and the log start goes back to where it was.
+            partition.append(b"", first)
+        for _offset, payload, count, timestamp in entries:
             partition.append(payload, count, timestamp)
+        if start:
+            partition.log.delete_before(start)
 
 
 def _restore_vhost(vhost: VirtualHost, state: VhostState, now: int) -> None:

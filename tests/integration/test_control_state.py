@@ -13,7 +13,7 @@ from pathlib import Path
 import pika
 import pika.exceptions
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from portask.testing import ControlClient, ControlError
@@ -55,15 +55,15 @@ def _records(broker: BrokerProcess, topic: str, partitions: int
              ) -> list[tuple[int, int, bytes | None, bytes | None]]:
     consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{broker.kafka_port}",
                          "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     seen = []
-    for _ in range(40):
-        for message in consumer.consume(100, timeout=0.25):
-            if message.error() is None:
-                seen.append((message.partition(), message.offset(), message.key(),
-                             message.value()))
-        if len(seen) and not consumer.consume(100, timeout=0.2):
+    quiet = 0
+    for _ in range(60):
+        got = [m for m in consumer.consume(100, timeout=0.25) if m.error() is None]
+        seen += [(m.partition(), m.offset(), m.key(), m.value()) for m in got]
+        quiet = 0 if got or not seen else quiet + 1
+        if quiet >= 3:  # nothing new for 0.75 s after the first records
             break
     consumer.close()
     return sorted(seen)
@@ -295,3 +295,28 @@ def test_a_vhost_made_at_run_time_is_used_and_deleted_with_its_queues(
     with pytest.raises(ControlError) as missing:
         ctl.delete_vhost(name)
     assert missing.value.status == 404
+
+
+def test_a_topic_whose_start_moved_is_restored_at_the_same_offsets(
+        broker: BrokerProcess, ctl: ControlClient) -> None:
+    bootstrap = f"127.0.0.1:{broker.kafka_port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("trimmed", 1)])["trimmed"].result(10)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(5):
+        producer.produce("trimmed", f"v{i}".encode(), partition=0)
+        producer.flush(10)  # one batch per record: the start moves between batches
+    for future in admin.delete_records([TopicPartition("trimmed", 0, 3)]).values():
+        future.result(10)
+    expected = _records(broker, "trimmed", 1)
+    assert [(offset, value) for _, offset, _, value in expected] == [(3, b"v3"), (4, b"v4")]
+    ctl.snapshot("trimmed")
+    producer.produce("trimmed", b"later", partition=0)
+    assert producer.flush(10) == 0
+
+    ctl.restore("trimmed")
+
+    assert _records(broker, "trimmed", 1) == expected
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    assert consumer.get_watermark_offsets(TopicPartition("trimmed", 0), timeout=10) == (3, 5)
+    consumer.close()
