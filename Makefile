@@ -22,9 +22,13 @@ $(JS_STAMP): tests/js/package-lock.json
 run: $(STAMP)
 	$(BIN)/portask serve $(ARGS)
 
+# Two pytest-xdist workers (the machines CI runs on have 2 cores); TEST_WORKERS=0 runs
+# the suite in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(JS_DEPS)
 	$(BIN)/ruff check portask tools tests
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 	bash tools/install_smoke.sh
 
 lint: $(STAMP)
