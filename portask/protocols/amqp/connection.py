@@ -117,6 +117,8 @@ class AmqpConnection(asyncio.Protocol):
         self._state = AWAIT_HEADER
         self._header = b""
         self._buf = bytearray()
+        # How long _buf must grow before the frame it holds the start of can be complete.
+        self._need = 0
         self._out: list[bytes | memoryview] = []
         self._flush_scheduled = False
         self._confirming: list[Channel] = []
@@ -282,26 +284,40 @@ class AmqpConnection(asyncio.Protocol):
         self.transport.close()
 
     def _parse(self, data: bytes) -> None:
+        # Frames are sliced out of one immutable bytes object: one copy per frame (a
+        # bytearray slice and its bytes() were two). Only a partial frame at the end of
+        # a read waits in _buf, and is joined with what follows once that completes it
+        # (appending until then, so a large frame arriving in many reads is copied once).
         buf = self._buf
-        buf += data
-        n = len(buf)
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return
+            data = bytes(buf)
+            buf.clear()
+        n = len(data)
         pos = 0
+        need = 0
         unpack = _FRAME_HEAD.unpack_from
         try:
-            while n - pos >= 7:
-                ftype, channel, size = unpack(buf, pos)
+            while True:
+                if n - pos < 7:
+                    need = 7
+                    break
+                ftype, channel, size = unpack(data, pos)
                 if size > self._max_payload:
                     raise ConnectionClose(
                         FRAME_ERROR, f"{octets.frame_octets(ftype, b'')}: {{frame_too_large,"
                         f"{size},{self.frame_max - FRAME_OVERHEAD}}}")
                 end = pos + 7 + size
                 if end >= n:
+                    need = end + 1 - pos
                     break
-                if buf[end] != FRAME_END:
+                if data[end] != FRAME_END:
                     raise ConnectionClose(FRAME_ERROR, (
-                        f"{octets.frame_octets(ftype, buf[pos + 7:end])}: "
-                        f"{{invalid_frame_end_marker,{buf[end]}}}"))
-                payload = bytes(buf[pos + 7 : end])
+                        f"{octets.frame_octets(ftype, data[pos + 7:end])}: "
+                        f"{{invalid_frame_end_marker,{data[end]}}}"))
+                payload = data[pos + 7 : end]
                 pos = end + 1
                 self._frame(ftype, channel, payload)
                 if self._state == CLOSED or self._broken_framing:
@@ -317,7 +333,9 @@ class AmqpConnection(asyncio.Protocol):
                 self._broken_framing = True  # the stream is out of sync: read no further
             pos = n
             self._close_connection(err)
-        del buf[:pos]
+        self._need = need
+        if pos < n:
+            buf += memoryview(data)[pos:]
 
     # -- frames to handlers -----------------------------------------------------------------
 
