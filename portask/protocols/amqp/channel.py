@@ -50,6 +50,8 @@ Basic = commands.Basic
 # delivery tag -> (queue, the queue's ref for the message, consumer or None for get)
 Unacked = tuple[AnyQueue, Any, "ChannelConsumer | None"]
 ACK, REQUEUE, REJECT = 0, 1, 2
+# Exchange and routing key pairs a consumer keeps encoded delivery heads for.
+_HEADS_KEPT = 256
 
 
 # RabbitMQ's command assembler's words for a frame that is not the one it waits for.
@@ -94,8 +96,8 @@ def _random_tag(prefix: str) -> str:
 class ChannelConsumer:
     """A Basic.Consume subscription; the queue asks it whether it may take more."""
 
-    __slots__ = ("channel", "exclusive", "no_ack", "prefetch", "priority", "queue", "tag",
-                 "tag_bytes", "unacked")
+    __slots__ = ("channel", "exclusive", "heads", "no_ack", "prefetch", "priority", "queue",
+                 "tag", "tag_bytes", "unacked")
 
     def __init__(self, channel: Channel, queue: AnyQueue, tag: str, no_ack: bool,
                  exclusive: bool, prefetch: int, priority: int = 0) -> None:
@@ -108,6 +110,8 @@ class ChannelConsumer:
         self.prefetch = prefetch
         self.priority = priority
         self.unacked = 0
+        # (exchange, routing key) -> the frame pieces its deliveries share (bounded).
+        self.heads: dict[tuple[str, str], frames.DeliverHead] = {}
 
     def ready(self) -> bool:
         channel = self.channel
@@ -120,7 +124,38 @@ class ChannelConsumer:
         return not channel.prefetch_global or channel.unacked_count < channel.prefetch_global
 
     def deliver(self, queue: AnyQueue, ref: Any, message: Message, redelivered: bool) -> None:
-        self.channel.deliver(self, queue, ref, message, redelivered)
+        """One delivery, written here rather than forwarded to the channel: a call less
+        per message."""
+        channel = self.channel
+        channel.next_delivery_tag = tag = channel.next_delivery_tag + 1
+        if not self.no_ack:
+            channel.unacked[tag] = (queue, ref, self)
+            self.unacked += 1
+            channel.unacked_count += 1
+        body = message.body
+        properties = message.properties
+        if queue.delivers_offsets:
+            # RabbitMQ tells stream consumers each message's offset in a header.
+            properties = frames.add_long_header(properties, "x-stream-offset", ref)
+        key = (message.exchange, message.routing_key)
+        head = self.heads.get(key)
+        if head is None:
+            if len(self.heads) >= _HEADS_KEPT:
+                self.heads.clear()
+            head = self.heads[key] = frames.deliver_head(channel.number, self.tag_bytes, *key)
+        conn = channel.conn
+        conn.send_many(frames.deliver_frames(head, channel.number, tag, redelivered,
+                                             properties, body, conn.frame_max))
+        # A turn's deliveries to one connection are bounded like its write buffer.
+        size = len(body)
+        room = conn.queued_room - size
+        conn.queued_room = room
+        if room < 0:
+            conn.writing_paused = True
+        queue.delivered += 1
+        queue.delivered_bytes += size
+        if redelivered:
+            queue.redelivered += 1
 
     def queue_deleted(self, queue: AnyQueue) -> None:
         self.channel.consumer_cancelled_by_server(self)
@@ -326,36 +361,6 @@ class Channel:
             self.vhost.confirmed += seq - first + 1 - nacked_count
 
     # -- deliveries ---------------------------------------------------------------------
-
-    def deliver(self, consumer: ChannelConsumer, queue: AnyQueue, ref: Any, message: Message,
-                redelivered: bool) -> None:
-        self.next_delivery_tag = tag = self.next_delivery_tag + 1
-        if not consumer.no_ack:
-            self.unacked[tag] = (queue, ref, consumer)
-            consumer.unacked += 1
-            self.unacked_count += 1
-        body = message.body
-        properties = message.properties
-        if queue.delivers_offsets:
-            # RabbitMQ tells stream consumers each message's offset in a header.
-            properties = frames.add_long_header(properties, "x-stream-offset", ref)
-        conn = self.conn
-        conn.send_many(frames.content_frames(
-            self.number,
-            frames.deliver_payload(consumer.tag_bytes, tag, redelivered,
-                                   message.exchange, message.routing_key),
-            properties, body, conn.frame_max,
-        ))
-        # A turn's deliveries to one connection are bounded like its write buffer.
-        size = len(body)
-        room = conn.queued_room - size
-        conn.queued_room = room
-        if room < 0:
-            conn.writing_paused = True
-        queue.delivered += 1
-        queue.delivered_bytes += size
-        if redelivered:
-            queue.redelivered += 1
 
     def on_basic_ack(self, payload: bytes) -> None:
         tag, multiple = frames.parse_ack(payload)

@@ -393,14 +393,49 @@ def content_frames(
     return parts
 
 
-def deliver_payload(
-    consumer_tag: bytes, delivery_tag: int, redelivered: bool, exchange: str, routing_key: str
-) -> bytes:
-    """Basic.Deliver arguments; consumer_tag is already a shortstr."""
-    return b"".join((
-        _DELIVER_ID, consumer_tag, _DELIVER_TAIL.pack(delivery_tag, redelivered),
-        shortstr(exchange), shortstr(routing_key),
-    ))
+# A delivery's frames after the consumer tag: delivery tag, redelivered, the exchange
+# and routing key (one "{n}s" field), the method frame's end, then the content header
+# frame's head and fixed fields.
+DeliverHead = tuple[bytes, bytes, struct.Struct]
+_BODY_HEAD = struct.Struct(">BBHI")  # the previous frame's end, then a body frame's head
+
+
+def deliver_head(channel: int, consumer_tag: bytes, exchange: str,
+                 routing_key: str) -> DeliverHead:
+    """What every Basic.Deliver to one consumer of one exchange and routing key shares:
+    the method frame up to the consumer tag, the two names, and a Struct that packs the
+    rest of the method and the content header's fixed fields in one call. Consumers
+    keep these (``deliver_frames`` is per message)."""
+    names = shortstr(exchange) + shortstr(routing_key)
+    size = len(_DELIVER_ID) + len(consumer_tag) + _DELIVER_TAIL.size + len(names)
+    prefix = FRAME_HEAD.pack(FRAME_METHOD, channel, size) + _DELIVER_ID + consumer_tag
+    return prefix, names, struct.Struct(f">QB{len(names)}sBBHIHHQ")
+
+
+def deliver_frames(head: DeliverHead, channel: int, delivery_tag: int, redelivered: bool,
+                   properties: bytes | memoryview, body: bytes | memoryview,
+                   frame_max: int) -> list[bytes | memoryview]:
+    """Basic.Deliver + content header + body frames (split at frame_max) as write
+    pieces: six for a body that fits one frame, from two struct packs."""
+    prefix, names, rest = head
+    size = len(body)
+    parts: list[bytes | memoryview] = [
+        prefix,
+        rest.pack(delivery_tag, redelivered, names, FRAME_END, FRAME_HEADER, channel,
+                  12 + len(properties), CLASS_BASIC, 0, size),
+        properties,
+    ]
+    chunk = frame_max - 8
+    if 0 < size <= chunk:
+        parts += (_BODY_HEAD.pack(FRAME_END, FRAME_BODY, channel, size), body, _END)
+        return parts
+    parts.append(_END)
+    if size:
+        view = memoryview(body)
+        for start in range(0, size, chunk):
+            piece = view[start : start + chunk]
+            parts += (FRAME_HEAD.pack(FRAME_BODY, channel, len(piece)), piece, _END)
+    return parts
 
 
 def get_ok_payload(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from pamqp import commands, frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
@@ -25,25 +26,27 @@ def test_parse_publish_reads_what_pamqp_wrote() -> None:
     assert frames.parse_publish(payload) == ("ex", "a.b", True, False)
 
 
-def test_deliver_frames_decode_with_pamqp_and_split_at_frame_max() -> None:
+@pytest.mark.parametrize("size", [0, 1, 4088, 4089, 10_000])
+def test_deliver_frames_decode_with_pamqp_and_split_at_frame_max(size: int) -> None:
     props = commands.Basic.Properties(content_type="text/plain", headers={"k": "v"},
                                       delivery_mode=2)
     header_payload = ContentHeader(0, 10, props).marshal()
     raw_properties = header_payload[12:]
-    body = b"0123456789" * 1000
-    parts = frames.content_frames(
-        5, frames.deliver_payload(frames.shortstr("ctag"), 42, True, "ex", "rk"),
-        raw_properties, body, frame_max=4096,
-    )
+    body = (b"0123456789" * 1001)[:size]
+    head = frames.deliver_head(5, frames.shortstr("ctag"), "ex", "rk.é")
+    parts = frames.deliver_frames(head, 5, 42, True, raw_properties, body, frame_max=4096)
     decoded = _unmarshal_all(b"".join(bytes(p) for p in parts))
     channel, deliver = decoded[0]
     assert channel == 5 and isinstance(deliver, commands.Basic.Deliver)
     assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered,
-            deliver.exchange, deliver.routing_key) == ("ctag", 42, True, "ex", "rk")
-    header = decoded[1][1]
+            deliver.exchange, deliver.routing_key) == ("ctag", 42, True, "ex", "rk.é")
+    channel, header = decoded[1]
+    assert channel == 5
     assert isinstance(header, ContentHeader) and header.body_size == len(body)
     assert header.properties.headers == {"k": "v"} and header.properties.delivery_mode == 2
     bodies = [v for _c, v in decoded[2:]]
+    assert all(c == 5 for c, _v in decoded[2:])
+    assert len(bodies) == -(-size // 4088)  # no empty body frame for an empty body
     assert all(isinstance(b, ContentBody) for b in bodies)
     assert all(len(b.value) <= 4096 - 8 for b in bodies)  # type: ignore[attr-defined]
     assert b"".join(b.value for b in bodies) == body  # type: ignore[attr-defined]
