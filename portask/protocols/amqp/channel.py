@@ -180,6 +180,15 @@ class Channel:
         self.last_queue = ""
         # Publish in progress: (exchange, routing key, mandatory), then size and properties.
         self._publish: tuple[Exchange, str, bool] | None = None
+        # The last Basic.Publish payload taken, its exchange and what it set _publish to.
+        self._last_publish: tuple[bytes, Exchange, tuple[Exchange, str, bool]] | None = None
+        # The last content header's property bytes and basic_fields' reading of them.
+        self._last_properties: bytes | None = None  # None matches no header's bytes
+        self._last_fields: tuple[int, int, str | None] = (0, 0, None)
+        # Routing by headers reads the properties of the message being routed from here,
+        # through one callable made per channel instead of a closure per publish.
+        self._routing_properties: bytes | memoryview = b""
+        self._routing_headers = lambda: frames.headers_from_properties(self._routing_properties)
         self._body_size = 0
         self._properties = b""
         self._fields: tuple[int, int, str | None] = (0, 0, None)
@@ -212,16 +221,28 @@ class Channel:
     # -- publish (hot path) -------------------------------------------------------------
 
     def on_basic_publish(self, payload: bytes) -> None:
+        last = self._last_publish
+        # A publisher repeats the same Basic.Publish bytes (one exchange and key): the
+        # previous parse and exchange stand while the name still maps to that exchange.
+        if (last is not None and payload == last[0]
+                and self.vhost.exchanges.get(last[1].name) is last[1]):
+            if self.permission is not None:  # None for users allowed everything
+                self.check_access("write", "exchange", last[1].name)
+                self.check_topic_access("write", last[1], last[2][1])
+            self._publish = last[2]
+            self._body_size = -1
+            return
         exchange_name, routing_key, mandatory, immediate = frames.parse_publish(payload)
         if immediate:
             raise ConnectionClose(NOT_IMPLEMENTED, "immediate=true", CLASS_BASIC, BASIC_PUBLISH)
-        if self.permission is not None:  # None for users allowed everything
+        if self.permission is not None:
             self.check_access("write", "exchange", exchange_name)
             exchange = self.vhost.exchange_for_publish(exchange_name)
             self.check_topic_access("write", exchange, routing_key)
         else:
             exchange = self.vhost.exchange_for_publish(exchange_name)
-        self._publish = (exchange, routing_key, mandatory)
+        self._publish = publish = (exchange, routing_key, mandatory)
+        self._last_publish = (payload, exchange, publish)
         self._body_size = -1
         self.publisher = True
 
@@ -243,11 +264,17 @@ class Channel:
                 f"message size {size} is larger than configured max size "
                 f"{self.conn.max_message_bytes}"
             )
-        try:
-            self._fields = frames.basic_fields(properties)
-        except frames.FrameSyntaxError as err:
-            self._publish = None
-            raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, BASIC_PUBLISH) from None
+        if properties == self._last_properties:  # publishers repeat their properties
+            self._fields = self._last_fields
+        else:
+            try:
+                self._fields = frames.basic_fields(properties)
+            except frames.FrameSyntaxError as err:
+                self._publish = None
+                raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC,
+                                      BASIC_PUBLISH) from None
+            self._last_properties = properties
+            self._last_fields = self._fields
         self._body_size = size
         self._properties = properties
         self._body_parts = []
@@ -297,10 +324,8 @@ class Channel:
 
     def _route(self, exchange: Exchange, message: Message, mandatory: bool,
                publisher: Channel | None) -> bool:
-        properties = message.properties
-        routed, accepted = self.vhost.publish(
-            exchange, message, lambda: frames.headers_from_properties(properties), publisher
-        )
+        self._routing_properties = message.properties
+        routed, accepted = self.vhost.publish(exchange, message, self._routing_headers, publisher)
         if not routed and mandatory and not exchange.deleted:
             self.vhost.returned += 1
             self.conn.send_many(frames.content_frames(

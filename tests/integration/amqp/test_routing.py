@@ -198,3 +198,26 @@ async def test_aio_pika_topic_and_headers_routing(amqp_broker: BrokerProcess) ->
         assert m2 is not None and m2.body == b"pdf" and m2.headers == {"format": "pdf"}
         await m2.ack()
         assert await q2.get(fail=False) is None
+
+
+def test_same_publish_after_its_exchange_is_redeclared_routes_by_the_new_one(
+        channel, name: Callable[[str], str]) -> None:
+    """A channel repeating one Basic.Publish reuses its parse: deleting and redeclaring
+    the exchange in between (another type, another binding) must route by the new one,
+    and publishing once it is gone must close the channel with 404."""
+    ex = name("redeclared")
+    first, second = new_queue(channel), new_queue(channel)
+    channel.exchange_declare(ex, "direct")
+    channel.queue_bind(first, ex, "k")
+    channel.basic_publish(ex, "k", b"one")
+    channel.exchange_delete(ex)
+    channel.exchange_declare(ex, "fanout")
+    channel.queue_bind(second, ex, "other")
+    channel.basic_publish(ex, "k", b"two")
+    assert drain(channel, first) == [b"one"]
+    assert drain(channel, second) == [b"two"]
+    channel.exchange_delete(ex)
+    channel.basic_publish(ex, "k", b"three")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        drain(channel, second)
+    assert closed.value.reply_code == 404
