@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+from itertools import takewhile
 from typing import Any, Protocol
 
 from pamqp import commands
@@ -407,11 +408,8 @@ class Channel:
             else:
                 if tag not in unacked and not any(t < tag for t in unacked):
                     raise PreconditionFailed(f"unknown delivery tag {tag}")
-                tags = []
-                for t in unacked:  # ascending: tags are inserted in increasing order
-                    if t > tag:
-                        break
-                    tags.append(t)
+                # Ascending: tags are inserted in increasing order.
+                tags = list(takewhile(tag.__ge__, unacked))
             return [unacked.pop(t) for t in tags]
         entry = unacked.pop(tag, None)
         if entry is None:
@@ -422,6 +420,22 @@ class Channel:
         """Ack, requeue or reject (dead-letter or drop) deliveries, grouped per queue."""
         touched: dict[int, AnyQueue] = {}
         refs: dict[int, list[Any]] = {}
+        if entries:
+            # Most settlements (a multiple-ack) are of one consumer's deliveries from
+            # one queue: counted once, not per delivery.
+            queue, _ref, consumer = entries[0]
+            same: list[Any] = []
+            for entry in entries:
+                if entry[0] is not queue or entry[2] is not consumer:
+                    break
+                same.append(entry[1])
+            else:
+                if consumer is not None:
+                    consumer.unacked -= len(same)
+                    self.unacked_count -= len(same)
+                touched[id(queue)] = queue
+                refs[id(queue)] = same
+                entries = []
         for queue, ref, consumer in entries:
             if consumer is not None:
                 consumer.unacked -= 1

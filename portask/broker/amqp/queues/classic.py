@@ -89,6 +89,8 @@ class Queue(AmqpQueue):
         self._ttl = args.message_ttl
         # Once set it stays: messages already queued may carry deadlines.
         self._expiring = self._expiring or args.message_ttl is not None
+        # Neither a queue TTL nor a length limit: publish takes its short path.
+        self._plain = args.message_ttl is None and not self._limited
 
     def apply_args(self, args: QueueArgs) -> None:
         """New settings in force (a policy set, changed or cleared), as RabbitMQ's
@@ -116,6 +118,26 @@ class Queue(AmqpQueue):
         if self.deleted:
             return True
         self.published_total += 1
+        store = self.store
+        if self._plain and message.expiration is None:
+            # No TTL and no length limit: nothing below but the store and a consumer.
+            try:
+                if self.consumers and not len(store):
+                    consumer = self._ready_consumer()
+                    if consumer is not None:
+                        ref = store.push_delivered(message, 0, message.persistent
+                                                   or self._all_persistent)
+                        self._deliver(consumer, ref, message, False)
+                        return True
+                store.push(message, 0, message.persistent or self._all_persistent)
+            except StoreFailed:
+                return False
+            return True
+        return self._publish_limited(message)
+
+    def _publish_limited(self, message: Message) -> bool:
+        """publish() for a queue with a TTL or a length limit, or a message with an
+        expiration."""
         store = self.store
         deadline = 0
         ttl = self._ttl
@@ -224,7 +246,8 @@ class Queue(AmqpQueue):
         count = len(consumers)
         if not count:
             return None
-        if self.args.single_active_consumer:
+        if count == 1 or self.args.single_active_consumer:
+            self._next = 1  # where round-robin goes on if more consumers come
             active = consumers[0]
             return active if active.ready() else None
         if self._uniform_priority:
