@@ -99,6 +99,7 @@ AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, CLOSED =
 HANDSHAKE_TIMEOUT_S = 10.0
 CLOSE_OK_TIMEOUT_S = 3.0
 _FRAME_HEAD = frames.FRAME_HEAD
+_CONTENT_FRAMES = frozenset((FRAME_HEADER, FRAME_BODY))
 _METHOD_INDEX = struct.Struct(">I")
 _CHANNEL_OPEN = commands.Channel.Open.index
 _CHANNEL_CLOSE = commands.Channel.Close.index
@@ -296,99 +297,100 @@ class AmqpConnection(asyncio.Protocol):
             data = bytes(buf)
             buf.clear()
         n = len(data)
-        pos = 0
-        need = 0
-        unpack = _FRAME_HEAD.unpack_from
         try:
-            while True:
-                if n - pos < 7:
-                    need = 7
-                    break
-                ftype, channel, size = unpack(data, pos)
-                if size > self._max_payload:
-                    raise ConnectionClose(
-                        FRAME_ERROR, f"{octets.frame_octets(ftype, b'')}: {{frame_too_large,"
-                        f"{size},{self.frame_max - FRAME_OVERHEAD}}}")
-                end = pos + 7 + size
-                if end >= n:
-                    need = end + 1 - pos
-                    break
-                if data[end] != FRAME_END:
-                    raise ConnectionClose(FRAME_ERROR, (
-                        f"{octets.frame_octets(ftype, data[pos + 7:end])}: "
-                        f"{{invalid_frame_end_marker,{data[end]}}}"))
-                payload = data[pos + 7 : end]
-                pos = end + 1
-                self._frame(ftype, channel, payload)
-                if self._state == CLOSED or self._broken_framing:
-                    pos = n
-                    break
-                # RabbitMQ's rule: publishing during an alarm blocks the connection once
-                # this content frame is taken; what follows stays unread.
-                if self.alarm and ftype in (FRAME_HEADER, FRAME_BODY) and self._state == OPEN:
-                    self.block()
-                    break
+            pos, self._need = self._frames(data, n)
         except ConnectionClose as err:
             if err.code == FRAME_ERROR:
                 self._broken_framing = True  # the stream is out of sync: read no further
-            pos = n
+            pos, self._need = n, 0
             self._close_connection(err)
-        self._need = need
         if pos < n:
             buf += memoryview(data)[pos:]
 
     # -- frames to handlers -----------------------------------------------------------------
 
-    def _frame(self, ftype: int, number: int, payload: bytes) -> None:  # noqa: C901
-        # (Branchy on purpose: the common frames are dispatched inline, not by calls.)
-        """One frame. An open channel's methods and content are the fast path, inline here:
-        Basic.Publish with its header and body and Basic.Ack are most of what arrives."""
-        channel = self.channels.get(number)  # only an open connection has channels
-        if channel is None or channel.closing:
-            self._other_frame(ftype, number, channel, payload)
-        elif ftype == FRAME_METHOD:
-            if len(payload) < 4:
-                raise _unknown_frame(ftype, payload)
-            if channel.awaiting_content:
-                raise ConnectionClose(UNEXPECTED_FRAME, channel.content_expected(),
-                                      CLASS_BASIC, BASIC_PUBLISH)
-            index = _METHOD_INDEX.unpack_from(payload)[0]
-            try:
-                if self._faults.amqp_hooked:  # the control API: one read while unused
-                    amqp_faults.hooked_method(self, self._faults, self._requests, channel,
-                                              index, payload)
-                else:
-                    fast = _FAST_PATH.get(index)
-                    if fast is not None:
-                        fast(channel, payload)
+    def _frames(self, data: bytes, n: int) -> tuple[int, int]:
+        """Take every complete frame in ``data``: (where the rest starts, the least
+        length the rest must reach to hold its next frame).
+
+        An open channel's content frames (a publish's header and body: two thirds of
+        what a publisher sends) are handed to it here, without a call per frame to
+        dispatch them; its method frames go to ``_channel_method``, every other frame to
+        ``_other_frame``."""
+        pos = 0
+        unpack = _FRAME_HEAD.unpack_from
+        channels = self.channels  # only an open connection has channels
+        while n - pos >= 7:
+            ftype, number, size = unpack(data, pos)
+            if size > self._max_payload:
+                raise _too_large(ftype, size, self.frame_max)
+            end = pos + 7 + size
+            if end >= n:
+                return pos, end + 1 - pos
+            if data[end] != FRAME_END:
+                raise _bad_frame_end(ftype, data[pos + 7:end], data[end])
+            payload = data[pos + 7 : end]
+            pos = end + 1
+            channel = channels.get(number)
+            if channel is None or channel.closing:
+                self._other_frame(ftype, number, channel, payload)
+            elif ftype == FRAME_METHOD:
+                self._channel_method(channel, payload)
+            elif ftype in _CONTENT_FRAMES:
+                try:
+                    if ftype == FRAME_BODY:
+                        channel.on_content_body(payload)
+                    elif len(payload) < frames.CONTENT_HEADER_MIN:
+                        raise _unknown_frame(ftype, payload)
                     else:
-                        self._decoded_channel_method(channel, index, payload)
-            except BrokerError as err:
-                self._broker_error(channel, err, *_ids(payload))
-            except ChannelClose as err:
-                self._close_channel(channel, err)
-            except frames.FrameSyntaxError as err:  # the fast-path parsers' refusals
-                raise _undecodable(payload, err) from None
-        elif ftype in (FRAME_HEADER, FRAME_BODY):
-            if ftype == FRAME_HEADER and len(payload) < frames.CONTENT_HEADER_MIN:
-                raise _unknown_frame(ftype, payload)
-            try:
-                if ftype == FRAME_HEADER:
-                    if self._requests.enabled:  # the request log: the publish's size
-                        amqp_faults.content_header(channel, payload)
-                    channel.on_content_header(payload)
+                        if self._requests.enabled:  # the request log: the publish's size
+                            amqp_faults.content_header(channel, payload)
+                        channel.on_content_header(payload)
+                except BrokerError as err:
+                    self._broker_error(channel, err, CLASS_BASIC, BASIC_PUBLISH)
+                except frames.FrameSyntaxError as err:
+                    raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC,
+                                          BASIC_PUBLISH) from None
+            else:
+                self._other_frame(ftype, number, channel, payload)
+            if self._state == CLOSED or self._broken_framing:
+                return n, 0
+            # RabbitMQ's rule: publishing during an alarm blocks the connection once
+            # this content frame is taken; what follows stays unread.
+            if self.alarm and ftype in _CONTENT_FRAMES and self._state == OPEN:
+                self.block()
+                return pos, 0
+        return pos, 7
+
+    def _channel_method(self, channel: Channel, payload: bytes) -> None:
+        """A method on an open channel. Basic.Publish and Basic.Ack, most of what
+        arrives, go to their handlers with the raw payload (``_FAST_PATH``)."""
+        if len(payload) < 4:
+            raise _unknown_frame(FRAME_METHOD, payload)
+        if channel.awaiting_content:
+            raise ConnectionClose(UNEXPECTED_FRAME, channel.content_expected(),
+                                  CLASS_BASIC, BASIC_PUBLISH)
+        index = _METHOD_INDEX.unpack_from(payload)[0]
+        try:
+            if self._faults.amqp_hooked:  # the control API: one read while unused
+                amqp_faults.hooked_method(self, self._faults, self._requests, channel,
+                                          index, payload)
+            else:
+                fast = _FAST_PATH.get(index)
+                if fast is not None:
+                    fast(channel, payload)
                 else:
-                    channel.on_content_body(payload)
-            except BrokerError as err:
-                self._broker_error(channel, err, CLASS_BASIC, BASIC_PUBLISH)
-            except frames.FrameSyntaxError as err:
-                raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, BASIC_PUBLISH) from None
-        else:
-            self._other_frame(ftype, number, channel, payload)
+                    self._decoded_channel_method(channel, index, payload)
+        except BrokerError as err:
+            self._broker_error(channel, err, *_ids(payload))
+        except ChannelClose as err:
+            self._close_channel(channel, err)
+        except frames.FrameSyntaxError as err:  # the fast-path parsers' refusals
+            raise _undecodable(payload, err) from None
 
     def dispatch_method(self, channel: Channel, index: int, payload: bytes) -> None:
-        """A channel's method to its handler (what ``_frame`` does inline when the
-        control API's hooks are off)."""
+        """A channel's method to its handler (what ``_channel_method`` does inline when
+        the control API's hooks are off)."""
         fast = _FAST_PATH.get(index)
         if fast is not None:
             fast(channel, payload)
@@ -784,6 +786,16 @@ def _ids(payload: bytes) -> tuple[int, int]:
 def _split(index: int) -> tuple[int, int]:
     """A method index as the (class id, method id) a Close names."""
     return divmod(index, 0x10000)
+
+
+def _too_large(ftype: int, size: int, frame_max: int) -> ConnectionClose:
+    return ConnectionClose(FRAME_ERROR, f"{octets.frame_octets(ftype, b'')}: "
+                           f"{{frame_too_large,{size},{frame_max - FRAME_OVERHEAD}}}")
+
+
+def _bad_frame_end(ftype: int, payload: bytes, marker: int) -> ConnectionClose:
+    return ConnectionClose(FRAME_ERROR, f"{octets.frame_octets(ftype, payload)}: "
+                           f"{{invalid_frame_end_marker,{marker}}}")
 
 
 def _unknown_frame(ftype: int, payload: bytes) -> ConnectionClose:
