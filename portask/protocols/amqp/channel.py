@@ -252,7 +252,9 @@ class Channel:
             raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_METHOD)
         if self._body_size != -1:
             raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_BODY, CLASS_BASIC, BASIC_PUBLISH)
-        class_id, weight, size, properties = frames.parse_content_header(payload)
+        # The connection checked the payload holds the fixed fields (CONTENT_HEADER_MIN).
+        class_id, weight, size = frames.CONTENT_HEADER.unpack_from(payload)
+        properties = payload[12:]
         if class_id != CLASS_BASIC:
             raise ConnectionClose(UNEXPECTED_FRAME, f"expected content header for class "
                                   f"{CLASS_BASIC}, got one for class {class_id} instead",
@@ -278,7 +280,8 @@ class Channel:
             self._last_fields = self._fields
         self._body_size = size
         self._properties = properties
-        self._body_parts = []
+        if self._body_parts:  # left by a publish that did not complete
+            self._body_parts = []
         self._body_received = 0
         if size == 0:
             self._complete_publish(b"")
@@ -302,7 +305,8 @@ class Channel:
     def _complete_publish(self, body: bytes) -> None:
         exchange, routing_key, mandatory = self._publish  # type: ignore[misc]
         self._publish = None
-        self._body_parts = []
+        if self._body_parts:
+            self._body_parts = []
         delivery_mode, priority, expiration = self._fields
         message = Message(  # positional: this runs once per publish
             exchange.name, routing_key, self._properties, body, delivery_mode == 2, priority,
@@ -320,22 +324,28 @@ class Channel:
             elif not self._route(exchange, message, mandatory, self):
                 self._nacks.append(self.publish_seq)
             self.conn.confirms_pending(self)
-        else:
-            self._route(exchange, message, mandatory, None)
+        else:  # _route written out: this is the path of every plain publish
+            self._routing_properties = message.properties
+            if (not self.vhost.publish(exchange, message, self._routing_headers, None)[0]
+                    and mandatory and not exchange.deleted):
+                self._return_unroutable(message)
 
     def _route(self, exchange: Exchange, message: Message, mandatory: bool,
                publisher: Channel | None) -> bool:
         self._routing_properties = message.properties
         routed, accepted = self.vhost.publish(exchange, message, self._routing_headers, publisher)
         if not routed and mandatory and not exchange.deleted:
-            self.vhost.returned += 1
-            self.conn.send_many(frames.content_frames(
-                self.number,
-                frames.return_payload(NO_ROUTE, "NO_ROUTE", message.exchange,
-                                      message.routing_key),
-                message.properties, message.body, self.conn.frame_max,
-            ))
+            self._return_unroutable(message)
         return accepted
+
+    def _return_unroutable(self, message: Message) -> None:
+        """Basic.Return of a mandatory publish no queue took."""
+        self.vhost.returned += 1
+        self.conn.send_many(frames.content_frames(
+            self.number,
+            frames.return_payload(NO_ROUTE, "NO_ROUTE", message.exchange, message.routing_key),
+            message.properties, message.body, self.conn.frame_max,
+        ))
 
     def write_failed(self, first_seq: int) -> None:
         """A queue could not write publishes from ``first_seq`` on (``Publisher``)."""

@@ -37,6 +37,7 @@ from portask.protocols.amqp.constants import (
 FRAME_HEAD = struct.Struct(">BHI")
 _METHOD_ID = struct.Struct(">HH")
 _CONTENT_HEADER = struct.Struct(">HHQ")
+CONTENT_HEADER = _CONTENT_HEADER  # class id, weight, body size
 CONTENT_HEADER_MIN = _CONTENT_HEADER.size  # class, weight, body size; then the properties
 _DELIVER_TAIL = struct.Struct(">QB")
 _COUNTS = struct.Struct(">II")
