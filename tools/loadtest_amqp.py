@@ -112,6 +112,14 @@ def setup(args: argparse.Namespace) -> None:
             client.call(commands.Queue.Bind(queue=name, exchange=args.exchange,
                                             routing_key=name, arguments=arguments),
                         commands.Queue.BindOk)
+    if args.exchange and args.extra_bindings:
+        # Bindings that match no published key, spread over the queues: what routing
+        # must look through (a topic exchange's wildcard patterns, for example).
+        names = queue_names(args)
+        for i in range(args.extra_bindings):
+            client.call(commands.Queue.Bind(queue=names[i % len(names)], exchange=args.exchange,
+                                            routing_key=f"other{i}.*.#"),
+                        commands.Queue.BindOk)
     client.close()
 
 
@@ -340,6 +348,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--publishers", type=int, default=1)
     p.add_argument("--consumers", type=int, default=1)
     p.add_argument("--queues", type=int, default=1)
+    p.add_argument("--extra-bindings", type=int, default=0,
+                   help="bind this many more keys (other<i>.*.#) that match no publish")
     p.add_argument("--exchange-type", default="direct",
                    choices=("default", "direct", "fanout", "topic", "headers"))
     p.add_argument("--size", type=int, default=1024, help="message body bytes (>= 8)")

@@ -6,6 +6,9 @@ routed, stored and delivered back as Basic.Deliver frames, and (in "ack" mode) a
 multiple Basic.Ack every 10 deliveries settles them, as ``tools/loadtest.py amqp`` does.
 What the connection writes goes to a transport that only counts bytes.
 
+Mode "confirms" is the persistent path: a durable queue whose messages go to its
+segment log (a temporary directory), delivery_mode 2, publisher confirms, consumer acks.
+
 The wall-clock figure is noisy on a shared machine; instructions are not:
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
@@ -20,18 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 import types
+from pathlib import Path
 
 from pamqp import commands, frame
 from pamqp.base import Frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+from portask.broker.amqp.message_store import QueueStorage
 from portask.broker.amqp.vhosts import VirtualHosts
 from portask.broker.control import Control
+from portask.broker.core import log_config
 from portask.config import Settings
 from portask.protocols.amqp.context import AmqpContext
+from portask.protocols.amqp.properties import AmqpPropertyCodec
 from portask.protocols.amqp.server import AmqpServer
+from portask.storage.directory import LogDirectory
 
 BATCH = 100  # publishes per read, about what one socket read carries at full speed
 
@@ -72,6 +81,24 @@ def _method(channel: int, method: Frame) -> bytes:
 async def run(rounds: int, mode: str = "ack", fault_rules: int = 0,
               request_log: bool = False) -> int:
     """Publish ``rounds`` batches; returns the bytes the broker wrote back."""
+    if mode != "confirms":
+        return await _run(rounds, mode, VirtualHosts(["/"]).open(), fault_rules, request_log)
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings()
+        logs = LogDirectory(Path(data_dir) / "logs", log_config(settings), flush_ms=None,
+                            retention_check_ms=int(settings.storage.retention_check_ms))
+        storage = QueueStorage(logs, fsync_always=False,
+                               segment_bytes=int(settings.amqp.queue_segment_bytes))
+        vhosts = VirtualHosts(["/"], storage=storage, codec=AmqpPropertyCodec()).open()
+        try:
+            return await _run(rounds, mode, vhosts, fault_rules, request_log)
+        finally:
+            vhosts.close()
+            await logs.close()
+
+
+async def _run(rounds: int, mode: str, vhosts: VirtualHosts, fault_rules: int,
+               request_log: bool) -> int:
     settings = Settings()
     # The control API's state as app.py hands it to the AMQP server (no broker needed).
     control = Control(types.SimpleNamespace())  # type: ignore[arg-type]
@@ -79,9 +106,8 @@ async def run(rounds: int, mode: str = "ack", fault_rules: int = 0,
         control.faults.add(protocol="amqp", method="basic.publish", exchange=f"other-{n}",
                            action="close")
     control.requests.configure(enabled=request_log, size=1000)
-    server = AmqpServer(AmqpContext(settings.amqp, settings.network,
-                                    VirtualHosts(["/"]).open(), faults=control.faults,
-                                    requests=control.requests))
+    server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts,
+                                    faults=control.faults, requests=control.requests))
     conn = server.connection()
     transport = CountingTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -93,22 +119,26 @@ async def run(rounds: int, mode: str = "ack", fault_rules: int = 0,
         commands.Connection.Open(virtual_host="/"),
     ):
         conn.data_received(_method(0, method))
-    for method in (
-        commands.Channel.Open(),
-        commands.Queue.Declare(queue="bench"),
-        commands.Basic.Consume(queue="bench", consumer_tag="c", no_ack=mode != "ack"),
-    ):
+    persistent = mode == "confirms"
+    setup: list[Frame] = [commands.Channel.Open()]
+    if persistent:
+        setup.append(commands.Confirm.Select())
+    setup += [
+        commands.Queue.Declare(queue="bench", durable=persistent),
+        commands.Basic.Consume(queue="bench", consumer_tag="c", no_ack=mode == "noack"),
+    ]
+    for method in setup:
         conn.data_received(_method(1, method))
     body = b"x" * 1024
     properties = commands.Basic.Properties(content_type="application/octet-stream",
-                                           delivery_mode=1)
+                                           delivery_mode=2 if persistent else 1)
     publish = (_method(1, commands.Basic.Publish(exchange="", routing_key="bench"))
                + frame.marshal(ContentHeader(0, len(body), properties), 1)
                + frame.marshal(ContentBody(body), 1))
     batch = publish * BATCH
     acks = [b"".join(_method(1, commands.Basic.Ack(delivery_tag=tag, multiple=True))
                      for tag in range(r * BATCH + 10, (r + 1) * BATCH + 1, 10))
-            for r in range(rounds)] if mode == "ack" else []
+            for r in range(rounds)] if mode != "noack" else []
     for r in range(rounds):
         conn.data_received(batch)
         if acks:
