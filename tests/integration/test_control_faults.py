@@ -4,16 +4,22 @@ real clients: what the client sees of an injected error, a throttle and a nack."
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pika
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, ThrottleEvent
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from portask.testing import ControlClient
 from tests.broker_process import BrokerProcess, start_broker
+from tests.integration.control import (
+    admin,
+    bootstrap,
+    create_topic,
+    recording_control,
+    unique_name,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,29 +33,14 @@ def fault_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerPro
 
 @pytest.fixture
 def ctl(fault_broker: BrokerProcess) -> Iterator[ControlClient]:
-    client = ControlClient(f"http://127.0.0.1:{fault_broker.http_port}")
-    client.record_requests()
-    yield client
-    client.clear_faults()
-    client.record_requests(False)
-    client.clear_requests()
+    yield from recording_control(fault_broker)
 
 
 def _name() -> str:
-    return f"f{uuid.uuid4().hex[:8]}"
+    return unique_name("f")
 
 
-def _bootstrap(broker: BrokerProcess) -> str:
-    return f"127.0.0.1:{broker.kafka_port}"
 
-
-def _admin(broker: BrokerProcess) -> AdminClient:
-    return AdminClient({"bootstrap.servers": _bootstrap(broker)})
-
-
-def _create_topic(broker: BrokerProcess, name: str, partitions: int = 1) -> None:
-    admin = _admin(broker)  # kept until the answer: a collected client cancels it
-    admin.create_topics([NewTopic(name, partitions)])[name].result(10)
 
 
 # -- Kafka errors -------------------------------------------------------------------------
@@ -58,13 +49,13 @@ def _create_topic(broker: BrokerProcess, name: str, partitions: int = 1) -> None
 def test_consumer_group_waits_out_coordinator_not_available_then_consumes(
         fault_broker: BrokerProcess, ctl: ControlClient) -> None:
     topic = group = _name()
-    _create_topic(fault_broker, topic)
-    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker)})
+    create_topic(fault_broker, topic)
+    producer = Producer({"bootstrap.servers": bootstrap(fault_broker)})
     producer.produce(topic, b"after the coordinator came back")
     assert producer.flush(10) == 0
     ctl.add_fault(action="error", api="FindCoordinator", error="COORDINATOR_NOT_AVAILABLE",
                   times=3)
-    consumer = Consumer({"bootstrap.servers": _bootstrap(fault_broker), "group.id": group,
+    consumer = Consumer({"bootstrap.servers": bootstrap(fault_broker), "group.id": group,
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     try:
@@ -91,18 +82,18 @@ def test_an_error_on_create_topics_is_per_topic_and_creates_nothing(
     refused, other = _name(), _name()
     ctl.add_fault(action="error", api="CreateTopics", topic=refused,
                   error="POLICY_VIOLATION", times=1)
-    admin = _admin(fault_broker)
-    futures = admin.create_topics([NewTopic(refused, 2), NewTopic(other, 1)])
+    client = admin(fault_broker)
+    futures = client.create_topics([NewTopic(refused, 2), NewTopic(other, 1)])
     with pytest.raises(KafkaException) as failed:
         futures[refused].result(10)
     assert failed.value.args[0].code() == KafkaError.POLICY_VIOLATION
     # The whole request was answered with the error: the other topic too.
     with pytest.raises(KafkaException):
         futures[other].result(10)
-    listed = admin.list_topics(timeout=10).topics
+    listed = client.list_topics(timeout=10).topics
     assert refused not in listed and other not in listed
-    _create_topic(fault_broker, refused, 2)  # the rule was used once
-    assert len(admin.list_topics(refused, timeout=10).topics[refused].partitions) == 2
+    create_topic(fault_broker, refused, 2)  # the rule was used once
+    assert len(client.list_topics(refused, timeout=10).topics[refused].partitions) == 2
 
 
 def test_an_offset_commit_error_names_each_partition_and_commits_nothing(
@@ -110,9 +101,9 @@ def test_an_offset_commit_error_names_each_partition_and_commits_nothing(
     from confluent_kafka import TopicPartition
 
     topic = group = _name()
-    _create_topic(fault_broker, topic, partitions=2)
+    create_topic(fault_broker, topic, partitions=2)
     answers: list[tuple[KafkaError | None, list[TopicPartition]]] = []
-    consumer = Consumer({"bootstrap.servers": _bootstrap(fault_broker), "group.id": group,
+    consumer = Consumer({"bootstrap.servers": bootstrap(fault_broker), "group.id": group,
                          "enable.auto.commit": False,
                          "on_commit": lambda err, tps: answers.append((err, tps))})
     wanted = [TopicPartition(topic, 0, 42), TopicPartition(topic, 1, 7)]
@@ -143,11 +134,11 @@ def test_an_offset_commit_error_names_each_partition_and_commits_nothing(
 def test_metadata_error_on_a_topic_delays_the_producer_but_it_delivers(
         fault_broker: BrokerProcess, ctl: ControlClient) -> None:
     topic = _name()
-    _create_topic(fault_broker, topic)
+    create_topic(fault_broker, topic)
     ctl.add_fault(action="error", api="Metadata", topic=topic, error="LEADER_NOT_AVAILABLE",
                   times=2)
     reports: list[KafkaError | None] = []
-    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker),
+    producer = Producer({"bootstrap.servers": bootstrap(fault_broker),
                          "topic.metadata.refresh.fast.interval.ms": 50})
     producer.produce(topic, b"v", on_delivery=lambda err, msg: reports.append(err))
     assert producer.flush(15) == 0
@@ -159,10 +150,10 @@ def test_metadata_error_on_a_topic_delays_the_producer_but_it_delivers(
 def test_a_version_range_limits_the_rule(fault_broker: BrokerProcess,
                                          ctl: ControlClient) -> None:
     topic = _name()
-    _create_topic(fault_broker, topic)
+    create_topic(fault_broker, topic)
     # librdkafka 2.x produces with v7 or later: a rule for v0-v2 never matches it.
     ctl.add_fault(action="error", api="Produce", max_version=2, error="CORRUPT_MESSAGE")
-    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker)})
+    producer = Producer({"bootstrap.servers": bootstrap(fault_broker)})
     producer.produce(topic, b"v")
     assert producer.flush(10) == 0
     assert ctl.faults()[0]["applied"] == 0
@@ -183,9 +174,9 @@ def test_a_version_range_limits_the_rule(fault_broker: BrokerProcess,
 def test_confluent_kafka_reports_an_injected_throttle(fault_broker: BrokerProcess,
                                                       ctl: ControlClient) -> None:
     topic = _name()
-    _create_topic(fault_broker, topic)
+    create_topic(fault_broker, topic)
     events: list[ThrottleEvent] = []
-    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker),
+    producer = Producer({"bootstrap.servers": bootstrap(fault_broker),
                          "throttle_cb": events.append})
     producer.produce(topic, b"warm-up")
     assert producer.flush(10) == 0
@@ -268,10 +259,10 @@ def test_nack_rules_are_checked_when_added(ctl: ControlClient) -> None:
 def test_a_refusing_listener_looks_down_to_clients_until_it_accepts_again(
         fault_broker: BrokerProcess, ctl: ControlClient) -> None:
     topic = _name()
-    _create_topic(fault_broker, topic)
+    create_topic(fault_broker, topic)
     errors: list[KafkaError] = []
     reports: list[tuple[KafkaError | None, float]] = []
-    producer = Producer({"bootstrap.servers": _bootstrap(fault_broker),
+    producer = Producer({"bootstrap.servers": bootstrap(fault_broker),
                          "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200,
                          "error_cb": errors.append})
     producer.produce(topic, b"before")
@@ -306,9 +297,9 @@ def test_failed_fsyncs_are_storage_errors_for_kafka_and_nacks_for_amqp(
         fsync_broker: BrokerProcess) -> None:
     ctl = ControlClient(f"http://127.0.0.1:{fsync_broker.http_port}")
     topic, queue = _name(), _name()
-    _create_topic(fsync_broker, topic)
+    create_topic(fsync_broker, topic)
     reports: list[KafkaError | None] = []
-    producer = Producer({"bootstrap.servers": _bootstrap(fsync_broker), "acks": "all",
+    producer = Producer({"bootstrap.servers": bootstrap(fsync_broker), "acks": "all",
                          "retries": 0, "enable.idempotence": False})
     producer.produce(topic, b"synced", on_delivery=lambda err, msg: reports.append(err))
     assert producer.flush(10) == 0

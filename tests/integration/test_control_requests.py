@@ -6,17 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from portask.testing import Broker, ControlClient
 from tests.broker_process import BrokerProcess, start_broker
+from tests.integration.control import (
+    bootstrap,
+    create_topic,
+    recording_control,
+    unique_name,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,32 +36,20 @@ def log_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProce
 
 @pytest.fixture
 def ctl(log_broker: BrokerProcess) -> Iterator[ControlClient]:
-    client = ControlClient(f"http://127.0.0.1:{log_broker.http_port}")
-    client.record_requests()
-    yield client
-    client.clear_faults()
-    client.record_requests(False)
-    client.clear_requests()
+    yield from recording_control(log_broker)
 
 
 def _name() -> str:
-    return f"r{uuid.uuid4().hex[:8]}"
+    return unique_name("r")
 
 
-def _bootstrap(broker: BrokerProcess) -> str:
-    return f"127.0.0.1:{broker.kafka_port}"
-
-
-def _create_topic(broker: BrokerProcess, name: str, partitions: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": _bootstrap(broker)})
-    admin.create_topics([NewTopic(name, partitions)])[name].result(10)
 
 
 def test_the_log_shows_the_producer_sent_acks_all(log_broker: BrokerProcess,
                                                   ctl: ControlClient) -> None:
     topic = _name()
-    _create_topic(log_broker, topic, partitions=2)
-    producer = Producer({"bootstrap.servers": _bootstrap(log_broker), "acks": "all",
+    create_topic(log_broker, topic, partitions=2)
+    producer = Producer({"bootstrap.servers": bootstrap(log_broker), "acks": "all",
                          "client.id": "billing"})
     producer.produce(topic, b"x" * 100, partition=1)
     assert producer.flush(10) == 0
@@ -66,7 +59,7 @@ def test_the_log_shows_the_producer_sent_acks_all(log_broker: BrokerProcess,
     assert produce["partitions"] == [[topic, 1]]
     assert produce["size"] > 100 and produce["response_size"] > 0
     assert produce["errors"] == [] and produce["duration_ms"] >= 0
-    quiet = Producer({"bootstrap.servers": _bootstrap(log_broker), "acks": 0,
+    quiet = Producer({"bootstrap.servers": bootstrap(log_broker), "acks": 0,
                       "client.id": "fire-and-forget"})
     quiet.produce(topic, b"y", partition=0)
     assert quiet.flush(10) == 0
@@ -77,8 +70,8 @@ def test_the_log_shows_the_producer_sent_acks_all(log_broker: BrokerProcess,
 def test_the_log_shows_the_consumer_committed_offset_42(log_broker: BrokerProcess,
                                                        ctl: ControlClient) -> None:
     topic = group = _name()
-    _create_topic(log_broker, topic)
-    consumer = Consumer({"bootstrap.servers": _bootstrap(log_broker), "group.id": group,
+    create_topic(log_broker, topic)
+    consumer = Consumer({"bootstrap.servers": bootstrap(log_broker), "group.id": group,
                          "enable.auto.commit": False})
     try:
         consumer.commit(offsets=[TopicPartition(topic, 0, 42)], asynchronous=False)
@@ -93,7 +86,7 @@ def test_the_log_shows_the_consumer_committed_offset_42(log_broker: BrokerProces
 def test_answers_with_errors_are_found_by_their_codes(log_broker: BrokerProcess,
                                                      ctl: ControlClient) -> None:
     missing = _name()
-    admin = AdminClient({"bootstrap.servers": _bootstrap(log_broker)})
+    admin = AdminClient({"bootstrap.servers": bootstrap(log_broker)})
     metadata = admin.list_topics(missing, timeout=10)
     assert metadata.topics[missing].error is not None
     [refused] = [r for r in ctl.requests(api="Metadata", topic=missing, errors=True)][-1:]
