@@ -56,10 +56,27 @@ def launch(cmd: list[str], env: Mapping[str, str], stderr: IO[str], expect: Iter
 
 def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without its PORTASK_* settings (a test's broker must not
-    pick up the developer's), plus ``extra``."""
+    pick up the developer's), plus ``extra``.
+
+    With PYTHONDONTWRITEBYTECODE set (and no PYTHONPYCACHEPREFIX), the broker keeps its
+    bytecode in a cache directory of this user instead: otherwise every start compiles
+    the broker's ~150 modules from source, ~150 ms of CPU more than the start itself.
+    The source tree and site-packages stay as the setting asked, free of ``.pyc`` files.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTASK_")}
+    if env.get("PYTHONDONTWRITEBYTECODE") and not env.get("PYTHONPYCACHEPREFIX"):
+        del env["PYTHONDONTWRITEBYTECODE"]
+        env["PYTHONPYCACHEPREFIX"] = str(bytecode_cache_dir())
     env.update(extra or {})
     return env
+
+
+def bytecode_cache_dir() -> Path:
+    """Where a broker child keeps its bytecode when PYTHONDONTWRITEBYTECODE is set:
+    $XDG_CACHE_HOME/portask/pycache (~/.cache/...). In the user's home, not in a shared
+    temporary directory, where another user could plant bytecode for the broker to run."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "portask" / "pycache"
 
 
 class Broker(ControlMethods):
