@@ -110,6 +110,7 @@ class App:
         self.amqp: AmqpServer | None = None
         self.users: UserStore | None = None
         self._topic_feeds: TopicFeeds | None = None
+        self._kafka_listeners: list[Listener] = []
 
     def listener(self, name: str) -> Listener | None:
         return next((lst for lst in self.listeners if lst.name == name), None)
@@ -195,6 +196,9 @@ class App:
         if self._console is None:
             if self.broker is None or self._health is None or self._health.status != OK:
                 return Response(503, b"starting\n", "text/plain")
+            if self._kafka_listeners:
+                # The control API checks a fault rule's Kafka API name against those served.
+                self._kafka_server()
             from portask.http.console import Console
 
             if self._management_api is None:
@@ -208,15 +212,7 @@ class App:
 
     async def _serve_kafka(self, listeners: list[Listener], broker: Broker) -> None:
         # Imported here, not at the top: start-up loads only the protocols it serves.
-        # Importing the index imports every API module, which registers its handler.
-        from portask.protocols.kafka import (
-            apis,  # noqa: F401
-            browse,
-            compaction,
-            faults,
-            txn_markers,
-        )
-        from portask.protocols.kafka.server import KafkaServer
+        from portask.protocols.kafka import browse, compaction, txn_markers
 
         # What only Kafka's record format can do for the broker core: transaction
         # markers (and aborting what a crash left open), and compaction.
@@ -225,12 +221,32 @@ class App:
         broker.topics.compactor = compaction.compactor(limit)
         # Records decoded and built for the HTTP API and the console.
         broker.topics.codec = browse.KafkaRecordCodec(limit)
-        self.kafka = KafkaServer(broker, self.settings, listeners)
-        broker.control.on_close_all(self.kafka.close_all, "kafka")
-        broker.control.faults.apis["kafka"] = faults.known_apis()
+        self._kafka_listeners = listeners
+        broker.control.on_close_all(
+            lambda: self.kafka.close_all() if self.kafka is not None else 0, "kafka")
         for listener in listeners:
-            await listener.serve(refusable(self.kafka.protocol_factory(listener),
+            await listener.serve(refusable(partial(self._kafka_connection, listener),
                                            partial(broker.control.refusing, "kafka")))
+
+    def _kafka_connection(self, listener: Listener) -> asyncio.BaseProtocol:
+        return self._kafka_server().protocol_factory(listener)()
+
+    def _kafka_server(self) -> KafkaServer:
+        """The Kafka server, built at the first Kafka connection (or control API call):
+        its ~50 API modules and kio's schemas are a quarter of the start-up time. The
+        connection that triggers it waits that long once (the kernel has accepted it)."""
+        if self.kafka is None:
+            # Importing the index imports every API module, which registers its handler.
+            from portask.protocols.kafka import (
+                apis,  # noqa: F401
+                faults,
+            )
+            from portask.protocols.kafka.server import KafkaServer
+
+            assert self.broker is not None
+            self.kafka = KafkaServer(self.broker, self.settings, self._kafka_listeners)
+            self.broker.control.faults.apis["kafka"] = faults.known_apis()
+        return self.kafka
 
     def _amqp_server(self, broker: Broker) -> AmqpServer:
         """AMQP's model on the broker: vhosts restored from the definitions and queue logs,
@@ -319,9 +335,9 @@ class App:
         if self.amqp is not None:
             self.amqp.close_all()  # no publish may reach a queue log after it closes
         await self._close_listeners()
+        if self._kafka_listeners and self.broker is not None:
+            self.broker.transactions.stop()  # no transaction expires into a closing log
         if self.kafka is not None:
-            if self.broker is not None:
-                self.broker.transactions.stop()  # no transaction expires into a closing log
             self.kafka.close_all()
         if self.broker is not None:
             await self.broker.close()

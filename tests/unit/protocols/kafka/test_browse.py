@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 from portask.broker.log import compression
-from portask.protocols.kafka import records
+from portask.protocols.kafka import browse, records
 from portask.protocols.kafka.browse import KafkaRecordCodec, build_batch, murmur2
 
 LIMIT = 1 << 20
@@ -77,3 +77,11 @@ def test_consumer_protocol_blobs_decode_and_lies_are_empty() -> None:
     assert codec.assignment("consumer", lying) == []
     assert codec.subscription("consumer", lying) == []
     assert codec.assignment("consumer", b"\x00") == []
+
+
+def test_small_varint_table_is_the_zigzag_varint_of_each_value() -> None:
+    table = browse._SMALL_VARINTS
+    assert len(table) == 8193
+    for n in range(-1, 8192):
+        assert table[n + 1] == records.varint(n), n
+    assert browse._varint(8192) == records.varint(8192)
