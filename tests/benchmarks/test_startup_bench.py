@@ -63,10 +63,24 @@ def test_start_until_all_ports_accept(benchmark: Any, tmp_path: Path) -> None:
     assert rss < 100e6
 
 
+def _child_times(args: list[str]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one run of a Python child to its exit."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *args], check=True)
+    wall = (time.perf_counter() - started) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+
+
 def test_broker_start_to_ready(benchmark: Any) -> None:
     """Timed: ``portask.testing.Broker().start()``, until the broker has printed where
     every listener is (it serves from then on). Printed: the broker process's CPU time
-    up to then, which load from other processes does not inflate."""
+    up to then, which load from other processes does not inflate; and, between the
+    rounds, the floor any Python broker has on this machine at this load: ``python -c
+    pass`` and ``python -c "import asyncio"`` (wall and CPU)."""
     import os
     import statistics
 
@@ -74,11 +88,14 @@ def test_broker_start_to_ready(benchmark: Any) -> None:
 
     brokers: list[Broker] = []
     cpu_ms: list[float] = []
+    floors: dict[str, list[tuple[float, float]]] = {"pass": [], "import asyncio": []}
     tick = os.sysconf("SC_CLK_TCK")
 
     def stop_previous() -> None:
         while brokers:
             brokers.pop().stop()
+        for code, times in floors.items():
+            times.append(_child_times(["-c", code]))
 
     def once() -> None:
         broker = Broker().start()
@@ -91,3 +108,8 @@ def test_broker_start_to_ready(benchmark: Any) -> None:
     stop_previous()
     print(f"\nbroker CPU until ready: median {statistics.median(cpu_ms):.0f} ms, "
           f"min {min(cpu_ms):.0f} ms")
+    for code, times in floors.items():
+        walls, cpus = [t[0] for t in times], [t[1] for t in times]
+        print(f"python -c {code!r}: wall median {statistics.median(walls):.0f} ms "
+              f"(min {min(walls):.0f}), CPU median {statistics.median(cpus):.0f} ms "
+              f"(min {min(cpus):.0f})")
