@@ -24,6 +24,15 @@ The document (YAML or JSON, already parsed here) is Portask's own format::
 exists already is declared again as a client would (equivalent: nothing changes; not:
 the declare's refusal is the answer); messages and records are added. Everything before
 a refusal stays: a seed is not a transaction.
+
+RabbitMQ's definitions JSON (as ``rabbitmqctl export_definitions`` writes it) goes under
+``definitions:``, next to ``topics`` and Portask's own ``vhosts``. It is imported first,
+by the same importer as ``POST /api/definitions`` (checked whole before any of it is
+applied; users, vhosts, permissions, policies, exchanges, queues, bindings), so the
+seed's own entries can put messages in its queues. A whole document is taken for a
+definitions export when it carries ``rabbit_version`` or ``rabbitmq_version`` (every
+export does) or lists its ``vhosts`` (a seed maps them); a ``topics`` key in it is
+still Portask's, so an export plus the Kafka topics is one call.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from portask.broker.control import ControlError
@@ -41,7 +50,9 @@ if TYPE_CHECKING:
     from portask.broker.snapshots import BrokerState
 
 SEEDER = object()
-_TOP_LEVEL = ("vhosts", "exchanges", "queues", "bindings", "topics")
+_TOP_LEVEL = ("vhosts", "exchanges", "queues", "bindings", "topics", "definitions")
+# Keys only a definitions export has: ``export_definitions`` always writes one of them.
+_EXPORT_MARKS = ("rabbit_version", "rabbitmq_version")
 
 
 @dataclass(slots=True)
@@ -53,12 +64,19 @@ class SeedResult:
     messages: int = 0
     topics: int = 0
     records: int = 0
+    # What the ``definitions`` document created, by kind (the importer's counts), and
+    # what it left out and why (``amq.*`` names, runtime parameters).
+    definitions: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
     took_ms: float = 0.0
 
 
 def seed(broker: BrokerState, document: Any) -> SeedResult:
     if not isinstance(document, dict):
         raise ControlError("a seed is an object with vhosts and topics")
+    if _is_definitions_export(document):
+        document = {"definitions": {k: v for k, v in document.items() if k != "topics"},
+                    **({"topics": document["topics"]} if "topics" in document else {})}
     unknown = set(document) - set(_TOP_LEVEL)
     if unknown:
         raise ControlError(f"unknown seed keys: {', '.join(sorted(map(str, unknown)))}; "
@@ -69,7 +87,10 @@ def seed(broker: BrokerState, document: Any) -> SeedResult:
     if any(k in document for k in ("exchanges", "queues", "bindings")):
         top = {k: document[k] for k in ("exchanges", "queues", "bindings") if k in document}
         vhosts = {**vhosts, "/": {**top, **_mapping(vhosts.get("/"), "vhosts./")}}
+    definitions = document.get("definitions")
     with broker.definitions.batch():
+        if definitions is not None:
+            _import_definitions(broker, definitions, result)
         for spec in _list(document.get("topics"), "topics"):
             _seed_topic(broker, spec, result)
         if vhosts:
@@ -85,6 +106,26 @@ def seed(broker: BrokerState, document: Any) -> SeedResult:
             amqp.commit()
     result.took_ms = round((time.perf_counter() - started) * 1000, 3)
     return result
+
+
+def _is_definitions_export(document: dict[str, Any]) -> bool:
+    return (any(k in document for k in _EXPORT_MARKS)
+            or isinstance(document.get("vhosts"), list))
+
+
+def _import_definitions(broker: BrokerState, document: Any, result: SeedResult) -> None:
+    from portask.broker.amqp.definitions_import import InvalidDefinitions, import_definitions
+
+    amqp = broker.amqp
+    if amqp is None:
+        raise ControlError("seeding definitions needs the AMQP listener")
+    try:
+        report = import_definitions(document, amqp, broker.users)
+    except InvalidDefinitions as exc:
+        raise ControlError(f"definitions: {exc}") from None
+    amqp.commit()
+    result.definitions = report.created
+    result.skipped = report.skipped
 
 
 def _seed_topic(broker: BrokerState, spec: Any, result: SeedResult) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from portask.broker.control import Control
     from portask.broker.definitions import Definitions
     from portask.broker.kafka.topics import Topics
+    from portask.broker.user_store import UserStore
 
 MAX_SNAPSHOTS = 100
 # The owner a restore declares and binds as: never an exclusive queue's connection.
@@ -91,6 +92,7 @@ class BrokerState(Protocol):
     amqp: VirtualHosts | None
     definitions: Definitions
     control: Control
+    users: UserStore | None
 
 
 class Snapshots:

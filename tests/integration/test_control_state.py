@@ -324,3 +324,92 @@ def test_a_topic_whose_start_moved_is_restored_at_the_same_offsets(
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
     assert consumer.get_watermark_offsets(TopicPartition("trimmed", 0), timeout=10) == (3, 5)
     consumer.close()
+
+
+# As `rabbitmqctl export_definitions` writes it (RabbitMQ 3.10), plus Kafka topics.
+EXPORT = {
+    "rabbit_version": "3.10.25", "rabbitmq_version": "3.10.25",
+    "product_name": "RabbitMQ", "product_version": "3.10.25",
+    "users": [], "permissions": [], "topic_permissions": [], "parameters": [],
+    "global_parameters": [{"name": "cluster_name", "value": "rabbit@ci"}],
+    "vhosts": [{"name": "/"}, {"name": "shop"}],
+    "policies": [{"vhost": "shop", "name": "cap", "pattern": "^capped$",
+                  "apply-to": "queues", "priority": 0,
+                  "definition": {"max-length": 2}}],
+    "exchanges": [{"name": "orders", "vhost": "shop", "type": "topic", "durable": True,
+                   "auto_delete": False, "internal": False, "arguments": {}},
+                  {"name": "amq.direct", "vhost": "shop", "type": "direct",
+                   "durable": True, "auto_delete": False, "internal": False,
+                   "arguments": {}}],
+    "queues": [{"name": "billing", "vhost": "shop", "durable": True, "auto_delete": False,
+                "arguments": {"x-queue-type": "classic"}},
+               {"name": "capped", "vhost": "shop", "durable": True, "auto_delete": False,
+                "arguments": {}}],
+    "bindings": [{"source": "orders", "vhost": "shop", "destination": "billing",
+                  "destination_type": "queue", "routing_key": "order.*", "arguments": {}},
+                 {"source": "orders", "vhost": "shop", "destination": "capped",
+                  "destination_type": "queue", "routing_key": "#", "arguments": {}}],
+    "topics": [{"name": "shop-events", "partitions": 2,
+                "records": [{"partition": 1, "key": "k", "value": "v"}]}],
+}
+
+
+def test_a_definitions_export_seeds_the_topology_pika_uses(broker: BrokerProcess,
+                                                           ctl: ControlClient) -> None:
+    result = ctl.seed(json.dumps(EXPORT))
+    assert result["definitions"] == {"vhosts": 1, "exchanges": 1, "policies": 1,
+                                     "queues": 2, "bindings": 2}
+    assert result["skipped"] == ["global_parameters[0]: global parameter 'cluster_name'",
+                                 "exchanges[1]: 'amq.direct' (a name RabbitMQ reserves)"]
+    assert (result["topics"], result["records"]) == (1, 1)
+    connection = _connect(broker, "shop")
+    channel = connection.channel()
+    channel.confirm_delivery()
+    for body in (b"one", b"two", b"three"):
+        channel.basic_publish("orders", "order.placed", body,
+                              pika.BasicProperties(delivery_mode=2))
+    assert [b for b, _, _ in _drain(channel, "billing")] == [b"one", b"two", b"three"]
+    # the policy came with it: max-length 2 keeps the newest two
+    assert [b for b, _, _ in _drain(channel, "capped")] == [b"two", b"three"]
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare("billing", durable=False)  # as imported: durable
+    assert refused.value.reply_code == 406
+    connection.close()
+    assert _records(broker, "shop-events", 2) == [(1, 0, b"k", b"v")]
+
+
+def test_definitions_under_a_key_seed_next_to_portask_entries(
+        broker: BrokerProcess, ctl: ControlClient, tmp_path: Path) -> None:
+    definitions = {k: EXPORT[k] for k in ("vhosts", "exchanges", "queues", "bindings")}
+    seed_file = tmp_path / "seed.json"
+    # Portask's own entries add to what the definitions declared (imported first):
+    # messages in billing, declared again equivalently.
+    seed_file.write_text(json.dumps({
+        "definitions": definitions,
+        "vhosts": {"shop": {"queues": [{
+            "name": "billing", "arguments": {"x-queue-type": "classic"},  # as declared
+            "messages": [{"body": "seeded", "routing_key": "order.placed"}]}]}}}))
+    done = subprocess.run([sys.executable, "-m", "portask", "ctl", "--url",
+                           f"http://127.0.0.1:{broker.http_port}", "seed", str(seed_file)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["definitions"]["queues"] == 2
+    connection = _connect(broker, "shop")
+    channel = connection.channel()
+    channel.basic_publish("orders", "order.paid", b"paid")
+    ctl.wait_queue("billing", vhost="shop", messages=2)
+    assert [b for b, _, _ in _drain(channel, "billing")] == [b"seeded", b"paid"]
+    connection.close()
+
+
+def test_a_bad_definitions_document_changes_nothing(ctl: ControlClient) -> None:
+    bad = {"rabbit_version": "3.10.25", "vhosts": [{"name": "/"}],
+           "queues": [{"name": "fine", "vhost": "/", "durable": True}],
+           "bindings": [{"source": "nowhere", "vhost": "/", "destination": "fine",
+                         "destination_type": "queue", "routing_key": ""}]}
+    with pytest.raises(ControlError) as refused:
+        ctl.seed(bad)
+    assert refused.value.status == 400 and "bindings[0]" in str(refused.value)
+    with pytest.raises(ControlError) as missing:
+        ctl.peek_queue("fine")
+    assert missing.value.status == 404
