@@ -36,7 +36,7 @@ log = logging.getLogger("portask.control")
 
 PROTOCOLS = ("kafka", "amqp")
 ACTIONS = ("error", "delay", "drop", "close", "throttle")
-AMQP_ACTIONS = ("error", "close", "nack")
+AMQP_ACTIONS = ("error", "close", "nack", "delay", "drop")
 ALARMS = (MEMORY, DISK)
 # The longest throttle a rule may ask for: Kafka's quotas stop well below it.
 MAX_THROTTLE_MS = 300_000
@@ -146,7 +146,8 @@ class Faults:
         if protocol == "amqp":
             return self._add(FaultRule(0, protocol, action, method=method, queue=queue,
                                        exchange=exchange, routing_key=routing_key, code=code,
-                                       text=text, times=times, probability=probability))
+                                       text=text, delay_ms=delay_ms, times=times,
+                                       probability=probability))
         if action not in ACTIONS:
             raise ControlError(f"action must be one of {', '.join(ACTIONS)}")
         known = self.apis.get(protocol)
@@ -273,7 +274,9 @@ class Faults:
 
 def _check_amqp(rule: FaultRule) -> None:
     """An AMQP rule closes the channel (``error``: a soft error code) or the
-    connection (``close``: 320 or a hard error, 5xx), as RabbitMQ does for real ones."""
+    connection (``close``: 320 or a hard error, 5xx), as RabbitMQ does for real ones;
+    or holds what the connection writes from the matching method on, ``delay_ms``
+    (``delay``) or for good (``drop``)."""
     if not rule.method or "." not in rule.method:
         raise ControlError("an AMQP rule needs method, e.g. basic.publish")
     rule.method = rule.method.lower()
@@ -283,6 +286,14 @@ def _check_amqp(rule: FaultRule) -> None:
         return
     if rule.routing_key is not None:
         raise ControlError("routing_key applies to nack rules")
+    if rule.action in ("delay", "drop"):
+        if rule.code is not None or rule.text is not None:
+            raise ControlError(f"a {rule.action} rule takes no code or text")
+        if rule.action == "delay" and rule.delay_ms <= 0:
+            raise ControlError("a delay rule needs delay_ms > 0")
+        if rule.action == "drop" and rule.delay_ms:
+            raise ControlError("a drop rule takes no delay_ms")
+        return
     if rule.action == "error":
         rule.code = rule.code if rule.code is not None else 406
         if rule.code not in SOFT_ERRORS:
@@ -294,7 +305,8 @@ def _check_amqp(rule: FaultRule) -> None:
             raise ControlError("a connection close code is 320 or 5xx")
     else:
         raise ControlError("AMQP rules take action error (channel close), close "
-                           "(connection close) or nack (a confirmed publish nacked)")
+                           "(connection close), nack (a confirmed publish nacked), delay "
+                           "or drop (the answer)")
     rule.text = rule.text or "fault injected by the control API"
 
 

@@ -1,5 +1,6 @@
 """Fault rules of the control API on every Kafka API and on AMQP publishes, driven with
-real clients: what the client sees of an injected error, a throttle and a nack."""
+real clients: what the client sees of an injected error, a throttle, a nack, and an AMQP
+answer delayed or dropped."""
 
 from __future__ import annotations
 
@@ -248,6 +249,125 @@ def test_nack_rules_are_checked_when_added(ctl: ControlClient) -> None:
 
     for bad in ({"method": "queue.declare", "action": "nack"},
                 {"method": "basic.publish", "action": "error", "routing_key": "k"}):
+        with pytest.raises(ControlError) as refused:
+            ctl.add_fault(protocol="amqp", **bad)  # type: ignore[arg-type]
+        assert refused.value.status == 400, bad
+
+
+# -- AMQP delay and drop ------------------------------------------------------------------
+
+
+def test_pika_queue_declare_waits_out_a_delay(fault_broker: BrokerProcess,
+                                              ctl: ControlClient) -> None:
+    queue = _name()
+    connection = _amqp(fault_broker)
+    channel = connection.channel()
+    channel.queue_declare(_name())  # no rule: at once
+    ctl.add_fault(protocol="amqp", method="queue.declare", action="delay", delay_ms=600,
+                  times=1)
+    started = time.monotonic()
+    assert channel.queue_declare(queue).method.queue == queue
+    waited = time.monotonic() - started
+    assert 0.6 <= waited < 3, waited
+    started = time.monotonic()
+    channel.queue_declare(_name())  # the rule was used up: at once again
+    assert time.monotonic() - started < 0.3
+    assert ctl.requests(protocol="amqp", api="queue.declare")[-2]["fault"] == "delay"
+    connection.close()
+
+
+def test_a_delayed_confirm_arrives_late_and_acked(fault_broker: BrokerProcess,
+                                                  ctl: ControlClient) -> None:
+    queue = _name()
+    ctl.record_requests(False)  # the rules' own path, without the request log's
+    connection = _amqp(fault_broker)
+    channel = connection.channel()
+    channel.queue_declare(queue)
+    channel.confirm_delivery()
+    ctl.add_fault(protocol="amqp", method="basic.publish", action="delay", delay_ms=500,
+                  times=1)
+    started = time.monotonic()
+    channel.basic_publish("", queue, b"late")  # returns once the Basic.Ack arrives
+    assert time.monotonic() - started >= 0.5
+    assert channel.basic_get(queue, auto_ack=True)[2] == b"late"
+    connection.close()
+
+
+async def test_a_dropped_confirm_makes_the_publisher_time_out(fault_broker: BrokerProcess,
+                                                              ctl: ControlClient) -> None:
+    import asyncio
+
+    import aio_pika
+
+    url = f"amqp://guest:guest@127.0.0.1:{fault_broker.amqp_port}/"
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(_name())
+        await asyncio.to_thread(ctl.add_fault, protocol="amqp", method="basic.publish",
+                                action="drop", times=1)
+        started = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await channel.default_exchange.publish(aio_pika.Message(b"never confirmed"),
+                                                   queue.name, timeout=0.5)
+        assert time.monotonic() - started >= 0.5
+    finally:
+        await connection.close()
+    # The broker took the publish; only the answers on that connection were lost.
+    answer = await asyncio.to_thread(ctl.wait_queue, queue.name, messages=1)
+    assert answer["messages"] == 1
+    other = await aio_pika.connect(url)  # other connections are not held
+    try:
+        declared = await (await other.channel()).declare_queue(queue.name, passive=True)
+        assert declared.declaration_result.message_count == 1
+    finally:
+        await other.close()
+
+
+def test_deliveries_held_past_the_write_budget_all_arrive_after_a_delay(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    queue = _name()
+    connection = _amqp(fault_broker)
+    channel = connection.channel()
+    channel.queue_declare(queue)
+    body = b"x" * 4096
+    for _ in range(600):  # 2.4 MiB: past the 1 MiB budget while held
+        channel.basic_publish("", queue, body)
+    ctl.wait_queue(queue, messages=600)
+    ctl.add_fault(protocol="amqp", method="basic.consume", action="delay", delay_ms=400,
+                  times=1)
+    got = []
+    started = time.monotonic()
+    for method, _, payload in channel.consume(queue, auto_ack=True, inactivity_timeout=5):
+        if method is None:
+            break
+        got.append(payload)
+        if len(got) == 600:
+            break
+    assert time.monotonic() - started >= 0.4
+    assert len(got) == 600 and set(got) == {body}
+    connection.close()
+
+
+def test_a_drop_on_another_queue_leaves_this_one_alone(fault_broker: BrokerProcess,
+                                                       ctl: ControlClient) -> None:
+    connection = _amqp(fault_broker)
+    channel = connection.channel()
+    ctl.add_fault(protocol="amqp", method="queue.declare", queue="not-this-one",
+                  action="drop")
+    started = time.monotonic()
+    channel.queue_declare(_name())
+    assert time.monotonic() - started < 0.3
+    assert ctl.faults()[0]["applied"] == 0
+    connection.close()
+
+
+def test_delay_and_drop_rules_are_checked_when_added(ctl: ControlClient) -> None:
+    from portask.testing import ControlError
+
+    for bad in ({"method": "queue.declare", "action": "delay"},
+                {"method": "queue.declare", "action": "drop", "delay_ms": 5},
+                {"method": "queue.declare", "action": "delay", "delay_ms": 5, "code": 406}):
         with pytest.raises(ControlError) as refused:
             ctl.add_fault(protocol="amqp", **bad)  # type: ignore[arg-type]
         assert refused.value.status == 400, bad

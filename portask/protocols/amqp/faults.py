@@ -7,6 +7,10 @@ header, for the size of a publish). A matching rule closes the channel (action `
 or the connection (action ``close``) with the rule's code and text, as the broker
 would for a real refusal: the client's own error handling runs.
 
+A ``delay`` or ``drop`` rule lets the method run and holds what the connection writes
+from then on (its answer, a publish's confirm, and all that follows it), for
+``delay_ms`` or for good (``held_output``).
+
 A ``nack`` rule is asked apart, by a confirming channel once a publish is complete
 (``Faults.amqp_nack``): the publish is not routed and the client gets Basic.Nack for it,
 as from a queue that could not take it.
@@ -21,7 +25,7 @@ from pamqp import commands
 
 from portask.broker.amqp.errors import BrokerError
 from portask.broker.control import Faults, RequestEntry, RequestLog
-from portask.protocols.amqp import frames
+from portask.protocols.amqp import frames, held_output
 from portask.protocols.amqp.constants import CHANNEL_ERROR_CODES, CONNECTION_ERROR_CODES
 from portask.protocols.amqp.errors import AmqpError, ChannelClose, ConnectionClose
 
@@ -43,11 +47,10 @@ _LOGGED_FIELDS = ("exchange", "routing_key", "queue", "consumer_tag", "delivery_
 REPLY_SUCCESS = 200
 
 
-class HookedConnection(Protocol):
+class HookedConnection(held_output.HoldingConnection, Protocol):
     """What of ``AmqpConnection`` the hook uses."""
 
     client_properties: dict[str, Any]
-    transport: Any
     _out: list[bytes | memoryview]
 
     def dispatch_method(self, channel: Any, index: int, payload: bytes) -> None: ...
@@ -62,9 +65,9 @@ def hooked_method(conn: HookedConnection, faults: Faults, requests: RequestLog,
             exchanges = faults.publish_exchanges
             if exchanges is None or (exchanges and len(payload) > 6
                                      and payload[7:7 + payload[6]] in exchanges):
-                check(faults, index, payload)
+                check(conn, faults, index, payload)
         elif _NAMES.get(index) in faults.amqp_methods:
-            check(faults, index, payload)
+            check(conn, faults, index, payload)
         conn.dispatch_method(channel, index, payload)
         return
     described = _described(index, payload)
@@ -85,7 +88,7 @@ def hooked_method(conn: HookedConnection, faults: Faults, requests: RequestLog,
             rule = faults.take_amqp(name, details.get("queue"), details.get("exchange"))
             if rule is not None:
                 entry.fault = rule.action
-                _refuse(rule, index)
+                _apply(conn, rule, index)
         conn.dispatch_method(channel, index, payload)
         entry.reply_code = REPLY_SUCCESS
     except AmqpError as err:
@@ -139,19 +142,26 @@ def _peer(transport: Any) -> str:
     return str(peer)
 
 
-def check(faults: Faults, index: int, payload: bytes) -> None:
-    """Raise the close a matching rule asks for; return when none matches (or the frame
-    does not decode: the normal path refuses it with the proper error)."""
+def check(conn: HookedConnection, faults: Faults, index: int, payload: bytes) -> None:
+    """Apply the rule that matches: raise the close it asks for, or hold the output;
+    return when none matches (or the frame does not decode: the normal path refuses it
+    with the proper error)."""
     described = _described(index, payload)
     if described is None:
         return
     name, details = described
     rule = faults.take_amqp(name, details.get("queue"), details.get("exchange"))
     if rule is not None:
-        _refuse(rule, index)
+        _apply(conn, rule, index)
 
 
-def _refuse(rule: Any, index: int) -> None:
+def _apply(conn: HookedConnection, rule: Any, index: int) -> None:
+    if rule.action == "delay":
+        held_output.hold(conn, rule.delay_ms)
+        return
+    if rule.action == "drop":
+        held_output.hold(conn, None)
+        return
     assert rule.code is not None and rule.text is not None
     class_id, method_id = index >> 16, index & 0xFFFF
     if rule.action == "error":
