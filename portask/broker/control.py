@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -521,21 +521,24 @@ class Control:
 
     # -- reset -------------------------------------------------------------------------
 
-    def reset(self, *, vhost: str | None = None, prefix: str = "") -> ResetResult:
+    def reset(self, *, vhost: str | None = None, prefix: str = "",
+              keep_topics: Collection[str] = ()) -> ResetResult:
         """Delete what users created, as their own deletes would: consumers of a deleted
         queue get Basic.Cancel, Kafka clients UNKNOWN_TOPIC_OR_PARTITION. Configured vhosts
         and users stay. ``vhost`` limits the reset to that AMQP vhost (Kafka untouched);
-        ``prefix`` to topics, groups, queues and exchanges whose names start with it."""
+        ``prefix`` to topics, groups, queues and exchanges whose names start with it.
+        ``keep_topics`` stay with their records (a restore keeps the unchanged ones)."""
         started = time.perf_counter()
         with self.broker.definitions.batch():
-            result = self._reset(vhost, prefix)
+            result = self._reset(vhost, prefix, keep_topics)
         result.took_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("reset", extra={"fields": {"vhost": vhost, "prefix": prefix,
                                             "topics": result.topics, "queues": result.queues,
                                             "took_ms": result.took_ms}})
         return result
 
-    def _reset(self, vhost: str | None, prefix: str) -> ResetResult:
+    def _reset(self, vhost: str | None, prefix: str,
+               keep_topics: Collection[str]) -> ResetResult:
         result = ResetResult()
         amqp = self.broker.amqp
         vhosts = list(amqp) if amqp is not None else []
@@ -544,12 +547,14 @@ class Control:
             if not vhosts:
                 raise ControlError(f"no vhost {vhost!r}")
         else:
-            self._reset_kafka(prefix, result)
+            self._reset_kafka(prefix, keep_topics, result)
         for host in vhosts:
             storage = host.storage
             with (storage.removing_vhost(host.name) if storage is not None and not prefix
                   else contextlib.nullcontext()):
-                for queue in [q for q in host.queues.values() if q.name.startswith(prefix)]:
+                # A topic's partitions (yields_name) go with the topic, not the vhost.
+                for queue in [q for q in host.queues.values()
+                              if q.name.startswith(prefix) and not q.yields_name]:
                     result.messages += host.remove_queue(queue)
                     result.queues += 1
             for name in [n for n in host.exchanges if n and not n.startswith("amq.")
@@ -561,9 +566,11 @@ class Control:
             amqp.commit()
         return result
 
-    def _reset_kafka(self, prefix: str, result: ResetResult) -> None:
+    def _reset_kafka(self, prefix: str, keep_topics: Collection[str],
+                     result: ResetResult) -> None:
         broker = self.broker
-        for topic in [t for t in broker.topics if t.name.startswith(prefix)]:
+        for topic in [t for t in broker.topics
+                      if t.name.startswith(prefix) and t.name not in keep_topics]:
             result.messages += sum(p.high_watermark - p.log_start_offset
                                    for p in topic.partitions)
             broker.topics.delete(topic.name)

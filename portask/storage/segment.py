@@ -169,7 +169,7 @@ class Segment:
         index_path.unlink(missing_ok=True)
         fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            index = OffsetIndex.open(index_path, index_max_bytes)
+            index = OffsetIndex.open(index_path, index_max_bytes, new=True)
         except BaseException:
             os.close(fd)
             _unlink_quietly(log_path, index_path)

@@ -55,6 +55,7 @@ from portask.broker.amqp.message_store.message import (
     decode_deadline,
     decode_record,
     encode_record,
+    push_each,
     record_body_size,
 )
 from portask.storage.log import Log, LogRecord, StorageError
@@ -336,6 +337,9 @@ class LogStore:
         self._ready += 1
         if self.track_bytes:
             self._bytes += len(message.body)
+
+    def load(self, messages: list[tuple[Message, int]], all_persistent: bool) -> int:
+        return push_each(self, messages, all_persistent)
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> int:
         """Append a message that goes straight to a consumer (the queue had none ready).

@@ -45,6 +45,17 @@ class Message:
         self.held = 0
 
 
+def push_each(store: MessageStore, messages: list[tuple[Message, int]],
+              all_persistent: bool) -> int:
+    """``MessageStore.load`` one ``push`` at a time (the stores without a faster way)."""
+    first = 0
+    for message, deadline in messages:
+        store.push(message, deadline, message.persistent or all_persistent)
+        if deadline and (not first or deadline < first):
+            first = deadline
+    return first
+
+
 class StoreFailed(Exception):
     """A write failed: the publish that needed it is refused (nacked)."""
 
@@ -78,6 +89,10 @@ class MessageStore(Protocol):
         """Start keeping ``bytes`` (a byte limit set after the queue was made)."""
 
     def push(self, message: Message, deadline: int, persistent: bool) -> None: ...
+
+    def load(self, messages: list[tuple[Message, int]], all_persistent: bool) -> int:
+        """``push`` each (message, TTL deadline ms or 0), in order (a snapshot's
+        messages coming back); the earliest deadline, or 0."""
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Any: ...
 

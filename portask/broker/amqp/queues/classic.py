@@ -323,13 +323,7 @@ class Queue(AmqpQueue):
             position += 1
 
     def load(self, messages: list[tuple[Message, int]]) -> None:
-        store = self.store
-        all_persistent = self._all_persistent
-        first = 0
-        for message, deadline in messages:
-            store.push(message, deadline, message.persistent or all_persistent)
-            if deadline and (not first or deadline < first):
-                first = deadline
+        first = self.store.load(messages, self._all_persistent)
         if first:
             self._expiring = True
             self._schedule_expiry(first)

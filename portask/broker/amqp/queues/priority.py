@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from portask.broker.amqp.message_store import Message, MessageStore
+from portask.broker.amqp.message_store.message import push_each
 
 
 class PriorityStore:
@@ -69,6 +70,9 @@ class PriorityStore:
 
     def push(self, message: Message, deadline: int, persistent: bool) -> None:
         self._lane(self._level(message)).push(message, deadline, persistent)
+
+    def load(self, messages: list[tuple[Message, int]], all_persistent: bool) -> int:
+        return push_each(self, messages, all_persistent)
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Any:
         level = self._level(message)
