@@ -91,6 +91,9 @@ def add_parser(sub: Any) -> None:
     add.add_argument("--throttle-ms", type=int, help="Kafka throttle_time_ms to answer with")
     add.add_argument("--times", type=int)
     add.add_argument("--probability", type=float)
+    add.add_argument("--duration-ms", type=int, help="the rule ends after this long")
+    add.add_argument("--client", help="Kafka client id or AMQP connection_name it matches")
+    add.add_argument("--match-user", help="authenticated user it matches")
     add.add_argument("--method", help="AMQP method, e.g. basic.publish")
     add.add_argument("--queue")
     add.add_argument("--exchange")
@@ -178,7 +181,8 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
                                     min_version=args.min_version,
                                     max_version=args.max_version,
                                     throttle_ms=args.throttle_ms,
-                                    routing_key=args.routing_key)
+                                    routing_key=args.routing_key, client=args.client,
+                                    user=args.match_user, duration_ms=args.duration_ms)
         if args.faults_command == "list":
             return client.faults()
         return {"cleared": client.clear_faults()}

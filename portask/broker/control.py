@@ -58,8 +58,10 @@ class FaultRule:
     """One fault: which requests it matches and what happens to them.
 
     ``times`` counts how many more requests it applies to (None: no limit);
-    ``probability`` makes each match apply with that chance. A rule that has used up
-    its ``times`` is removed.
+    ``probability`` makes each match apply with that chance; ``expires`` (monotonic
+    seconds) ends it after a duration. A rule that has used up its ``times`` or its
+    duration is removed. ``client`` matches the Kafka client id or the AMQP
+    connection's ``connection_name``; ``user`` the authenticated user.
     """
 
     id: int
@@ -80,6 +82,10 @@ class FaultRule:
     throttle_ms: int = 0
     times: int | None = None
     probability: float | None = None
+    client: str | None = None
+    user: str | None = None
+    duration_ms: int | None = None
+    expires: float | None = None
     applied: int = 0
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
@@ -101,7 +107,8 @@ class FaultRule:
                      "queue": self.queue, "exchange": self.exchange,
                      "routing_key": self.routing_key, "code": self.code, "text": self.text,
                      "times": self.times, "probability": self.probability,
-                     "applied": self.applied}
+                     "client": self.client, "user": self.user,
+                     "duration_ms": self.duration_ms, "applied": self.applied}
         return {k: v for k, v in described.items() if v is not None or k == "times"}
 
 
@@ -140,14 +147,18 @@ class Faults:
             exchange: str | None = None, code: int | None = None,
             text: str | None = None, min_version: int | None = None,
             max_version: int | None = None, throttle_ms: int = 0,
-            routing_key: str | None = None) -> FaultRule:
+            routing_key: str | None = None, client: str | None = None,
+            user: str | None = None, duration_ms: int | None = None) -> FaultRule:
         if protocol not in PROTOCOLS:
             raise ControlError(f"protocol must be one of {', '.join(PROTOCOLS)}")
+        if duration_ms is not None and duration_ms < 1:
+            raise ControlError("duration_ms must be at least 1")
+        who = {"client": client, "user": user, "duration_ms": duration_ms}
         if protocol == "amqp":
             return self._add(FaultRule(0, protocol, action, method=method, queue=queue,
                                        exchange=exchange, routing_key=routing_key, code=code,
                                        text=text, delay_ms=delay_ms, times=times,
-                                       probability=probability))
+                                       probability=probability, **who))
         if action not in ACTIONS:
             raise ControlError(f"action must be one of {', '.join(ACTIONS)}")
         known = self.apis.get(protocol)
@@ -170,7 +181,7 @@ class Faults:
         return self._add(FaultRule(0, protocol, action, api=api, min_version=min_version,
                                    max_version=max_version, topic=topic, error=error,
                                    delay_ms=delay_ms, throttle_ms=throttle_ms, times=times,
-                                   probability=probability))
+                                   probability=probability, **who))
 
     def _add(self, rule: FaultRule) -> FaultRule:
         if rule.times is not None and rule.times < 1:
@@ -179,11 +190,24 @@ class Faults:
             raise ControlError("probability must be in (0, 1]")
         if rule.protocol == "amqp":
             _check_amqp(rule)
+        if rule.duration_ms is not None:
+            rule.expires = time.monotonic() + rule.duration_ms / 1000
         rule.id = next(self._ids)
         self.rules.append(rule)
         self._refresh()
         log.info("fault rule added", extra={"fields": rule.describe()})
         return rule
+
+    def active(self) -> list[FaultRule]:
+        """The rules in force: those whose duration ran out without a request to end
+        them are removed first."""
+        now = time.monotonic()
+        expired = [r for r in self.rules if r.expires is not None and now >= r.expires]
+        if expired:
+            for rule in expired:
+                self.rules.remove(rule)
+            self._refresh()
+        return self.rules
 
     def clear(self) -> int:
         count = len(self.rules)
@@ -191,8 +215,8 @@ class Faults:
         self._refresh()
         return count
 
-    def take(self, protocol: str, api: str, version: int,
-             topics: tuple[str, ...]) -> FaultRule | None:
+    def take(self, protocol: str, api: str, version: int, topics: tuple[str, ...],
+             client: str | None = None, user: str | None = None) -> FaultRule | None:
         """The Kafka rule that applies to this request, counted as applied; None if none
         does. Rules are indexed by API and topic: those for other APIs or topics cost a
         few dict lookups per request, not a test each."""
@@ -206,17 +230,16 @@ class Faults:
         if len(found) > 1:
             found = sorted({r.id: r for r in found}.values(), key=lambda r: r.id)
         for rule in found:
-            if not rule.matches(api, version, topics):
-                continue
-            if rule.probability is not None and self._random.random() >= rule.probability:
+            if not rule.matches(api, version, topics) or not self._applies(rule, client,
+                                                                           user):
                 continue
             self._applied(rule)
             return rule
         return None
 
     def take_amqp(self, method: str, queue: str | None, exchange: str | None,
-                  routing_key: str | None = None, *,
-                  nack: bool = False) -> FaultRule | None:
+                  routing_key: str | None = None, *, nack: bool = False,
+                  client: str | None = None, user: str | None = None) -> FaultRule | None:
         """The AMQP rule that applies to this method, counted as applied. ``nack``
         rules are asked for apart (``nack=True``), once a publish has been routed.
         Rules are indexed by method and exchange: those for other exchanges cost
@@ -228,13 +251,24 @@ class Faults:
                       if named and anywhere else named or anywhere)
         for rule in candidates:
             if ((rule.queue is not None and rule.queue != queue)
-                    or (rule.routing_key is not None and rule.routing_key != routing_key)):
-                continue
-            if rule.probability is not None and self._random.random() >= rule.probability:
+                    or (rule.routing_key is not None and rule.routing_key != routing_key)
+                    or not self._applies(rule, client, user)):
                 continue
             self._applied(rule)
             return rule
         return None
+
+    def _applies(self, rule: FaultRule, client: str | None, user: str | None) -> bool:
+        """The checks every protocol shares, after its own: who asks, the rule's
+        duration (an expired rule goes), and its probability."""
+        if ((rule.client is not None and rule.client != client)
+                or (rule.user is not None and rule.user != user)):
+            return False
+        if rule.expires is not None and time.monotonic() >= rule.expires:
+            self.rules.remove(rule)
+            self._refresh()
+            return False
+        return rule.probability is None or self._random.random() < rule.probability
 
     def _applied(self, rule: FaultRule) -> None:
         rule.applied += 1

@@ -446,3 +446,65 @@ def test_failed_fsyncs_are_storage_errors_for_kafka_and_nacks_for_amqp(
     bodies = [channel.basic_get(queue, auto_ack=True)[2] for _ in range(2)]
     assert bodies == [b"stored", b"stored again"]
     connection.close()
+
+
+# -- who a rule matches, and for how long -----------------------------------------------
+
+
+def test_kafka_rules_match_the_client_id_and_end_after_their_duration(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    topic = _name()
+    create_topic(fault_broker, topic)
+    ctl.add_fault(action="error", api="Produce", topic=topic, client="billing",
+                  error="NOT_LEADER_OR_FOLLOWER", duration_ms=60_000)
+    [listed] = ctl.faults()
+    assert (listed["client"], listed["duration_ms"]) == ("billing", 60_000)
+
+    def produce(client_id: str, retries: int) -> list[KafkaError | None]:
+        reports: list[KafkaError | None] = []
+        producer = Producer({"bootstrap.servers": bootstrap(fault_broker),
+                             "client.id": client_id, "retries": retries,
+                             "message.timeout.ms": 3000, "retry.backoff.ms": 50})
+        producer.produce(topic, client_id.encode(),
+                         on_delivery=lambda err, msg: reports.append(err))
+        producer.flush(10)
+        return reports
+
+    assert produce("shipping", 0) == [None]  # another client: the rule does not apply
+    assert ctl.faults()[0]["applied"] == 0
+    [refused] = produce("billing", 0)  # librdkafka retries this error until it times out
+    assert refused is not None
+    assert ctl.faults()[0]["applied"] >= 1
+    ctl.clear_faults()
+    ctl.add_fault(action="error", api="Produce", topic=topic, client="billing",
+                  error="NOT_LEADER_OR_FOLLOWER", duration_ms=300)
+    time.sleep(0.4)
+    assert ctl.faults() == []  # its duration ran out
+    assert produce("billing", 0) == [None]
+
+
+def test_amqp_rules_match_the_connection_name_and_the_user(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    queue = _name()
+
+    def declare(name: str) -> int:
+        params = pika.ConnectionParameters(
+            "127.0.0.1", fault_broker.amqp_port,
+            client_properties={"connection_name": name})
+        connection = pika.BlockingConnection(params)
+        try:
+            connection.channel().queue_declare(queue)
+            return 200
+        except pika.exceptions.ChannelClosedByBroker as closed:
+            return int(closed.reply_code)
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    ctl.add_fault(protocol="amqp", method="queue.declare", queue=queue, action="error",
+                  code=403, text="not for orders", client="orders-service")
+    ctl.add_fault(protocol="amqp", method="queue.declare", queue=queue, action="error",
+                  code=406, text="not for other users", user="someone-else")
+    assert declare("billing-service") == 200  # neither the name nor the user matches
+    assert declare("orders-service") == 403
+    assert [rule["applied"] for rule in ctl.faults()] == [1, 0]

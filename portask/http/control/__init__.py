@@ -65,6 +65,7 @@ PREFIX = "/_portask"
 WAIT_POLL_S = 0.005
 DEFAULT_WAIT_MS = 5000
 MAX_WAIT_MS = 300_000
+MAX_RULE_MS = 86_400_000  # a fault rule's duration: a day at most
 GROUP_STATES = ("Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead")
 
 
@@ -221,13 +222,15 @@ def _register_faults(router: Router, view: ControlView) -> None:
                 times=times, probability=probability, method=body_str(body, "method"),
                 queue=body_str(body, "queue"), exchange=body_str(body, "exchange"),
                 code=body_int(body, "code", minimum=300, maximum=599),
-                text=body_str(body, "text"))
+                text=body_str(body, "text"), client=body_str(body, "client"),
+                user=body_str(body, "user"),
+                duration_ms=body_int(body, "duration_ms", minimum=1, maximum=MAX_RULE_MS))
         except ControlError as exc:
             raise KafkaApiError(400, "invalid_request", str(exc)) from None
         return Response(201, to_json(rule.describe()))
 
     def list_faults(call: Call) -> Any:
-        return [rule.describe() for rule in control.faults.rules]
+        return [rule.describe() for rule in control.faults.active()]
 
     def clear_faults(call: Call) -> Any:
         return {"cleared": control.faults.clear()}

@@ -73,6 +73,7 @@ class ChannelConnection(Protocol):
     writing_paused: bool
     queued_room: int
     user: str
+    client_properties: dict[str, Any]  # fault rules match its connection_name
     permission: Permission | None  # the user's on this vhost; None: allowed everything
 
     def send(self, data: bytes) -> None: ...
@@ -319,7 +320,7 @@ class Channel:
             # Numbered before routing: a queue that cannot write it names this number.
             self.publish_seq += 1
             if self.faults.amqp_nack and amqp_faults.nacked(self.faults, self.vhost,
-                                                            exchange, message):
+                                                            exchange, message, self.conn):
                 self._nacks.append(self.publish_seq)  # refused: not routed, nacked
             elif not self._route(exchange, message, mandatory, self):
                 self._nacks.append(self.publish_seq)

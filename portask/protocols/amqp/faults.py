@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pamqp import commands
 
 from portask.broker.amqp.errors import BrokerError
-from portask.broker.control import Faults, RequestEntry, RequestLog
+from portask.broker.control import FaultRule, Faults, RequestEntry, RequestLog
 from portask.protocols.amqp import frames, held_output
 from portask.protocols.amqp.constants import CHANNEL_ERROR_CODES, CONNECTION_ERROR_CODES
 from portask.protocols.amqp.errors import AmqpError, ChannelClose, ConnectionClose
@@ -47,10 +47,16 @@ _LOGGED_FIELDS = ("exchange", "routing_key", "queue", "consumer_tag", "delivery_
 REPLY_SUCCESS = 200
 
 
-class HookedConnection(held_output.HoldingConnection, Protocol):
-    """What of ``AmqpConnection`` the hook uses."""
+class Asking(Protocol):
+    """Who a connection is, as fault rules match it."""
 
     client_properties: dict[str, Any]
+    user: str
+
+
+class HookedConnection(held_output.HoldingConnection, Asking, Protocol):
+    """What of ``AmqpConnection`` the hook uses."""
+
     _out: list[bytes | memoryview]
 
     def dispatch_method(self, channel: Any, index: int, payload: bytes) -> None: ...
@@ -85,7 +91,7 @@ def hooked_method(conn: HookedConnection, faults: Faults, requests: RequestLog,
     started = time.perf_counter()
     try:
         if name in faults.amqp_methods:
-            rule = faults.take_amqp(name, details.get("queue"), details.get("exchange"))
+            rule = _take(conn, faults, name, details)
             if rule is not None:
                 entry.fault = rule.action
                 _apply(conn, rule, index)
@@ -150,9 +156,16 @@ def check(conn: HookedConnection, faults: Faults, index: int, payload: bytes) ->
     if described is None:
         return
     name, details = described
-    rule = faults.take_amqp(name, details.get("queue"), details.get("exchange"))
+    rule = _take(conn, faults, name, details)
     if rule is not None:
         _apply(conn, rule, index)
+
+
+def _take(conn: Asking, faults: Faults, name: str,
+          details: dict[str, Any]) -> FaultRule | None:
+    return faults.take_amqp(name, details.get("queue"), details.get("exchange"),
+                            client=conn.client_properties.get("connection_name"),
+                            user=conn.user)
 
 
 def _apply(conn: HookedConnection, rule: Any, index: int) -> None:
@@ -169,7 +182,8 @@ def _apply(conn: HookedConnection, rule: Any, index: int) -> None:
     raise ConnectionClose(rule.code, rule.text, class_id, method_id)
 
 
-def nacked(faults: Faults, vhost: VirtualHost, exchange: Exchange, message: Message) -> bool:
+def nacked(faults: Faults, vhost: VirtualHost, exchange: Exchange, message: Message,
+           conn: Asking) -> bool:
     """Whether a nack rule takes this publish: matched on exchange and routing key, and
     on the queues it would reach when the rule names a queue."""
     names: tuple[str | None, ...] = (None,)
@@ -177,5 +191,7 @@ def nacked(faults: Faults, vhost: VirtualHost, exchange: Exchange, message: Mess
         queues = vhost.route(exchange, message.routing_key,
                              lambda: frames.headers_from_properties(message.properties))
         names = tuple(q.name for q in queues) or (None,)
+    client = conn.client_properties.get("connection_name")
     return any(faults.take_amqp("basic.publish", name, exchange.name, message.routing_key,
-                                nack=True) is not None for name in names)
+                                nack=True, client=client, user=conn.user) is not None
+               for name in names)
