@@ -84,6 +84,7 @@ def add_parser(sub: Any) -> None:
     add.add_argument("--min-version", type=int, help="lowest API version it applies to")
     add.add_argument("--max-version", type=int, help="highest API version it applies to")
     add.add_argument("--topic")
+    add.add_argument("--partition", type=int, help="with --topic: requests naming it")
     add.add_argument("--action", required=True,
                      choices=("error", "delay", "drop", "close", "throttle", "nack"))
     add.add_argument("--error", help="Kafka error name, e.g. NOT_LEADER_OR_FOLLOWER")
@@ -182,7 +183,8 @@ def _call(client: ControlClient, args: argparse.Namespace) -> Any:
                                     max_version=args.max_version,
                                     throttle_ms=args.throttle_ms,
                                     routing_key=args.routing_key, client=args.client,
-                                    user=args.match_user, duration_ms=args.duration_ms)
+                                    user=args.match_user, duration_ms=args.duration_ms,
+                                    partition=args.partition)
         if args.faults_command == "list":
             return client.faults()
         return {"cleared": client.clear_faults()}

@@ -71,6 +71,7 @@ class FaultRule:
     min_version: int | None = None  # the API versions it applies to, both ends included
     max_version: int | None = None
     topic: str | None = None
+    partition: int | None = None  # with topic: requests that name this partition of it
     error: str | None = None  # Kafka error name: "NOT_LEADER_OR_FOLLOWER"
     method: str | None = None  # AMQP method: "basic.publish", "queue.declare"
     queue: str | None = None
@@ -102,6 +103,7 @@ class FaultRule:
         described = {"id": self.id, "protocol": self.protocol, "action": self.action,
                      "api": self.api, "min_version": self.min_version,
                      "max_version": self.max_version, "topic": self.topic,
+                     "partition": self.partition,
                      "error": self.error, "delay_ms": self.delay_ms or None,
                      "throttle_ms": self.throttle_ms or None, "method": self.method,
                      "queue": self.queue, "exchange": self.exchange,
@@ -148,7 +150,8 @@ class Faults:
             text: str | None = None, min_version: int | None = None,
             max_version: int | None = None, throttle_ms: int = 0,
             routing_key: str | None = None, client: str | None = None,
-            user: str | None = None, duration_ms: int | None = None) -> FaultRule:
+            user: str | None = None, duration_ms: int | None = None,
+            partition: int | None = None) -> FaultRule:
         if protocol not in PROTOCOLS:
             raise ControlError(f"protocol must be one of {', '.join(PROTOCOLS)}")
         if duration_ms is not None and duration_ms < 1:
@@ -174,12 +177,11 @@ class Faults:
         if (min_version is not None and max_version is not None
                 and min_version > max_version):
             raise ControlError("min_version is above max_version")
-        if times is not None and times < 1:
-            raise ControlError("times must be at least 1")
-        if probability is not None and not 0 < probability <= 1:
-            raise ControlError("probability must be in (0, 1]")
+        if partition is not None and (topic is None or partition < 0):
+            raise ControlError("a partition rule needs its topic and a partition >= 0")
         return self._add(FaultRule(0, protocol, action, api=api, min_version=min_version,
                                    max_version=max_version, topic=topic, error=error,
+                                   partition=partition,
                                    delay_ms=delay_ms, throttle_ms=throttle_ms, times=times,
                                    probability=probability, **who))
 
@@ -216,7 +218,9 @@ class Faults:
         return count
 
     def take(self, protocol: str, api: str, version: int, topics: tuple[str, ...],
-             client: str | None = None, user: str | None = None) -> FaultRule | None:
+             client: str | None = None, user: str | None = None,
+             partitions: Callable[[], Collection[tuple[str, int]]] | None = None,
+             ) -> FaultRule | None:
         """The Kafka rule that applies to this request, counted as applied; None if none
         does. Rules are indexed by API and topic: those for other APIs or topics cost a
         few dict lookups per request, not a test each."""
@@ -229,9 +233,16 @@ class Faults:
                 found.extend(rules)
         if len(found) > 1:
             found = sorted({r.id: r for r in found}.values(), key=lambda r: r.id)
+        named: Collection[tuple[str, int]] | None = None
         for rule in found:
-            if not rule.matches(api, version, topics) or not self._applies(rule, client,
-                                                                           user):
+            if not rule.matches(api, version, topics):
+                continue
+            if rule.partition is not None:  # the request's partitions, read once if asked
+                if named is None:
+                    named = partitions() if partitions is not None else ()
+                if (rule.topic, rule.partition) not in named:
+                    continue
+            if not self._applies(rule, client, user):
                 continue
             self._applied(rule)
             return rule

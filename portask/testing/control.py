@@ -157,8 +157,8 @@ class ControlMethods:
                   text: str | None = None, min_version: int | None = None,
                   max_version: int | None = None, throttle_ms: int | None = None,
                   routing_key: str | None = None, client: str | None = None,
-                  user: str | None = None,
-                  duration_ms: int | None = None) -> dict[str, Any]:
+                  user: str | None = None, duration_ms: int | None = None,
+                  partition: int | None = None) -> dict[str, Any]:
         """Install a fault rule; the rule as the broker keeps it (with its ``id``)."""
         rule = {"protocol": protocol, "action": action, "api": api, "topic": topic,
                 "min_version": min_version, "max_version": max_version,
@@ -166,7 +166,7 @@ class ControlMethods:
                 "error": error, "delay_ms": delay_ms or None, "times": times,
                 "probability": probability, "method": method, "queue": queue,
                 "exchange": exchange, "code": code, "text": text, "client": client,
-                "user": user, "duration_ms": duration_ms}
+                "user": user, "duration_ms": duration_ms, "partition": partition}
         return self.call("POST", "faults",  # type: ignore[no-any-return]
                          {k: v for k, v in rule.items() if v is not None})
 

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, ThrottleEvent
 from confluent_kafka.admin import NewTopic
 
-from portask.testing import ControlClient
+from portask.testing import ControlClient, ControlError
 from tests.broker_process import BrokerProcess, start_broker
 from tests.integration.control import (
     admin,
@@ -245,7 +245,6 @@ async def test_aio_pika_sees_a_nack_for_a_routing_key(fault_broker: BrokerProces
 
 
 def test_nack_rules_are_checked_when_added(ctl: ControlClient) -> None:
-    from portask.testing import ControlError
 
     for bad in ({"method": "queue.declare", "action": "nack"},
                 {"method": "basic.publish", "action": "error", "routing_key": "k"}):
@@ -508,3 +507,25 @@ def test_amqp_rules_match_the_connection_name_and_the_user(
     assert declare("billing-service") == 200  # neither the name nor the user matches
     assert declare("orders-service") == 403
     assert [rule["applied"] for rule in ctl.faults()] == [1, 0]
+
+
+def test_a_partition_rule_applies_to_requests_naming_that_partition(
+        fault_broker: BrokerProcess, ctl: ControlClient) -> None:
+    topic = _name()
+    create_topic(fault_broker, topic, partitions=2)
+    ctl.add_fault(action="error", api="Produce", topic=topic, partition=1,
+                  error="KAFKA_STORAGE_ERROR")
+    producer = Producer({"bootstrap.servers": bootstrap(fault_broker), "retries": 0,
+                         "message.timeout.ms": 3000})
+    reports: dict[int, KafkaError | None] = {}
+    for partition in (0, 1):
+        producer.produce(topic, b"v", partition=partition,
+                         on_delivery=lambda err, msg, p=partition: reports.update({p: err}))
+        producer.flush(10)
+    assert reports[0] is None
+    failed = reports[1]
+    assert failed is not None and failed.code() == KafkaError.KAFKA_STORAGE_ERROR
+    assert ctl.faults()[0]["applied"] >= 1
+    with pytest.raises(ControlError) as bad:
+        ctl.add_fault(action="error", api="Produce", partition=1, error="KAFKA_STORAGE_ERROR")
+    assert bad.value.status == 400

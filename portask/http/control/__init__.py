@@ -212,6 +212,7 @@ def _register_faults(router: Router, view: ControlView) -> None:
                 protocol=body_str(body, "protocol", required=True) or "",
                 action=body_str(body, "action", required=True) or "",
                 api=body_str(body, "api"), topic=body_str(body, "topic"),
+                partition=body_int(body, "partition", minimum=0, maximum=2**31 - 1),
                 min_version=body_int(body, "min_version", minimum=0, maximum=32767),
                 max_version=body_int(body, "max_version", minimum=0, maximum=32767),
                 throttle_ms=body_int(body, "throttle_ms", 0, minimum=0,

@@ -57,7 +57,8 @@ def handle(ctx: RequestContext, api: registry.Api, request: Any, size: int) -> A
     name = api_name(api.schema)
     topics = _topics(ctx, request)
     rule = (control.faults.take("kafka", name, ctx.api_version, topics, ctx.client_id,
-                                ctx.connection.authenticated_user)
+                                ctx.connection.authenticated_user,
+                                lambda: _partitions(ctx, request))
             if control.faults.kafka else None)
     log = control.requests
     if not log.enabled:
