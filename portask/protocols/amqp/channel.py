@@ -248,7 +248,9 @@ class Channel:
         self._body_size = -1
         self.publisher = True
 
-    def on_content_header(self, payload: bytes) -> None:
+    def on_content_header(self, payload: bytes, body: bytes | None = None) -> None:
+        """A content header; with ``body``, the publish's one body frame too (the
+        connection checked that it holds exactly the size the header announces)."""
         if self._publish is None:
             raise ConnectionClose(UNEXPECTED_FRAME, EXPECTED_METHOD)
         if self._body_size != -1:
@@ -284,7 +286,9 @@ class Channel:
         if self._body_parts:  # left by a publish that did not complete
             self._body_parts = []
         self._body_received = 0
-        if size == 0:
+        if body is not None:
+            self._complete_publish(body)
+        elif size == 0:
             self._complete_publish(b"")
 
     def on_content_body(self, payload: bytes) -> None:

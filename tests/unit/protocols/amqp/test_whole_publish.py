@@ -1,0 +1,120 @@
+"""A publish whose three frames arrive in one read is taken in one step
+(``AmqpConnection._whole_publish``); the same frames one per read go through the frame
+loop one by one. Both must give the same answers byte for byte, for good publishes and
+for every way a publish can be refused.
+
+In process on a transport that records what is written, as ``test_connection_framing``
+(the thing under test is which frames a read carries, so the cut points must be exact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+from pamqp import commands, frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
+
+from portask.broker.amqp.vhosts import VirtualHosts
+from portask.config import Settings
+from portask.protocols.amqp.context import AmqpContext
+from portask.protocols.amqp.server import AmqpServer
+from tests.unit.protocols.amqp.test_connection_framing import RecordingTransport
+
+MAX_MESSAGE = 2000  # the broker's max_message_bytes here
+PROPERTIES = commands.Basic.Properties(content_type="text/plain", delivery_mode=1)
+
+
+def _method(method: commands.Frame, channel: int = 1) -> bytes:
+    return frame.marshal(method, channel)
+
+
+def _header(size: int, channel: int = 1, properties: commands.Basic.Properties = PROPERTIES,
+            ) -> bytes:
+    return frame.marshal(ContentHeader(0, size, properties), channel)
+
+
+def _body(body: bytes, channel: int = 1) -> bytes:
+    return frame.marshal(ContentBody(body), channel)
+
+
+def _publish(body: bytes, exchange: str = "", routing_key: str = "q",
+             mandatory: bool = False) -> list[bytes]:
+    return [_method(commands.Basic.Publish(exchange=exchange, routing_key=routing_key,
+                                           mandatory=mandatory)),
+            _header(len(body)), _body(body)]
+
+
+def _setup() -> list[bytes]:
+    frames = [b"AMQP\x00\x00\x09\x01"]
+    for method in (
+        commands.Connection.StartOk(client_properties={}, mechanism="PLAIN",
+                                    response="\0guest\0guest", locale="en_US"),
+        commands.Connection.TuneOk(channel_max=2047, frame_max=4096, heartbeat=0),
+        commands.Connection.Open(virtual_host="/"),
+    ):
+        frames.append(_method(method, 0))
+    for method in (commands.Channel.Open(), commands.Queue.Declare(queue="q"),
+                   commands.Basic.Consume(queue="q", consumer_tag="c", no_ack=True)):
+        frames.append(_method(method))
+    return frames
+
+
+def _with_class(header: bytes, class_id: int) -> bytes:
+    return header[:7] + class_id.to_bytes(2, "big") + header[9:]
+
+
+# name: (frames after the set-up, what the answers must hold)
+SCENARIOS: dict[str, tuple[list[bytes], bytes]] = {
+    # Two publishes in a row, then one that no queue takes (dropped: not mandatory).
+    "delivered": (_publish(b"a" * 10) + _publish(b"b" * 10) + _publish(b"c", routing_key="x"),
+                  b"b" * 10),
+    # 404 closes channel 1; its content frames are dropped, the next publish too.
+    "no exchange": (_publish(b"lost", exchange="missing") + _publish(b"after"),
+                    b"NOT_FOUND - no exchange 'missing' in vhost '/'"),
+    "unroutable mandatory": (_publish(b"back", routing_key="nowhere", mandatory=True),
+                             b"NO_ROUTE"),
+    "too large": (_publish(b"z" * (MAX_MESSAGE + 1)) + _publish(b"after"),
+                  b"PRECONDITION_FAILED - message size"),
+    "immediate": ([_method(commands.Basic.Publish(exchange="", routing_key="q",
+                                                  immediate=True)),
+                   _header(3), _body(b"abc")], b"immediate=true"),
+    "header of another class": ([_publish(b"abc")[0], _with_class(_header(3), 61),
+                                 _body(b"abc")], b"expected content header for class 60"),
+    "body longer than announced": ([_publish(b"abc")[0], _header(2), _body(b"abc")],
+                                   b"content body longer than announced"),
+    # A body in two frames is not taken whole; the publish still completes.
+    "body in two frames": ([_publish(b"abc")[0], _header(6), _body(b"abc"), _body(b"def"),
+                            *_publish(b"next")], b"abcdef"),
+    "header on another channel": ([_publish(b"abc")[0], _header(3, channel=2),
+                                   _body(b"abc")], b"UNEXPECTED_FRAME"),
+    "bad frame end after the body": ([*_publish(b"abc")[:2], _body(b"abc")[:-1] + b"\x00"],
+                                     b"invalid_frame_end_marker"),
+    "body frame too large": ([_publish(b"abc")[0], _header(5000), _body(b"y" * 5000)],
+                             b"frame_too_large"),
+}
+
+
+async def _answers(reads: list[bytes]) -> bytes:
+    settings = Settings()
+    amqp = dataclasses.replace(settings.amqp, max_message_bytes=MAX_MESSAGE)
+    server = AmqpServer(AmqpContext(amqp, settings.network, VirtualHosts(["/"]).open()))
+    conn = server.connection()
+    transport = RecordingTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    for data in reads:
+        conn.data_received(data)
+    await asyncio.sleep(0)
+    conn.connection_lost(None)
+    return bytes(transport.data)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_a_publish_in_one_read_answers_as_frame_by_frame(name: str) -> None:
+    frames, expected = SCENARIOS[name]
+    setup = _setup()
+    whole = asyncio.run(_answers([*setup, b"".join(frames)]))
+    assert expected in whole
+    assert asyncio.run(_answers(setup + frames)) == whole
