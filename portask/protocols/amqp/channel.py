@@ -38,6 +38,7 @@ from portask.protocols.amqp.constants import (
     BASIC_CONSUME,
     BASIC_PUBLISH,
     CLASS_BASIC,
+    FRAME_END,
     NO_ROUTE,
     NOT_ALLOWED,
     NOT_IMPLEMENTED,
@@ -53,6 +54,7 @@ Unacked = tuple[AnyQueue, Any, "ChannelConsumer | None"]
 ACK, REQUEUE, REJECT = 0, 1, 2
 # Exchange and routing key pairs a consumer keeps encoded delivery heads for.
 _HEADS_KEPT = 256
+_FRAME_END = bytes([FRAME_END])
 
 
 # RabbitMQ's command assembler's words for a frame that is not the one it waits for.
@@ -98,8 +100,8 @@ def _random_tag(prefix: str) -> str:
 class ChannelConsumer:
     """A Basic.Consume subscription; the queue asks it whether it may take more."""
 
-    __slots__ = ("channel", "exclusive", "heads", "no_ack", "prefetch", "priority", "queue",
-                 "tag", "tag_bytes", "unacked")
+    __slots__ = ("channel", "exclusive", "heads", "no_ack", "packers", "prefetch", "priority",
+                 "queue", "tag", "tag_bytes", "unacked")
 
     def __init__(self, channel: Channel, queue: AnyQueue, tag: str, no_ack: bool,
                  exclusive: bool, prefetch: int, priority: int = 0) -> None:
@@ -114,6 +116,8 @@ class ChannelConsumer:
         self.unacked = 0
         # (exchange, routing key) -> the frame pieces its deliveries share (bounded).
         self.heads: dict[tuple[str, str], frames.DeliverHead] = {}
+        # (exchange, routing key, property bytes' length) -> a one-frame body's packer.
+        self.packers: dict[tuple[str, str, int], frames.DeliverPacker] = {}
 
     def ready(self) -> bool:
         channel = self.channel
@@ -139,17 +143,32 @@ class ChannelConsumer:
         if queue.delivers_offsets:
             # RabbitMQ tells stream consumers each message's offset in a header.
             properties = frames.add_long_header(properties, "x-stream-offset", ref)
-        key = (message.exchange, message.routing_key)
-        head = self.heads.get(key)
-        if head is None:
-            if len(self.heads) >= _HEADS_KEPT:
-                self.heads.clear()
-            head = self.heads[key] = frames.deliver_head(channel.number, self.tag_bytes, *key)
         conn = channel.conn
-        conn.send_many(frames.deliver_frames(head, channel.number, tag, redelivered,
-                                             properties, body, conn.frame_max))
-        # A turn's deliveries to one connection are bounded like its write buffer.
         size = len(body)
+        if 0 < size <= conn.frame_max - 8:  # one body frame: three write pieces, one pack
+            if type(properties) is not bytes:
+                properties = bytes(properties)  # a log's slice: the Struct packs bytes
+            pkey = (message.exchange, message.routing_key, len(properties))
+            packer = self.packers.get(pkey)
+            if packer is None:
+                if len(self.packers) >= _HEADS_KEPT:
+                    self.packers.clear()
+                packer = self.packers[pkey] = frames.deliver_packer(
+                    channel.number, self.tag_bytes, *pkey)
+            pack, prefix, middle, body_head = packer
+            conn.send_many([pack(prefix, tag, redelivered, middle, size, properties, body_head,
+                                 size), body, _FRAME_END])
+        else:
+            key = (message.exchange, message.routing_key)
+            head = self.heads.get(key)
+            if head is None:
+                if len(self.heads) >= _HEADS_KEPT:
+                    self.heads.clear()
+                head = self.heads[key] = frames.deliver_head(channel.number, self.tag_bytes,
+                                                             *key)
+            conn.send_many(frames.deliver_frames(head, channel.number, tag, redelivered,
+                                                 properties, body, conn.frame_max))
+        # A turn's deliveries to one connection are bounded like its write buffer.
         room = conn.queued_room - size
         conn.queued_room = room
         if room < 0:

@@ -399,6 +399,9 @@ def content_frames(
 # frame's head and fixed fields.
 DeliverHead = tuple[bytes, bytes, struct.Struct]
 _BODY_HEAD = struct.Struct(">BBHI")  # the previous frame's end, then a body frame's head
+_BODY_TYPE = struct.Struct(">BBH")  # the previous frame's end, a body frame's type, channel
+# The method frame's end, then a content header up to its body size.
+_HEADER_HEAD = struct.Struct(">BBHIHH")
 
 
 def deliver_head(channel: int, consumer_tag: bytes, exchange: str,
@@ -411,6 +414,28 @@ def deliver_head(channel: int, consumer_tag: bytes, exchange: str,
     size = len(_DELIVER_ID) + len(consumer_tag) + _DELIVER_TAIL.size + len(names)
     prefix = FRAME_HEAD.pack(FRAME_METHOD, channel, size) + _DELIVER_ID + consumer_tag
     return prefix, names, struct.Struct(f">QB{len(names)}sBBHIHHQ")
+
+
+# A delivery whose body fits one frame: (pack, method prefix, names and the content
+# header's fixed fields, the body frame's type and channel). See deliver_packer.
+DeliverPacker = tuple[Any, bytes, bytes, bytes]
+
+
+def deliver_packer(channel: int, consumer_tag: bytes, exchange: str, routing_key: str,
+                   properties_size: int) -> DeliverPacker:
+    """What every delivery to one consumer of one exchange and routing key with property
+    bytes of one length shares, when its body fits one frame: a Struct's pack that
+    writes everything up to the body in one call (Basic.Deliver, the content header
+    with its properties, the body frame's head), given the constant pieces returned
+    with it. Call it as ``pack(prefix, delivery_tag, redelivered, middle, body_size,
+    properties, body_head, body_size)``; the body and a frame end follow."""
+    prefix, names, _rest = deliver_head(channel, consumer_tag, exchange, routing_key)
+    middle = names + _HEADER_HEAD.pack(FRAME_END, FRAME_HEADER, channel,
+                                       12 + properties_size, CLASS_BASIC, 0)
+    body_head = _BODY_TYPE.pack(FRAME_END, FRAME_BODY, channel)
+    layout = struct.Struct(
+        f">{len(prefix)}sQB{len(middle)}sQ{properties_size}s{len(body_head)}sI")
+    return layout.pack, prefix, middle, body_head
 
 
 def deliver_frames(head: DeliverHead, channel: int, delivery_tag: int, redelivered: bool,

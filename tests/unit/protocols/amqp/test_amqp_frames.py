@@ -52,6 +52,27 @@ def test_deliver_frames_decode_with_pamqp_and_split_at_frame_max(size: int) -> N
     assert b"".join(b.value for b in bodies) == body  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_a_packed_delivery_is_what_deliver_frames_writes(redelivered: bool) -> None:
+    props = commands.Basic.Properties(content_type="text/plain", headers={"k": "v"},
+                                      delivery_mode=2)
+    raw_properties = ContentHeader(0, 10, props).marshal()[12:]
+    body = b"0123456789" * 100
+    head = frames.deliver_head(5, frames.shortstr("ctag"), "ex", "rk.é")
+    written = b"".join(bytes(p) for p in frames.deliver_frames(
+        head, 5, 2**40 + 7, redelivered, raw_properties, body, frame_max=4096))
+    pack, prefix, middle, body_head = frames.deliver_packer(
+        5, frames.shortstr("ctag"), "ex", "rk.é", len(raw_properties))
+    packed = pack(prefix, 2**40 + 7, redelivered, middle, len(body), raw_properties,
+                  body_head, len(body)) + body + b"\xce"
+    assert packed == written
+    decoded = _unmarshal_all(packed)
+    assert [type(v) for _c, v in decoded] == [commands.Basic.Deliver, ContentHeader,
+                                              ContentBody]
+    assert decoded[0][1].redelivered is redelivered  # type: ignore[attr-defined]
+    assert decoded[2][1].value == body  # type: ignore[attr-defined]
+
+
 def test_headers_are_read_from_raw_properties_only_when_present() -> None:
     with_headers = ContentHeader(0, 0, commands.Basic.Properties(
         content_type="a", content_encoding="b", headers={"x": 1, "y": "z"})).marshal()[12:]
