@@ -206,6 +206,9 @@ class Channel:
         # The last content header's property bytes and basic_fields' reading of them.
         self._last_properties: bytes | None = None  # None matches no header's bytes
         self._last_fields: tuple[int, int, str | None] = (0, 0, None)
+        # The last whole publish's content header (connection._whole_publish) as it was
+        # accepted: its bytes, the fields and properties read from them, the body size.
+        self._last_header: tuple[bytes, tuple[int, int, str | None], bytes, int] | None = None
         # Routing by headers reads the properties of the message being routed from here,
         # through one callable made per channel instead of a closure per publish.
         self._routing_properties: bytes | memoryview = b""
@@ -267,6 +270,30 @@ class Channel:
         self._body_size = -1
         self.publisher = True
 
+    def publish_repeated(self, method: bytes, data: bytes, header_start: int,
+                         header_end: int, body: bytes) -> bool:
+        """A whole publish with the same Basic.Publish and content header bytes as this
+        channel's last whole publish (what a publisher sends over and over): what
+        on_basic_publish and on_content_header would conclude again is taken from
+        then, as each of them reuses its own last reading. False, doing nothing, for
+        anything else. The header is ``data[header_start:header_end]``, compared in
+        place; ``body`` is the one body frame, of the size the header announces."""
+        last = self._last_publish
+        header = self._last_header
+        if (last is None or header is None or method != last[0]
+                or header_end - header_start != len(header[0])
+                or not data.startswith(header[0], header_start)
+                or self.vhost.exchanges.get(last[1].name) is not last[1]):
+            return False
+        if self.permission is not None:  # None for users allowed everything
+            self.check_access("write", "exchange", last[1].name)
+            self.check_topic_access("write", last[1], last[2][1])
+        self._publish = last[2]
+        _bytes, self._fields, self._properties, self._body_size = header
+        self._body_received = 0
+        self._complete_publish(body)
+        return True
+
     def on_content_header(self, payload: bytes, body: bytes | None = None) -> None:
         """A content header; with ``body``, the publish's one body frame too (the
         connection checked that it holds exactly the size the header announces)."""
@@ -306,6 +333,7 @@ class Channel:
             self._body_parts = []
         self._body_received = 0
         if body is not None:
+            self._last_header = (payload, self._fields, properties, size)
             self._complete_publish(body)
         elif size == 0:
             self._complete_publish(b"")

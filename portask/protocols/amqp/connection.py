@@ -400,6 +400,16 @@ class AmqpConnection(asyncio.Protocol):
             self._channel_method(channel, payload)
             return pos
         try:
+            # Only the permission checks (AccessRefused) and the content's errors can
+            # come out of a repeat, answered as either path answers them.
+            if channel.publish_repeated(payload, data, pos + 7, hend, data[bstart:bend]):
+                return bend + 1
+        except BrokerError as err:
+            self._broker_error(channel, err, CLASS_BASIC, BASIC_PUBLISH)
+            return bend + 1
+        except frames.FrameSyntaxError as err:
+            raise ConnectionClose(SYNTAX_ERROR, str(err), CLASS_BASIC, BASIC_PUBLISH) from None
+        try:
             channel.on_basic_publish(payload)
         except BrokerError as err:
             self._broker_error(channel, err, CLASS_BASIC, BASIC_PUBLISH)

@@ -71,6 +71,20 @@ SCENARIOS: dict[str, tuple[list[bytes], bytes]] = {
     # Two publishes in a row, then one that no queue takes (dropped: not mandatory).
     "delivered": (_publish(b"a" * 10) + _publish(b"b" * 10) + _publish(b"c", routing_key="x"),
                   b"b" * 10),
+    # The second publish repeats the first's method and header bytes (taken from the
+    # first's reading); the third has other properties and is read anew.
+    "repeated and changed": (_publish(b"a" * 10) + _publish(b"b" * 10)
+                             + [_publish(b"c")[0], _header(3, properties=commands.Basic.Properties(
+                                 content_type="text/other", priority=3)), _body(b"ccc")],
+                             b"text/other"),
+    # The same publish bytes after their exchange was deleted: 404, not the old exchange.
+    "exchange deleted between repeats": (
+        [_method(commands.Exchange.Declare(exchange="e", exchange_type="fanout")),
+         _method(commands.Queue.Bind(queue="q", exchange="e")),
+         *_publish(b"one", exchange="e"), *_publish(b"two", exchange="e"),
+         _method(commands.Exchange.Delete(exchange="e")),
+         *_publish(b"six", exchange="e")],
+        b"NOT_FOUND - no exchange 'e' in vhost '/'"),
     # 404 closes channel 1; its content frames are dropped, the next publish too.
     "no exchange": (_publish(b"lost", exchange="missing") + _publish(b"after"),
                     b"NOT_FOUND - no exchange 'missing' in vhost '/'"),
