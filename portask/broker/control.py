@@ -567,23 +567,25 @@ class Control:
     # -- reset -------------------------------------------------------------------------
 
     def reset(self, *, vhost: str | None = None, prefix: str = "",
-              keep_topics: Collection[str] = ()) -> ResetResult:
+              keep_topics: Collection[str] = (),
+              keep_queues: Collection[tuple[str, str]] = ()) -> ResetResult:
         """Delete what users created, as their own deletes would: consumers of a deleted
         queue get Basic.Cancel, Kafka clients UNKNOWN_TOPIC_OR_PARTITION. Configured vhosts
         and users stay. ``vhost`` limits the reset to that AMQP vhost (Kafka untouched);
         ``prefix`` to topics, groups, queues and exchanges whose names start with it.
-        ``keep_topics`` stay with their records (a restore keeps the unchanged ones)."""
+        ``keep_topics`` stay with their records (a restore keeps the unchanged ones);
+        ``keep_queues`` ((vhost, queue) pairs) stay, purged (a restore refills them)."""
         started = time.perf_counter()
         with self.broker.definitions.batch():
-            result = self._reset(vhost, prefix, keep_topics)
+            result = self._reset(vhost, prefix, keep_topics, keep_queues)
         result.took_ms = round((time.perf_counter() - started) * 1000, 3)
         log.info("reset", extra={"fields": {"vhost": vhost, "prefix": prefix,
                                             "topics": result.topics, "queues": result.queues,
                                             "took_ms": result.took_ms}})
         return result
 
-    def _reset(self, vhost: str | None, prefix: str,
-               keep_topics: Collection[str]) -> ResetResult:
+    def _reset(self, vhost: str | None, prefix: str, keep_topics: Collection[str],
+               keep_queues: Collection[tuple[str, str]]) -> ResetResult:
         result = ResetResult()
         amqp = self.broker.amqp
         vhosts = list(amqp) if amqp is not None else []
@@ -595,11 +597,17 @@ class Control:
             self._reset_kafka(prefix, keep_topics, result)
         for host in vhosts:
             storage = host.storage
-            with (storage.removing_vhost(host.name) if storage is not None and not prefix
+            kept = {name for vhost_name, name in keep_queues if vhost_name == host.name}
+            # Removing every queue of a vhost is one directory rename; kept ones stay.
+            whole = storage is not None and not prefix and not kept
+            with (storage.removing_vhost(host.name) if whole  # type: ignore[union-attr]
                   else contextlib.nullcontext()):
                 # A topic's partitions (yields_name) go with the topic, not the vhost.
                 for queue in [q for q in host.queues.values()
                               if q.name.startswith(prefix) and not q.yields_name]:
+                    if queue.name in kept:
+                        result.messages += queue.purge()
+                        continue
                     result.messages += host.remove_queue(queue)
                     result.queues += 1
             for name in [n for n in host.exchanges if n and not n.startswith("amq.")

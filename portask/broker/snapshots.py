@@ -159,7 +159,10 @@ class Snapshots:
         # it stays (a new log per topic is most of what rebuilding topics costs).
         unchanged = {state.name for state in snapshot.topics
                      if _unchanged(broker.topics.get(state.name), state)}
-        broker.control.reset(keep_topics=unchanged)
+        # Likewise a durable queue declared as the snapshot has it, idle: it is purged
+        # and refilled, not deleted and made again (a new log each).
+        refill = _refillable(broker, snapshot)
+        broker.control.reset(keep_topics=unchanged, keep_queues=refill)
         with broker.definitions.batch():
             for state in snapshot.topics:
                 if state.name not in unchanged:
@@ -249,6 +252,28 @@ def _restore_topic(broker: BrokerState, state: TopicState) -> Topic:
         if start:
             partition.log.delete_before(start)
     return topic
+
+
+def _refillable(broker: BrokerState, snapshot: Snapshot) -> set[tuple[str, str]]:
+    """(vhost, queue) of the durable classic queues that still match the snapshot's
+    declaration and that no consumer holds anything of."""
+    amqp = broker.amqp
+    found: set[tuple[str, str]] = set()
+    if amqp is None:
+        return found
+    for vhost_state in snapshot.vhosts:
+        vhost = amqp.get(vhost_state.name)
+        if vhost is None:
+            continue
+        for q in vhost_state.queues:
+            queue = vhost.queues.get(q.name)
+            if (queue is not None and q.durable and queue.durable
+                    and queue.auto_delete == q.auto_delete and queue.arguments == q.arguments
+                    and q.arguments.get("x-queue-type") != "stream"
+                    and not queue.yields_name and not queue.exclusive
+                    and not queue.consumers and not queue.unacked):
+                found.add((vhost_state.name, q.name))
+    return found
 
 
 def _restore_vhost(vhost: VirtualHost, state: VhostState, now: int) -> None:

@@ -4,6 +4,7 @@ pika and confluent-kafka see after a restore is what they saw when it was taken.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -249,6 +250,39 @@ def test_restored_durable_queues_and_topics_survive_a_restart(
                                                            (b"low", False, 1)]
         connection.close()
         assert len(_records(proc, "events", 2)) == 3
+    finally:
+        proc.stop()
+
+
+def test_a_durable_queue_refilled_in_place_holds_the_snapshot_across_a_kill(
+        tmp_path: Path) -> None:
+    """A restore purges and refills an idle durable queue instead of making it again:
+    after a kill -9 it holds the snapshot's messages, not what was there before."""
+    proc = start_broker(tmp_path / "data", "--set", "storage.fsync=always")
+    try:
+        ctl = ControlClient(f"http://127.0.0.1:{proc.http_port}")
+        connection = _connect(proc)
+        channel = connection.channel()
+        channel.queue_declare("jobs", durable=True)
+        persistent = pika.BasicProperties(delivery_mode=2)
+        for body in (b"s0", b"s1", b"s2"):
+            channel.basic_publish("", "jobs", body, persistent)
+        ctl.wait_queue("jobs", messages=3)
+        ctl.snapshot("base")
+        method, _, body = channel.basic_get("jobs")
+        assert body == b"s0"
+        channel.basic_ack(method.delivery_tag)
+        channel.basic_publish("", "jobs", b"later", persistent)
+        connection.close()
+        for _ in range(2):
+            ctl.restore("base")
+        assert [m["payload"] for m in ctl.peek_queue("jobs")] == ["s0", "s1", "s2"]
+        proc.stop(signal.SIGKILL)
+        proc = start_broker(tmp_path / "data")
+        connection = _connect(proc)
+        assert _drain(connection.channel(), "jobs") == [
+            (b"s0", False, None), (b"s1", False, None), (b"s2", False, None)]
+        connection.close()
     finally:
         proc.stop()
 
