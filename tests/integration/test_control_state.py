@@ -265,23 +265,31 @@ def test_a_durable_queue_refilled_in_place_holds_the_snapshot_across_a_kill(
         channel = connection.channel()
         channel.queue_declare("jobs", durable=True)
         persistent = pika.BasicProperties(delivery_mode=2)
+        channel.queue_declare("ranked", durable=True, arguments={"x-max-priority": 5})
         for body in (b"s0", b"s1", b"s2"):
             channel.basic_publish("", "jobs", body, persistent)
+        for body, priority in ((b"low", 1), (b"high", 4)):
+            channel.basic_publish("", "ranked", body,
+                                  pika.BasicProperties(delivery_mode=2, priority=priority))
         ctl.wait_queue("jobs", messages=3)
+        ctl.wait_queue("ranked", messages=2)
         ctl.snapshot("base")
-        method, _, body = channel.basic_get("jobs")
-        assert body == b"s0"
-        channel.basic_ack(method.delivery_tag)
+        for queue in ("jobs", "ranked"):
+            method, _, _ = channel.basic_get(queue)
+            channel.basic_ack(method.delivery_tag)
         channel.basic_publish("", "jobs", b"later", persistent)
         connection.close()
         for _ in range(2):
             ctl.restore("base")
         assert [m["payload"] for m in ctl.peek_queue("jobs")] == ["s0", "s1", "s2"]
+        assert [m["payload"] for m in ctl.peek_queue("ranked")] == ["high", "low"]
         proc.stop(signal.SIGKILL)
         proc = start_broker(tmp_path / "data")
         connection = _connect(proc)
-        assert _drain(connection.channel(), "jobs") == [
+        channel = connection.channel()
+        assert _drain(channel, "jobs") == [
             (b"s0", False, None), (b"s1", False, None), (b"s2", False, None)]
+        assert _drain(channel, "ranked") == [(b"high", False, 4), (b"low", False, 1)]
         connection.close()
     finally:
         proc.stop()
