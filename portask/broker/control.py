@@ -599,8 +599,8 @@ class Control:
             storage = host.storage
             kept = {name for vhost_name, name in keep_queues if vhost_name == host.name}
             # Removing every queue of a vhost is one directory rename; kept ones stay.
-            whole = storage is not None and not prefix and not kept
-            with (storage.removing_vhost(host.name) if whole  # type: ignore[union-attr]
+            with (storage.removing_vhost(host.name)
+                  if storage is not None and not prefix and not kept
                   else contextlib.nullcontext()):
                 # A topic's partitions (yields_name) go with the topic, not the vhost.
                 for queue in [q for q in host.queues.values()
