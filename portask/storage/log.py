@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -592,6 +592,23 @@ class Log:
             used, full = seg.read(seg.base_offset, max_bytes - taken, min_one, out)
             taken += used
         return out
+
+    def entries(self, offset: int, end: int, chunk_bytes: int) -> Iterator[LogRecord]:
+        """The entries at ``offset`` and after, up to ``end``, read ``chunk_bytes`` at a
+        time; a reader overtaken by retention or DeleteRecords goes on from the new
+        start (a reader's view, not an error)."""
+        while offset < end:
+            try:
+                entries = self.read(offset, chunk_bytes)
+            except OffsetOutOfRange:
+                offset = self._start_offset
+                continue
+            if not entries:
+                return
+            for entry in entries:
+                if entry.offset >= offset:
+                    yield entry
+            offset = entry.offset + entry.count
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """The first offset whose entry timestamp is >= ``timestamp``, or None."""

@@ -106,6 +106,9 @@ class RecordLog:
     def read(self, offset: int, max_bytes: int, *, min_one: bool = True) -> list[LogRecord]:
         return self.log.read(offset, max_bytes, min_one=min_one)
 
+    def entries(self, offset: int, end: int, chunk_bytes: int) -> Iterator[LogRecord]:
+        return self.log.entries(offset, end, chunk_bytes)
+
     def scan(self, start: int) -> Iterator[LogRecord]:
         """Every entry from the one holding ``start`` up to the end of the log."""
         log = self.log

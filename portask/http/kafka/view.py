@@ -9,7 +9,6 @@ protocol installs, so nothing here imports a protocol.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -309,7 +308,7 @@ class KafkaView:
             offset = min(max(position.offset or 0, start), end)
         out: list[StreamMessage] = []
         size = 0
-        for entry in _entries(log, offset, end):
+        for entry in log.entries(offset, end, _READ_CHUNK):
             if len(out) >= limit or (size >= max_bytes and out):
                 break
             message, _deadline = decode_record(entry.payload)
@@ -349,17 +348,3 @@ class KafkaView:
             for sample in family.samples:
                 counts[sample.labels["protocol"]] = int(sample.value)
         return counts
-
-def _entries(log: Log, offset: int, end: int) -> Iterator[Any]:
-    while offset < end:
-        try:
-            entries = log.read(offset, _READ_CHUNK)
-        except OffsetOutOfRange:
-            offset = log.start_offset
-            continue
-        if not entries:
-            return
-        for entry in entries:
-            if entry.offset >= offset:
-                yield entry
-            offset = entry.offset + entry.count

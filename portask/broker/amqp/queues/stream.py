@@ -167,20 +167,10 @@ class StreamQueue(AmqpQueue):
 
     def peek(self, start: int = 0) -> Iterator[tuple[int, Message, bool]]:
         log = self._log.log
-        offset = max(start, log.start_offset)
-        end = log.end_offset
-        while offset < end:
-            try:
-                records = log.read(offset, _READ_AHEAD_BYTES)
-            except OffsetOutOfRange:
-                offset = log.start_offset
-                continue
-            if not records:
-                return
-            for record in records:
-                if record.offset >= offset and record.payload:
-                    yield record.offset, decode_record(record.payload)[0], False
-            offset = records[-1].offset + records[-1].count
+        for record in log.entries(max(start, log.start_offset), log.end_offset,
+                                  _READ_AHEAD_BYTES):
+            if record.payload:
+                yield record.offset, decode_record(record.payload)[0], False
 
     def load(self, messages: list[tuple[Message, int]]) -> None:
         log = self._log
