@@ -8,6 +8,9 @@ What the connection writes goes to a transport that only counts bytes.
 
 Mode "confirms" is the persistent path: a durable queue whose messages go to its
 segment log (a temporary directory), delivery_mode 2, publisher confirms, consumer acks.
+Mode "backlog" is what a publisher faster than its consumer makes: prefetch 200 and a
+standing backlog of 1,000, so each publish is stored and each delivery is dispatched
+from the store by an ack that frees its prefetch slot.
 
 The wall-clock figure is noisy on a shared machine; instructions are not:
 
@@ -123,6 +126,8 @@ async def _run(rounds: int, mode: str, vhosts: VirtualHosts, fault_rules: int,
     setup: list[Frame] = [commands.Channel.Open()]
     if persistent:
         setup.append(commands.Confirm.Select())
+    if mode == "backlog":
+        setup.append(commands.Basic.Qos(prefetch_count=200))
     setup += [
         commands.Queue.Declare(queue="bench", durable=persistent),
         commands.Basic.Consume(queue="bench", consumer_tag="c", no_ack=mode == "noack"),
@@ -139,6 +144,12 @@ async def _run(rounds: int, mode: str, vhosts: VirtualHosts, fault_rules: int,
     acks = [b"".join(_method(1, commands.Basic.Ack(delivery_tag=tag, multiple=True))
                      for tag in range(r * BATCH + 10, (r + 1) * BATCH + 1, 10))
             for r in range(rounds)] if mode != "noack" else []
+    if mode == "backlog":  # 200 delivered and unacked, 1,000 waiting: acks go from 200
+        for _ in range(12):
+            conn.data_received(batch)
+        acks = [b"".join(_method(1, commands.Basic.Ack(delivery_tag=tag, multiple=True))
+                         for tag in range(200 + r * BATCH + 10, 200 + (r + 1) * BATCH + 1, 10))
+                for r in range(rounds)]
     for r in range(rounds):
         conn.data_received(batch)
         if acks:

@@ -22,6 +22,7 @@ from pamqp.base import Frame as PamqpMethod
 from portask import metrics
 from portask.broker.amqp.errors import (
     AccessRefused,
+    BrokerError,
     NotFound,
     NotImplementedFeature,
     PreconditionFailed,
@@ -209,6 +210,11 @@ class Channel:
         # The last whole publish's content header (connection._whole_publish) as it was
         # accepted: its bytes, the fields and properties read from them, the body size.
         self._last_header: tuple[bytes, tuple[int, int, str | None], bytes, int] | None = None
+        # The last whole publish taken the slow way, for the publishes repeating it
+        # (remember_whole): its frames up to the body, then the conclusions above.
+        self._run: tuple[bytes, Exchange, tuple[Exchange, str, bool],
+                         tuple[int, int, str | None], bytes, int] | None = None
+        self.repeat: tuple[bytes, int] | None = None  # (those frames, the body size)
         # Routing by headers reads the properties of the message being routed from here,
         # through one callable made per channel instead of a closure per publish.
         self._routing_properties: bytes | memoryview = b""
@@ -270,29 +276,64 @@ class Channel:
         self._body_size = -1
         self.publisher = True
 
-    def publish_repeated(self, method: bytes, data: bytes, header_start: int,
-                         header_end: int, body: bytes) -> bool:
-        """A whole publish with the same Basic.Publish and content header bytes as this
-        channel's last whole publish (what a publisher sends over and over): what
-        on_basic_publish and on_content_header would conclude again is taken from
-        then, as each of them reuses its own last reading. False, doing nothing, for
-        anything else. The header is ``data[header_start:header_end]``, compared in
-        place; ``body`` is the one body frame, of the size the header announces."""
+    def remember_whole(self, frames_head: bytes) -> None:
+        """A whole publish was just taken by on_basic_publish and on_content_header (the
+        connection's slow step): keep what they concluded, with ``frames_head``, its
+        method frame, content header frame and body frame head as sent, so that a
+        publish repeating those bytes is taken by ``publish_bodies`` without them."""
         last = self._last_publish
         header = self._last_header
-        if (last is None or header is None or method != last[0]
-                or header_end - header_start != len(header[0])
-                or not data.startswith(header[0], header_start)
-                or self.vhost.exchanges.get(last[1].name) is not last[1]):
-            return False
+        if last is None or header is None:
+            return
+        _payload, exchange, publish = last
+        _bytes, fields, properties, size = header
+        self._run = (frames_head, exchange, publish, fields, properties, size)
+        self.repeat = (frames_head, size)
+
+    def repeatable(self) -> tuple[bytes, int] | None:
+        """``repeat`` when it may stand for the next publishes: the exchange is still the
+        vhost's under its name and the user may still write to it; otherwise None and
+        the publish goes the slow way, which answers any refusal."""
+        run = self._run
+        if run is None or self._publish is not None:
+            return None
+        exchange = run[1]
+        if self.vhost.exchanges.get(exchange.name) is not exchange:
+            return None
         if self.permission is not None:  # None for users allowed everything
-            self.check_access("write", "exchange", last[1].name)
-            self.check_topic_access("write", last[1], last[2][1])
-        self._publish = last[2]
-        _bytes, self._fields, self._properties, self._body_size = header
-        self._body_received = 0
-        self._complete_publish(body)
-        return True
+            try:
+                self.check_access("write", "exchange", exchange.name)
+                self.check_topic_access("write", exchange, run[2][1])
+            except BrokerError:
+                return None
+        return self.repeat
+
+    def publish_bodies(self, bodies: list[bytes]) -> None:
+        """Publishes repeating the remembered whole publish (``repeatable``), one per
+        body, in order: what on_basic_publish and on_content_header would conclude
+        again is taken from then. A plain channel (no confirms, no transaction) routes
+        them once, as one batch; the others take each through _complete_publish."""
+        _head, exchange, publish, fields, properties, size = self._run  # type: ignore[misc]
+        if self.tx or self.confirm:
+            for body in bodies:
+                self._publish = publish
+                self._fields = fields
+                self._properties = properties
+                self._body_size = size
+                self._complete_publish(body)
+            return
+        _exchange, routing_key, mandatory = publish
+        delivery_mode, priority, expiration = fields
+        persistent = delivery_mode == 2
+        expires = parse_expiration(expiration) if expiration is not None else None
+        name = exchange.name
+        messages = [Message(name, routing_key, properties, body, persistent, priority, expires)
+                    for body in bodies]
+        self._routing_properties = properties
+        if (not self.vhost.publish_many(exchange, messages, self._routing_headers)
+                and mandatory and not exchange.deleted):
+            for message in messages:
+                self._return_unroutable(message)
 
     def on_content_header(self, payload: bytes, body: bytes | None = None) -> None:
         """A content header; with ``body``, the publish's one body frame too (the

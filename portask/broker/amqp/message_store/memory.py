@@ -81,6 +81,26 @@ class MemoryStore:
                 memory.exceeded()
         message.held += 1
 
+    def push_many(self, messages: list[Message]) -> None:
+        """``push`` of each, with no deadline, the memory use counted once."""
+        taken = _TAKEN
+        size = 0
+        new = 0
+        for message in messages:
+            message.seq = next(taken)
+            body = len(message.body)
+            size += body
+            if not message.held:
+                new += body + len(message.properties)
+            message.held += 1
+        self._entries.extend(messages)
+        self._bytes += size
+        if new:
+            memory = self.memory
+            memory.bytes += new
+            if memory.bytes > memory.limit and not memory.alarmed:
+                memory.exceeded()
+
     def load(self, messages: list[tuple[Message, int]], all_persistent: bool) -> int:
         """``push`` of each in one pass, the memory use counted once (a restore puts back
         thousands at a time)."""

@@ -114,6 +114,12 @@ class AmqpQueue(abc.ABC):
     def publish(self, message: Message) -> bool:
         """Take one routed message; False when it could not be stored (nack it)."""
 
+    def publish_many(self, messages: list[Message]) -> None:
+        """Take routed messages that a plain publisher (no confirms) sent in one run, in
+        order: nobody is told of a refusal (``publish`` answers only a confirm)."""
+        for message in messages:
+            self.publish(message)
+
     @abc.abstractmethod
     def dispatch(self) -> None:
         """Deliver to the consumers that are ready, while there is something to deliver."""

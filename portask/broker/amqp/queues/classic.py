@@ -149,6 +149,21 @@ class Queue(AmqpQueue):
             return True
         return self._publish_limited(message)
 
+    def publish_many(self, messages: list[Message]) -> None:
+        store = self.store
+        if (self._plain and messages[0].expiration is None and not self.deleted
+                and type(store) is MemoryStore):
+            # The run's messages share their properties: none expires, none is limited.
+            # Stored together, then dispatched: as publish() would deliver each to the
+            # consumer ready for it or leave it waiting, in order.
+            self.published_total += len(messages)
+            store.push_many(messages)
+            if self.consumers:
+                self.dispatch()
+            return
+        for message in messages:
+            self.publish(message)
+
     def _publish_limited(self, message: Message) -> bool:
         """publish() for a queue with a TTL or a length limit, or a message with an
         expiration."""
@@ -219,6 +234,31 @@ class Queue(AmqpQueue):
         if not self.consumers or self.deleted:
             return
         store = self.store
+        consumers = self.consumers
+        if len(consumers) == 1 and not self._returns:
+            # One consumer and no delivery counts (nearly every queue with a backlog):
+            # _ready_consumer and _deliver written out.
+            if not len(store):
+                return
+            self._next = 1  # as _ready_consumer sets it
+            consumer = consumers[0]
+            pop = store.pop
+            deliver = consumer.deliver
+            while consumer.ready():
+                item = pop()
+                if item is None:
+                    return
+                ref, message, redelivered, deadline = item
+                if deadline and deadline <= now_ms():
+                    self._expired(ref, message)
+                    continue
+                deliver(self, ref, message, redelivered)
+                if consumer.no_ack:
+                    self.deliveries_no_ack += 1
+                    self._forget(ref)
+                else:
+                    self.unacked += 1
+            return
         now = 0
         # Popping past expired messages is written out here and in get(), not shared:
         # this loop runs once per delivered message.
