@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 JS_STAMP := tests/js/node_modules/.installed
 JS_DEPS  := $(if $(shell command -v npm),$(JS_STAMP))
 
-.PHONY: run test lint bench fuzz smoke clean
+.PHONY: run test lint bench fuzz smoke clean amqp-load
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,17 @@ FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	$(BIN)/python -m pytest -m fuzz --fuzz-profile=fuzz-long --fuzz-seconds=$(FUZZ_SECONDS) \
 		-rxX $(PYTEST_ARGS)
+
+# The C AMQP load tool (tools/amqp_load.c) on Debian's librabbitmq-dev: a client that
+# costs the broker's CPU-per-message figures far less noise than tools/loadtest.py.
+AMQP_LOAD_CC ?= gcc
+AMQP_LOAD_CFLAGS ?= -O2 -Wall -Wextra -std=gnu11
+
+amqp-load: build/amqp-load
+
+build/amqp-load: tools/amqp_load.c
+	mkdir -p build
+	$(AMQP_LOAD_CC) $(AMQP_LOAD_CFLAGS) -pthread -o $@ $< -lrabbitmq -lm
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache tests/js/node_modules
