@@ -55,6 +55,8 @@ Unacked = tuple[AnyQueue, Any, "ChannelConsumer | None"]
 ACK, REQUEUE, REJECT = 0, 1, 2
 # Exchange and routing key pairs a consumer keeps encoded delivery heads for.
 _HEADS_KEPT = 256
+# Deliveries a consumer takes from a queue in one batch (ChannelConsumer.credit).
+_BATCH_MOST = 256
 _FRAME_END = bytes([FRAME_END])
 
 
@@ -178,6 +180,74 @@ class ChannelConsumer:
         queue.delivered_bytes += size
         if redelivered:
             queue.redelivered += 1
+
+    def credit(self) -> int:
+        channel = self.channel
+        if channel.conn.writing_paused:
+            return 0
+        most = _BATCH_MOST
+        if not self.no_ack:
+            if self.prefetch:
+                most = min(most, self.prefetch - self.unacked)
+            if channel.prefetch_global:
+                most = min(most, channel.prefetch_global - channel.unacked_count)
+        return max(most, 0)
+
+    def deliver_batch(self, queue: AnyQueue, messages: list[Message]) -> int:
+        """``deliver`` of each, with what is per delivery there done once: bodies that
+        fit one frame, packed as ``deliver`` packs them; the first that does not, or
+        the delivery that spends the connection's send budget, ends the batch."""
+        channel = self.channel
+        conn = channel.conn
+        limit = conn.frame_max - 8
+        unacked = None if self.no_ack else channel.unacked
+        room = conn.queued_room
+        tag = channel.next_delivery_tag
+        out: list[bytes | memoryview] = []
+        exchange = routing_key = None
+        length = -1
+        pack = prefix = middle = body_head = None
+        sent = 0
+        for message in messages:
+            body = message.body
+            size = len(body)
+            if not 0 < size <= limit:
+                break
+            properties = message.properties
+            if type(properties) is not bytes:
+                properties = bytes(properties)
+            if (message.exchange is not exchange or message.routing_key is not routing_key
+                    or len(properties) != length):
+                exchange, routing_key, length = key = (message.exchange, message.routing_key,
+                                                       len(properties))
+                packer = self.packers.get(key)
+                if packer is None:
+                    if len(self.packers) >= _HEADS_KEPT:
+                        self.packers.clear()
+                    packer = self.packers[key] = frames.deliver_packer(
+                        channel.number, self.tag_bytes, *key)
+                pack, prefix, middle, body_head = packer
+            tag += 1
+            if unacked is not None:
+                unacked[tag] = (queue, message, self)
+            out += (pack(prefix, tag, False, middle, size, properties, body_head, size),  # type: ignore[misc]
+                    body, _FRAME_END)
+            sent += size
+            if sent > room:
+                break
+        taken = tag - channel.next_delivery_tag
+        channel.next_delivery_tag = tag
+        if unacked is not None:
+            self.unacked += taken
+            channel.unacked_count += taken
+        conn.queued_room = room - sent
+        if sent > room:
+            conn.writing_paused = True
+        queue.delivered += taken
+        queue.delivered_bytes += sent
+        if out:
+            conn.send_many(out)
+        return taken
 
     def queue_deleted(self, queue: AnyQueue) -> None:
         self.channel.consumer_cancelled_by_server(self)

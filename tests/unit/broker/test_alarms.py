@@ -34,6 +34,13 @@ class Taker:
     def deliver(self, queue: object, ref: object, message: Message, redelivered: bool) -> None:
         self.refs.append(ref)
 
+    def credit(self) -> int:
+        return 1
+
+    def deliver_batch(self, queue: object, messages: list[Message]) -> int:
+        self.refs.extend(messages)
+        return len(messages)
+
     def queue_deleted(self, queue: object) -> None:
         pass
 

@@ -153,6 +153,28 @@ class MemoryStore:
         self._bytes -= len(message.body)
         return item, message, item.redelivered, item.deadline  # type: ignore[union-attr]
 
+    def take(self, most: int) -> list[Message]:
+        """Up to ``most`` messages from the head while they are stored bare (each its
+        own ref, with no deadline, not redelivered): ``pop`` for a batch."""
+        entries = self._entries
+        popleft = entries.popleft
+        taken: list[Message] = []
+        size = 0
+        for _ in range(min(most, len(entries))):
+            item = popleft()
+            if type(item) is not Message:
+                entries.appendleft(item)
+                break
+            taken.append(item)
+            size += len(item.body)
+        self._bytes -= size
+        return taken
+
+    def untake(self, messages: list[Message]) -> None:
+        """Put back, at the head and in order, messages ``take`` gave and nobody used."""
+        self._entries.extendleft(reversed(messages))
+        self._bytes += sum(len(message.body) for message in messages)
+
     def peek(self) -> Iterator[tuple[Message, bool, int]]:
         """The ready messages in the order pop would take them, left where they are:
         (message, redelivered, deadline)."""

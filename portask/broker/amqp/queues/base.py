@@ -30,6 +30,14 @@ class Consumer(Protocol):
                 ) -> None:
         """Send one message; unless no_ack, the consumer keeps ``ref`` until it settles."""
 
+    def credit(self) -> int:
+        """How many deliveries may be sent now, at most a batch's worth (0: none)."""
+
+    def deliver_batch(self, queue: AmqpQueue, messages: list[Message]) -> int:
+        """Send stored messages that are their own refs and not redelivered, in order:
+        how many it took from the front (fewer when its send budget ran out, or at a
+        message it sends only one at a time)."""
+
     def queue_deleted(self, queue: AmqpQueue) -> None:
         """The queue went away under the consumer (server-side cancel)."""
 

@@ -236,28 +236,8 @@ class Queue(AmqpQueue):
         store = self.store
         consumers = self.consumers
         if len(consumers) == 1 and not self._returns:
-            # One consumer and no delivery counts (nearly every queue with a backlog):
-            # _ready_consumer and _deliver written out.
-            if not len(store):
-                return
-            self._next = 1  # as _ready_consumer sets it
-            consumer = consumers[0]
-            pop = store.pop
-            deliver = consumer.deliver
-            while consumer.ready():
-                item = pop()
-                if item is None:
-                    return
-                ref, message, redelivered, deadline = item
-                if deadline and deadline <= now_ms():
-                    self._expired(ref, message)
-                    continue
-                deliver(self, ref, message, redelivered)
-                if consumer.no_ack:
-                    self.deliveries_no_ack += 1
-                    self._forget(ref)
-                else:
-                    self.unacked += 1
+            # One consumer and no delivery counts: nearly every queue with a backlog.
+            self._dispatch_one(consumers[0], store)
             return
         now = 0
         # Popping past expired messages is written out here and in get(), not shared:
@@ -277,6 +257,46 @@ class Queue(AmqpQueue):
                     self._expired(ref, message)
                     continue
             self._deliver(consumer, ref, message, redelivered)
+
+    def _dispatch_one(self, consumer: Consumer, store: MessageStore) -> None:
+        """dispatch() to the queue's one consumer: _ready_consumer and _deliver written
+        out, and a memory store's bare messages handed over in batches."""
+        if not len(store):
+            return
+        self._next = 1  # as _ready_consumer sets it
+        if type(store) is MemoryStore:
+            while True:
+                most = consumer.credit()
+                if not most:
+                    return
+                batch = store.take(most)
+                if not batch:
+                    break  # empty, or its head waits wrapped: one at a time below
+                taken = consumer.deliver_batch(self, batch)
+                if consumer.no_ack:
+                    self.deliveries_no_ack += taken
+                    store.ack(batch[:taken])
+                else:
+                    self.unacked += taken
+                if taken < len(batch):
+                    store.untake(batch[taken:])
+                    break
+        pop = store.pop
+        deliver = consumer.deliver
+        while consumer.ready():
+            item = pop()
+            if item is None:
+                return
+            ref, message, redelivered, deadline = item
+            if deadline and deadline <= now_ms():
+                self._expired(ref, message)
+                continue
+            deliver(self, ref, message, redelivered)
+            if consumer.no_ack:
+                self.deliveries_no_ack += 1
+                self._forget(ref)
+            else:
+                self.unacked += 1
 
     def _deliver(self, consumer: Consumer, ref: Any, message: Message,
                  redelivered: bool) -> None:

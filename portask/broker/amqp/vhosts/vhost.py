@@ -613,11 +613,17 @@ class VirtualHost:
             queues = exchange.route(routing_key, headers)
         else:
             queues = self.route(exchange, routing_key, headers)
-        reached = 0
-        for queue in queues:
-            queue.publish_many(messages)  # type: ignore[union-attr]
-            reached += 1
-        if not reached:
+        reached = len(queues)  # type: ignore[arg-type]
+        if reached == 1:
+            for queue in queues:
+                queue.publish_many(messages)  # type: ignore[union-attr]
+        elif reached:
+            # Message by message, as publish() goes: the consumers of several queues
+            # see their deliveries interleaved as the publishes came.
+            for message in messages:
+                for queue in queues:
+                    queue.publish(message)  # type: ignore[union-attr]
+        else:
             self.unroutable += count
             metrics.AMQP_MESSAGES_UNROUTABLE.labels(self.name, exchange.name).inc(count)
         return reached

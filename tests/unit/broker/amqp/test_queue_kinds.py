@@ -33,6 +33,13 @@ class Reader:
     def deliver(self, queue: AmqpQueue, ref: Any, message: Message, redelivered: bool) -> None:
         self.got.append((ref, bytes(message.body)))
 
+    def credit(self) -> int:
+        return 1
+
+    def deliver_batch(self, queue: AmqpQueue, messages: list[Message]) -> int:
+        self.got.extend((message, bytes(message.body)) for message in messages)
+        return len(messages)
+
     def queue_deleted(self, queue: AmqpQueue) -> None:
         pass
 

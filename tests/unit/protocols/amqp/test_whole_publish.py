@@ -106,6 +106,23 @@ SCENARIOS: dict[str, tuple[list[bytes], bytes]] = {
                                    _body(b"abc")], b"UNEXPECTED_FRAME"),
     "bad frame end after the body": ([*_publish(b"abc")[:2], _body(b"abc")[:-1] + b"\x00"],
                                      b"invalid_frame_end_marker"),
+    # A run: publishes repeating the first's frames up to the body, taken together.
+    "a run of repeats": ([frame for i in range(20) for frame in _publish(bytes([65 + i]) * 10)]
+                         + _publish(b"other size"), b"T" * 10),
+    "a run of unroutable mandatory repeats": (
+        [frame for i in range(5) for frame in _publish(b"%d" % i, routing_key="nowhere",
+                                                      mandatory=True)], b"NO_ROUTE"),
+    "a run in a transaction": (
+        [_method(commands.Tx.Select()),
+         *[frame for i in range(5) for frame in _publish(b"tx%d" % i)],
+         _method(commands.Tx.Commit())], b"tx4"),
+    "a run to a fanout exchange and its two queues": (
+        [_method(commands.Exchange.Declare(exchange="f", exchange_type="fanout")),
+         _method(commands.Queue.Declare(queue="q2")),
+         _method(commands.Queue.Bind(queue="q", exchange="f")),
+         _method(commands.Queue.Bind(queue="q2", exchange="f")),
+         _method(commands.Basic.Consume(queue="q2", consumer_tag="c2", no_ack=True)),
+         *[frame for i in range(6) for frame in _publish(b"f%d" % i, exchange="f")]], b"f5"),
     "body frame too large": ([_publish(b"abc")[0], _header(5000), _body(b"y" * 5000)],
                              b"frame_too_large"),
 }
@@ -132,3 +149,29 @@ def test_a_publish_in_one_read_answers_as_frame_by_frame(name: str) -> None:
     whole = asyncio.run(_answers([*setup, b"".join(frames)]))
     assert expected in whole
     assert asyncio.run(_answers(setup + frames)) == whole
+
+
+def test_a_run_delivers_no_further_than_the_send_budget_in_one_turn() -> None:
+    """A run of 20 publishes of 1,000 bytes to a consumer with no prefetch limit, on a
+    connection whose send budget (network.write_buffer_high_bytes) is 4,096 bytes: the
+    deliveries of the read's turn stop at the one that spends the budget (the fifth);
+    the rest wait in the queue and go in the turns after, in order."""
+
+    async def run() -> tuple[int, int]:
+        settings = Settings()
+        network = dataclasses.replace(settings.network, write_buffer_high_bytes=4096)
+        server = AmqpServer(AmqpContext(settings.amqp, network, VirtualHosts(["/"]).open()))
+        conn = server.connection()
+        transport = RecordingTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        publishes = [frame for i in range(20) for frame in _publish(bytes([65 + i]) * 1000)]
+        conn.data_received(b"".join([*_setup(), *publishes]))
+        first_turn = bytes(transport.data).count(b"\x00\x3c\x00\x3c")  # Basic.Deliver
+        for _ in range(10):
+            await asyncio.sleep(0)
+        conn.connection_lost(None)
+        data = bytes(transport.data)
+        assert data.index(b"S" * 1000) < data.index(b"T" * 1000)
+        return first_turn, data.count(b"\x00\x3c\x00\x3c")
+
+    assert asyncio.run(run()) == (5, 20)
