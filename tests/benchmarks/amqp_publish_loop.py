@@ -25,6 +25,7 @@ A third argument installs that many control-API fault rules that match no publis
 from __future__ import annotations
 
 import asyncio
+import struct
 import sys
 import tempfile
 import types
@@ -79,6 +80,15 @@ class CountingTransport:
 
 def _method(channel: int, method: Frame) -> bytes:
     return frame.marshal(method, channel)
+
+
+# Basic.Ack(multiple) on channel 1, packed here rather than by pamqp: the acks are built
+# inside the measured run, and pamqp's marshal cost ~1,500 instructions per message.
+_ACK = struct.Struct(">BHIHHQBB")
+
+
+def _acks(tags: range) -> bytes:
+    return b"".join(_ACK.pack(1, 1, 13, 60, 80, tag, 1, 0xCE) for tag in tags)
 
 
 async def run(rounds: int, mode: str = "ack", fault_rules: int = 0,
@@ -141,14 +151,12 @@ async def _run(rounds: int, mode: str, vhosts: VirtualHosts, fault_rules: int,
                + frame.marshal(ContentHeader(0, len(body), properties), 1)
                + frame.marshal(ContentBody(body), 1))
     batch = publish * BATCH
-    acks = [b"".join(_method(1, commands.Basic.Ack(delivery_tag=tag, multiple=True))
-                     for tag in range(r * BATCH + 10, (r + 1) * BATCH + 1, 10))
+    acks = [_acks(range(r * BATCH + 10, (r + 1) * BATCH + 1, 10))
             for r in range(rounds)] if mode != "noack" else []
     if mode == "backlog":  # 200 delivered and unacked, 1,000 waiting: acks go from 200
         for _ in range(12):
             conn.data_received(batch)
-        acks = [b"".join(_method(1, commands.Basic.Ack(delivery_tag=tag, multiple=True))
-                         for tag in range(200 + r * BATCH + 10, 200 + (r + 1) * BATCH + 1, 10))
+        acks = [_acks(range(200 + r * BATCH + 10, 200 + (r + 1) * BATCH + 1, 10))
                 for r in range(rounds)]
     for r in range(rounds):
         conn.data_received(batch)

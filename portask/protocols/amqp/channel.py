@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import os
-from itertools import takewhile
 from typing import Any, Protocol
 
 from pamqp import commands
@@ -48,10 +47,9 @@ from portask.protocols.amqp.constants import (
 )
 from portask.protocols.amqp.context import AmqpContext
 from portask.protocols.amqp.errors import ConnectionClose
+from portask.protocols.amqp.unacked import Group, Unacked
 
 Basic = commands.Basic
-# delivery tag -> (queue, the queue's ref for the message, consumer or None for get)
-Unacked = tuple[AnyQueue, Any, "ChannelConsumer | None"]
 ACK, REQUEUE, REJECT = 0, 1, 2
 # Exchange and routing key pairs a consumer keeps encoded delivery heads for.
 _HEADS_KEPT = 256
@@ -138,7 +136,7 @@ class ChannelConsumer:
         channel = self.channel
         channel.next_delivery_tag = tag = channel.next_delivery_tag + 1
         if not self.no_ack:
-            channel.unacked[tag] = (queue, ref, self)
+            channel.unacked.add(tag, queue, ref, self)
             self.unacked += 1
             channel.unacked_count += 1
         body = message.body
@@ -200,7 +198,6 @@ class ChannelConsumer:
         channel = self.channel
         conn = channel.conn
         limit = conn.frame_max - 8
-        unacked = None if self.no_ack else channel.unacked
         room = conn.queued_room
         tag = channel.next_delivery_tag
         out: list[bytes | memoryview] = []
@@ -228,16 +225,18 @@ class ChannelConsumer:
                         channel.number, self.tag_bytes, *key)
                 pack, prefix, middle, body_head = packer
             tag += 1
-            if unacked is not None:
-                unacked[tag] = (queue, message, self)
             out += (pack(prefix, tag, False, middle, size, properties, body_head, size),  # type: ignore[misc]
                     body, _FRAME_END)
             sent += size
             if sent > room:
                 break
-        taken = tag - channel.next_delivery_tag
+        first = channel.next_delivery_tag + 1
+        taken = tag - first + 1
         channel.next_delivery_tag = tag
-        if unacked is not None:
+        if not self.no_ack and taken:
+            # Each message is its own ref (MemoryStore.take).
+            channel.unacked.add_many(first, queue, self,
+                                     messages[:taken] if taken < len(messages) else messages)
             self.unacked += taken
             channel.unacked_count += taken
         conn.queued_room = room - sent
@@ -264,7 +263,7 @@ class Channel:
         self.vhost = vhost
         self.closing = False
         self.consumers: dict[str, ChannelConsumer] = {}
-        self.unacked: dict[int, Unacked] = {}
+        self.unacked = Unacked()
         self.unacked_count = 0
         self.next_delivery_tag = 0
         self.prefetch_consumer = 0
@@ -573,52 +572,34 @@ class Channel:
         if not (multiple and tag == 0) and tag not in self.unacked:
             raise PreconditionFailed(f"unknown delivery tag {tag}")
 
-    def _take(self, tag: int, multiple: bool) -> list[Unacked]:
+    def _take(self, tag: int, multiple: bool) -> list[Group]:
         unacked = self.unacked
         if multiple:
             if tag == 0:
-                tags = list(unacked)
-            else:
-                if tag not in unacked and not any(t < tag for t in unacked):
-                    raise PreconditionFailed(f"unknown delivery tag {tag}")
-                # Ascending: tags are inserted in increasing order.
-                tags = list(takewhile(tag.__ge__, unacked))
-            return [unacked.pop(t) for t in tags]
-        entry = unacked.pop(tag, None)
-        if entry is None:
+                return unacked.take_all()
+            groups = unacked.take_through(tag)
+            if not groups:
+                raise PreconditionFailed(f"unknown delivery tag {tag}")
+            return groups
+        group = unacked.take_one(tag)
+        if group is None:
             raise PreconditionFailed(f"unknown delivery tag {tag}")
-        return [entry]
+        return [group]
 
-    def _settle(self, entries: list[Unacked], how: int) -> None:
+    def _settle(self, groups: list[Group], how: int) -> None:
         """Ack, requeue or reject (dead-letter or drop) deliveries, grouped per queue."""
         touched: dict[int, AnyQueue] = {}
         refs: dict[int, list[Any]] = {}
-        if entries:
-            # Most settlements (a multiple-ack) are of one consumer's deliveries from
-            # one queue: counted once, not per delivery.
-            queue, _ref, consumer = entries[0]
-            same: list[Any] = []
-            for entry in entries:
-                if entry[0] is not queue or entry[2] is not consumer:
-                    break
-                same.append(entry[1])
-            else:
-                if consumer is not None:
-                    consumer.unacked -= len(same)
-                    self.unacked_count -= len(same)
-                touched[id(queue)] = queue
-                refs[id(queue)] = same
-                entries = []
-        for queue, ref, consumer in entries:
+        for queue, consumer, taken in groups:
             if consumer is not None:
-                consumer.unacked -= 1
-                self.unacked_count -= 1
+                consumer.unacked -= len(taken)
+                self.unacked_count -= len(taken)
             key = id(queue)
             if key not in touched:
                 touched[key] = queue
-                refs[key] = [ref]
+                refs[key] = taken
             else:
-                refs[key].append(ref)
+                refs[key] = refs[key] + taken
         for key, queue in touched.items():
             if how == REQUEUE:
                 queue.requeue(refs[key])
@@ -828,7 +809,7 @@ class Channel:
         ref, message, redelivered = got
         self.next_delivery_tag = tag = self.next_delivery_tag + 1
         if not m.no_ack:
-            self.unacked[tag] = (queue, ref, None)
+            self.unacked.add(tag, queue, ref, None)
         self.conn.send_many(frames.content_frames(
             self.number,
             frames.get_ok_payload(tag, redelivered, message.exchange,
@@ -863,9 +844,7 @@ class Channel:
         Portask, so no client comes to depend on it here."""
         if not m.requeue:
             raise ConnectionClose(NOT_IMPLEMENTED, "requeue=false", *divmod(m.index, 0x10000))
-        entries = list(self.unacked.values())
-        self.unacked.clear()
-        self._settle(entries, REQUEUE)
+        self._settle(self.unacked.take_all(), REQUEUE)
 
     def on_confirm_select(self, m: commands.Confirm.Select) -> None:
         if self.tx:
@@ -918,9 +897,7 @@ class Channel:
         # Detach first so requeued messages cannot be delivered straight back to this channel.
         for consumer in consumers:
             self._detach(consumer)
-        entries = list(self.unacked.values())
-        self.unacked.clear()
-        self._settle(entries, REQUEUE)
+        self._settle(self.unacked.take_all(), REQUEUE)
 
     def released(self) -> None:
         self.conn.context.clients.channels_closed += 1
