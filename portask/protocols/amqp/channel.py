@@ -359,23 +359,24 @@ class Channel:
         self._run = (frames_head, exchange, publish, fields, properties, size)
         self.repeat = (frames_head, size)
 
-    def repeatable(self) -> tuple[bytes, int] | None:
-        """``repeat`` when it may stand for the next publishes: the exchange is still the
-        vhost's under its name and the user may still write to it; otherwise None and
-        the publish goes the slow way, which answers any refusal."""
+    def repeatable(self) -> int:
+        """How many of the next publishes ``repeat`` may stand for: none unless the
+        exchange is still the vhost's under its name and the user may still write to
+        it (the slow way answers any refusal); no further than the publish that would
+        take the memory alarm's watermark, after which the connection blocks."""
         run = self._run
         if run is None or self._publish is not None:
-            return None
+            return 0
         exchange = run[1]
         if self.vhost.exchanges.get(exchange.name) is not exchange:
-            return None
+            return 0
         if self.permission is not None:  # None for users allowed everything
             try:
                 self.check_access("write", "exchange", exchange.name)
                 self.check_topic_access("write", exchange, run[2][1])
             except BrokerError:
-                return None
-        return self.repeat
+                return 0
+        return self.vhost.memory_room(run[5] + len(run[4]))
 
     def publish_bodies(self, bodies: list[bytes]) -> None:
         """Publishes repeating the remembered whole publish (``repeatable``), one per
@@ -599,7 +600,7 @@ class Channel:
                 touched[key] = queue
                 refs[key] = taken
             else:
-                refs[key] = refs[key] + taken
+                refs[key].extend(taken)  # each group's list is its own
         for key, queue in touched.items():
             if how == REQUEUE:
                 queue.requeue(refs[key])

@@ -307,8 +307,7 @@ class AmqpConnection(asyncio.Protocol):
                 start = missing
                 first = bytes(buf)
                 buf.clear()
-                self._take(first, 0)
-                if self._state == CLOSED or self._broken_framing:
+                if not self._take(first, 0) or self._state == CLOSED:
                     return
                 if self.blocked:  # an alarm: the rest waits, unread, for unblock
                     buf += memoryview(data)[start:]
@@ -319,18 +318,21 @@ class AmqpConnection(asyncio.Protocol):
                 buf.clear()
         self._take(data, start)
 
-    def _take(self, data: bytes, start: int) -> None:
-        """Every complete frame in ``data`` from ``start``; the rest waits in _buf."""
+    def _take(self, data: bytes, start: int) -> bool:
+        """Every complete frame in ``data`` from ``start``; the rest waits in _buf.
+        False when a frame's error closed the connection: what follows is not read."""
         n = len(data)
         try:
             pos, self._need = self._frames(data, n, start)
         except ConnectionClose as err:
             if err.code == FRAME_ERROR:
                 self._broken_framing = True  # the stream is out of sync: read no further
-            pos, self._need = n, 0
+            self._need = 0
             self._close_connection(err)
+            return False
         if pos < n:
             self._buf += memoryview(data)[pos:]
+        return not self._broken_framing
 
     # -- frames to handlers -----------------------------------------------------------------
 
@@ -412,13 +414,14 @@ class AmqpConnection(asyncio.Protocol):
         start = pos - len(payload) - 8  # the method frame's
         repeat = channel.repeat
         if (repeat is not None and data.startswith(repeat[0], start)
-                and channel.repeatable() is not None):
+                and (most := channel.repeatable())):
             head, body_size = repeat
             skip = len(head)
             step = skip + body_size + 1
             bodies = []
             end = start
-            while (end + step <= n and data.startswith(head, end)
+            last = min(n, start + most * step)  # the run's end at the most
+            while (end + step <= last and data.startswith(head, end)
                    and data[end + step - 1] == FRAME_END):
                 bodies.append(data[end + skip : end + step - 1])
                 end += step

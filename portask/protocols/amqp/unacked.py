@@ -43,11 +43,16 @@ class _Run:
         if _SETTLED in taken:
             taken = [ref for ref in taken if ref is not _SETTLED]
         self.live -= len(taken)
-        if upto >= _COMPACT_AT and upto * 2 >= len(refs):
-            del refs[:upto]
-            self.first += upto
-            self.low = 0
+        self.compact()
         return taken
+
+    def compact(self) -> None:
+        """Drop the refs handed out once they are many and half of the run."""
+        low = self.low
+        if low >= _COMPACT_AT and low * 2 >= len(self.refs):
+            del self.refs[:low]
+            self.first += low
+            self.low = 0
 
 
 Group = tuple[Any, Any, list[Any]]  # (queue, consumer or None, refs in tag order)
@@ -106,13 +111,20 @@ class Unacked:
         if i < 0:
             return None
         run = self._runs[i]
+        refs = run.refs
         at = tag - run.first
-        ref = run.refs[at]
-        run.refs[at] = _SETTLED
+        ref = refs[at]
+        refs[at] = _SETTLED
         run.live -= 1
         self.count -= 1
         if not run.live:
             del self._runs[i]
+        elif at == run.low:  # acks one at a time, in order: the front moves on
+            low = at + 1
+            while refs[low] is _SETTLED:
+                low += 1
+            run.low = low
+            run.compact()
         return run.queue, run.consumer, [ref]
 
     def take_through(self, tag: int) -> list[Group]:

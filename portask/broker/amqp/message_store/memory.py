@@ -82,7 +82,9 @@ class MemoryStore:
         message.held += 1
 
     def push_many(self, messages: list[Message]) -> None:
-        """``push`` of each, with no deadline, the memory use counted once."""
+        """``push`` of each, with no deadline, the memory use counted once; the caller
+        checks the watermark (``check_memory``) once it has delivered what it could,
+        as a message handed straight to an auto-ack consumer never counts for long."""
         taken = _TAKEN
         size = 0
         new = 0
@@ -95,11 +97,12 @@ class MemoryStore:
             message.held += 1
         self._entries.extend(messages)
         self._bytes += size
-        if new:
-            memory = self.memory
-            memory.bytes += new
-            if memory.bytes > memory.limit and not memory.alarmed:
-                memory.exceeded()
+        self.memory.bytes += new
+
+    def check_memory(self) -> None:
+        memory = self.memory
+        if memory.bytes > memory.limit and not memory.alarmed:
+            memory.exceeded()
 
     def load(self, messages: list[tuple[Message, int]], all_persistent: bool) -> int:
         """``push`` of each in one pass, the memory use counted once (a restore puts back

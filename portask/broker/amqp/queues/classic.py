@@ -160,6 +160,7 @@ class Queue(AmqpQueue):
             store.push_many(messages)
             if self.consumers:
                 self.dispatch()
+            store.check_memory()
             return
         for message in messages:
             self.publish(message)
@@ -272,7 +273,11 @@ class Queue(AmqpQueue):
                 batch = store.take(most)
                 if not batch:
                     break  # empty, or its head waits wrapped: one at a time below
-                taken = consumer.deliver_batch(self, batch)
+                try:
+                    taken = consumer.deliver_batch(self, batch)
+                except BaseException:
+                    store.untake(batch)  # nothing of a failed batch was sent
+                    raise
                 if consumer.no_ack:
                     self.deliveries_no_ack += taken
                     store.ack(batch[:taken])

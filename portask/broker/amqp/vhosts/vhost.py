@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import logging
 import os
+import sys
 from typing import Any, TypeAlias
 
 from portask import metrics
@@ -594,6 +595,15 @@ class VirtualHost:
             self.unroutable += 1
             metrics.AMQP_MESSAGES_UNROUTABLE.labels(self.name, exchange.name).inc()
         return count, accepted
+
+    def memory_room(self, message_bytes: int) -> int:
+        """How many messages of ``message_bytes`` (body and properties) may be published
+        in one go: up to and including the one that would take the memory alarm's
+        watermark, where RabbitMQ's rule blocks the publisher."""
+        memory = self.memory
+        if memory is None or memory.limit == sys.maxsize:
+            return sys.maxsize
+        return max((memory.limit - memory.bytes) // max(message_bytes, 1) + 1, 1)
 
     def publish_many(self, exchange: Exchange, messages: list[Message],
                      headers: HeadersSource) -> int:

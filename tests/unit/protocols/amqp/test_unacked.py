@@ -64,3 +64,13 @@ def test_a_long_run_settled_from_the_front_does_not_keep_what_it_handed_out() ->
             assert taken == [("q", "c", list(range(tag - 209, tag - 199)))]
     run = runs._runs[0]
     assert len(runs._runs) == 1 and len(run.refs) < 1000
+
+
+def test_a_long_run_acked_one_at_a_time_does_not_keep_what_was_acked() -> None:
+    runs = Unacked()
+    for tag in range(1, 100_001):
+        runs.add(tag, "q", tag, "c")
+        if tag > 10:  # 10 in flight, each acked on its own, in order
+            assert runs.take_one(tag - 10) == ("q", "c", [tag - 10])
+    assert len(runs) == 10 and len(runs._runs[0].refs) < 1000
+

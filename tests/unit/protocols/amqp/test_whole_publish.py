@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 from pamqp import commands, frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+from portask.broker.alarms import Alarms
 from portask.broker.amqp.vhosts import VirtualHosts
 from portask.config import Settings
 from portask.protocols.amqp.context import AmqpContext
@@ -175,3 +177,40 @@ def test_a_run_delivers_no_further_than_the_send_budget_in_one_turn() -> None:
         return first_turn, data.count(b"\x00\x3c\x00\x3c")
 
     assert asyncio.run(run()) == (5, 20)
+
+
+def _blocked_with(consumer: bool) -> tuple[int, bool]:
+    """100 publishes of 1,000 bytes in one read against a 10,000-byte memory watermark:
+    (messages the queue holds after the read, whether the connection is blocked)."""
+
+    async def run() -> tuple[int, bool]:
+        settings = Settings()
+        alarms = Alarms(memory_watermark=10_000, disk_free_limit=0, data_dir=Path("."))
+        vhosts = VirtualHosts(["/"], memory=alarms.memory).open()
+        server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts))
+        alarms.subscribe(server.alarms_changed)
+        conn = server.connection()
+        transport = RecordingTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        setup = _setup()
+        if not consumer:
+            setup = setup[:-1]  # no Basic.Consume: the messages stay in the queue
+        publishes = [frame for i in range(100) for frame in _publish(b"%03d" % i * 333 + b"x")]
+        conn.data_received(b"".join([*setup, *publishes]))
+        queued = vhosts.get("/").queues["q"].message_count
+        blocked = conn.blocked
+        conn.connection_lost(None)
+        return queued, blocked
+
+    return asyncio.run(run())
+
+
+def test_a_run_stops_at_the_publish_that_takes_the_memory_watermark() -> None:
+    """RabbitMQ's rule: the publish that takes the memory use over the watermark is the
+    last read. Each message is 1,000 bytes of body and 14 of properties here: the
+    tenth takes 10,140 bytes over 10,000."""
+    assert _blocked_with(consumer=False) == (10, True)
+
+
+def test_messages_handed_to_an_auto_ack_consumer_raise_no_alarm() -> None:
+    assert _blocked_with(consumer=True) == (0, False)
