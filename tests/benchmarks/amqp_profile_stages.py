@@ -17,26 +17,29 @@ import sys
 from collections import Counter
 
 # (stage, frames that mark it), checked from the leaf of a stack upward.
+# A frame's name ends with a space, or a dot when a comprehension inside it is the frame.
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ack (settle, store ack, re-dispatch)", re.compile(
         r"^(Channel\.(on_basic_ack|_settle|_take|_settle_range)|MemoryStore\.ack|Queue\.ack"
-        r"|Queue\.ack_quietly) ")),
+        r"|Queue\.ack_quietly|Unacked\.\w+|_Run\.\w+)[ .]")),
     ("deliver encode (Basic.Deliver, header, body frames)", re.compile(
-        r"^(Channel\.deliver|ChannelConsumer\.deliver|Queue\._deliver|content_frames"
-        r"|deliver_payload|deliver_frames) ")),
+        r"^(Channel\.deliver|ChannelConsumer\.(deliver|deliver_batch)|Queue\._deliver"
+        r"|content_frames|deliver_payload|deliver_frames)[ .]")),
     ("enqueue (queue publish, store push, consumer choice)", re.compile(
-        r"^(Queue\.publish|MemoryStore\.(push|push_delivered|pop)|Queue\.dispatch"
-        r"|Queue\._ready_consumer|ChannelConsumer\.ready) ")),
+        r"^(Queue\.(publish|publish_many|dispatch|_dispatch_one|_ready_consumer)"
+        r"|MemoryStore\.(push|push_delivered|push_many|pop|take|untake|check_memory)"
+        r"|ChannelConsumer\.(ready|credit))[ .]")),
     ("route (exchange lookup and route, vhost publish)", re.compile(
-        r"^(VirtualHost\.publish|VirtualHost\.route|\w*Exchange\.route|VirtualHost\.exchange"
-        r"|VirtualHost\.exchange_for_publish|Channel\._route) ")),
+        r"^(VirtualHost\.(publish|publish_many|memory_room|route|exchange"
+        r"|exchange_for_publish)|\w*Exchange\.route|Channel\._route)[ .]")),
     ("decode publish (method, content header, body)", re.compile(
         r"^(Channel\.(on_basic_publish|on_content_header|on_content_body|_complete_publish"
-        r"|publish_whole)|parse_publish|parse_content_header|basic_fields"
-        r"|Message\.__init__) ")),
+        r"|publish_whole|publish_bodies|repeatable|remember_whole)|parse_publish"
+        r"|parse_content_header|basic_fields|Message\.__init__)[ .]")),
     ("write (join + transport.write, commit point)", re.compile(r"^AmqpConnection\._flush ")),
-    ("frame split (data_received, _parse, _frame)", re.compile(
-        r"^AmqpConnection\.(data_received|_parse|_frame) ")),
+    ("frame split (data_received, _parse, _frames, a run's bodies)", re.compile(
+        r"^AmqpConnection\.(data_received|_parse|_take|_frames|_whole_publish"
+        r"|_channel_method) ")),
 )
 _ON_PATH = re.compile(r"protocols/amqp|broker/amqp|uv__read|uv__write")
 

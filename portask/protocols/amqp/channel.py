@@ -382,9 +382,10 @@ class Channel:
         """Publishes repeating the remembered whole publish (``repeatable``), one per
         body, in order: what on_basic_publish and on_content_header would conclude
         again is taken from then. A plain channel (no confirms, no transaction) routes
-        them once, as one batch; the others take each through _complete_publish."""
+        them once, as one batch; the others, and a run of one (a publisher sending one
+        message at a time), take each through _complete_publish."""
         _head, exchange, publish, fields, properties, size = self._run  # type: ignore[misc]
-        if self.tx or self.confirm:
+        if self.tx or self.confirm or len(bodies) == 1:
             for body in bodies:
                 self._publish = publish
                 self._fields = fields
