@@ -152,10 +152,7 @@ class ChannelConsumer:
             pkey = (message.exchange, message.routing_key, len(properties))
             packer = self.packers.get(pkey)
             if packer is None:
-                if len(self.packers) >= _HEADS_KEPT:
-                    self.packers.clear()
-                packer = self.packers[pkey] = frames.deliver_packer(
-                    channel.number, self.tag_bytes, *pkey)
+                packer = self._new_packer(pkey)
             pack, prefix, middle, body_head = packer
             conn.send_many([pack(prefix, tag, redelivered, middle, size, properties, body_head,
                                  size), body, _FRAME_END])
@@ -217,12 +214,7 @@ class ChannelConsumer:
                     or len(properties) != length):
                 exchange, routing_key, length = key = (message.exchange, message.routing_key,
                                                        len(properties))
-                packer = self.packers.get(key)
-                if packer is None:
-                    if len(self.packers) >= _HEADS_KEPT:
-                        self.packers.clear()
-                    packer = self.packers[key] = frames.deliver_packer(
-                        channel.number, self.tag_bytes, *key)
+                packer = self.packers.get(key) or self._new_packer(key)
                 pack, prefix, middle, body_head = packer
             tag += 1
             out += (pack(prefix, tag, False, middle, size, properties, body_head, size),  # type: ignore[misc]
@@ -247,6 +239,15 @@ class ChannelConsumer:
         if out:
             conn.send_many(out)
         return taken
+
+    def _new_packer(self, key: tuple[str, str, int]) -> frames.DeliverPacker:
+        """The packer of one-frame deliveries for (exchange, routing key, property
+        bytes' length), kept for the next (a bounded number of them)."""
+        if len(self.packers) >= _HEADS_KEPT:
+            self.packers.clear()
+        packer = self.packers[key] = frames.deliver_packer(self.channel.number,
+                                                           self.tag_bytes, *key)
+        return packer
 
     def queue_deleted(self, queue: AnyQueue) -> None:
         self.channel.consumer_cancelled_by_server(self)

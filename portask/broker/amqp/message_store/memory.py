@@ -85,6 +85,11 @@ class MemoryStore:
         """``push`` of each, with no deadline, the memory use counted once; the caller
         checks the watermark (``check_memory``) once it has delivered what it could,
         as a message handed straight to an auto-ack consumer never counts for long."""
+        self._hold(messages)
+        self._entries.extend(messages)
+
+    def _hold(self, messages: list[Message]) -> None:
+        """Number the messages coming in and count their bytes (the memory use too)."""
         taken = _TAKEN
         size = 0
         new = 0
@@ -95,7 +100,6 @@ class MemoryStore:
             if not message.held:
                 new += body + len(message.properties)
             message.held += 1
-        self._entries.extend(messages)
         self._bytes += size
         self.memory.bytes += new
 
@@ -107,30 +111,17 @@ class MemoryStore:
     def load(self, messages: list[tuple[Message, int]], all_persistent: bool) -> int:
         """``push`` of each in one pass, the memory use counted once (a restore puts back
         thousands at a time)."""
+        self._hold([message for message, _deadline in messages])
         entries = self._entries
-        taken = _TAKEN
         first = 0
-        size = 0
-        new = 0
         for message, deadline in messages:
-            message.seq = next(taken)
-            body = len(message.body)
-            size += body
-            if not message.held:
-                new += body + len(message.properties)
-            message.held += 1
             if deadline:
                 entries.append(_Entry(message, deadline))
                 if not first or deadline < first:
                     first = deadline
             else:
                 entries.append(message)
-        self._bytes += size
-        if new:
-            memory = self.memory
-            memory.bytes += new
-            if memory.bytes > memory.limit and not memory.alarmed:
-                memory.exceeded()
+        self.check_memory()
         return first
 
     def push_delivered(self, message: Message, deadline: int, persistent: bool) -> Message:
