@@ -261,42 +261,42 @@ class Queue(AmqpQueue):
 
     def _dispatch_one(self, consumer: Consumer, store: MessageStore) -> None:
         """dispatch() to the queue's one consumer: _ready_consumer and _deliver written
-        out, and a memory store's bare messages handed over in batches."""
+        out, and a memory store's bare messages handed over in batches; a message that
+        goes alone (redelivered, with a deadline, over one frame) goes between them."""
         if not len(store):
             return
         self._next = 1  # as _ready_consumer sets it
-        if type(store) is MemoryStore:
-            while True:
+        memory = store if type(store) is MemoryStore else None
+        while True:
+            if memory is not None:
                 most = consumer.credit()
                 if not most:
                     return
-                batch = store.take(most)
-                if not batch:
-                    break  # empty, or its head waits wrapped: one at a time below
-                try:
-                    taken = consumer.deliver_batch(self, batch)
-                except BaseException:
-                    store.untake(batch)  # nothing of a failed batch was sent
-                    raise
-                if consumer.no_ack:
-                    self.deliveries_no_ack += taken
-                    store.ack(batch[:taken])
-                else:
-                    self.unacked += taken
-                if taken < len(batch):
-                    store.untake(batch[taken:])
-                    break
-        pop = store.pop
-        deliver = consumer.deliver
-        while consumer.ready():
-            item = pop()
+                batch = memory.take(most)
+                if batch:
+                    try:
+                        taken = consumer.deliver_batch(self, batch)
+                    except BaseException:
+                        memory.untake(batch)
+                        raise  # nothing of a failed batch was sent
+                    if consumer.no_ack:
+                        self.deliveries_no_ack += taken
+                        memory.ack(batch[:taken])
+                    else:
+                        self.unacked += taken
+                    if taken == len(batch):
+                        continue
+                    memory.untake(batch[taken:])
+            if not consumer.ready():
+                return
+            item = store.pop()
             if item is None:
                 return
             ref, message, redelivered, deadline = item
             if deadline and deadline <= now_ms():
                 self._expired(ref, message)
                 continue
-            deliver(self, ref, message, redelivered)
+            consumer.deliver(self, ref, message, redelivered)
             if consumer.no_ack:
                 self.deliveries_no_ack += 1
                 self._forget(ref)
