@@ -78,6 +78,7 @@ class ChannelConnection(Protocol):
     user: str
     client_properties: dict[str, Any]  # fault rules match its connection_name
     permission: Permission | None  # the user's on this vhost; None: allowed everything
+    alarm: bool  # a resource alarm is set: the next publish blocks the connection
 
     def send(self, data: bytes) -> None: ...
 
@@ -379,21 +380,25 @@ class Channel:
                 return 0
         return self.vhost.memory_room(run[5] + len(run[4]))
 
-    def publish_bodies(self, bodies: list[bytes]) -> None:
+    def publish_bodies(self, bodies: list[bytes]) -> int:
         """Publishes repeating the remembered whole publish (``repeatable``), one per
         body, in order: what on_basic_publish and on_content_header would conclude
         again is taken from then. A plain channel (no confirms, no transaction) routes
         them once, as one batch; the others, and a run of one (a publisher sending one
-        message at a time), take each through _complete_publish."""
+        message at a time), take each through _complete_publish. How many were taken:
+        a resource alarm set by one makes it the last, as the frame loop would."""
         _head, exchange, publish, fields, properties, size = self._run  # type: ignore[misc]
         if self.tx or self.confirm or len(bodies) == 1:
-            for body in bodies:
+            conn = self.conn
+            for taken, body in enumerate(bodies, 1):
                 self._publish = publish
                 self._fields = fields
                 self._properties = properties
                 self._body_size = size
                 self._complete_publish(body)
-            return
+                if conn.alarm:
+                    return taken
+            return len(bodies)
         _exchange, routing_key, mandatory = publish
         delivery_mode, priority, expiration = fields
         persistent = delivery_mode == 2
@@ -402,10 +407,11 @@ class Channel:
         messages = [Message(name, routing_key, properties, body, persistent, priority, expires)
                     for body in bodies]
         self._routing_properties = properties
-        if (not self.vhost.publish_many(exchange, messages, self._routing_headers)
-                and mandatory and not exchange.deleted):
+        reached, taken = self.vhost.publish_many(exchange, messages, self._routing_headers)
+        if not reached and mandatory and not exchange.deleted:
             for message in messages:
                 self._return_unroutable(message)
+        return taken
 
     def on_content_header(self, payload: bytes, body: bytes | None = None) -> None:
         """A content header; with ``body``, the publish's one body frame too (the

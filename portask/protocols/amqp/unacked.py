@@ -46,6 +46,21 @@ class _Run:
         self.compact()
         return taken
 
+    def stretches(self) -> list[_Run]:
+        """This run's unsettled refs from ``low`` on as runs of consecutive tags."""
+        refs = self.refs
+        pieces: list[_Run] = []
+        start = -1
+        for at in range(self.low, len(refs) + 1):
+            settled = at == len(refs) or refs[at] is _SETTLED
+            if settled and start >= 0:
+                pieces.append(_Run(self.first + start, self.queue, self.consumer,
+                                   refs[start:at]))
+                start = -1
+            elif not settled and start < 0:
+                start = at
+        return pieces
+
     def compact(self) -> None:
         """Drop the refs handed out once they are many and half of the run."""
         low = self.low
@@ -125,6 +140,11 @@ class Unacked:
                 low += 1
             run.low = low
             run.compact()
+        elif len(refs) - run.low >= _COMPACT_AT and run.live * 2 < len(refs) - run.low:
+            # Settled behind a delivery still held (a slow or stuck one): the slots
+            # would grow with every delivery after it. Split into the stretches still
+            # unsettled, once they are under half of the run.
+            self._runs[i:i + 1] = run.stretches()
         return run.queue, run.consumer, [ref]
 
     def take_through(self, tag: int) -> list[Group]:

@@ -122,11 +122,11 @@ class AmqpQueue(abc.ABC):
     def publish(self, message: Message) -> bool:
         """Take one routed message; False when it could not be stored (nack it)."""
 
-    def publish_many(self, messages: list[Message]) -> None:
-        """Take routed messages that a plain publisher (no confirms) sent in one run, in
-        order: nobody is told of a refusal (``publish`` answers only a confirm)."""
-        for message in messages:
-            self.publish(message)
+    def publish_many(self, messages: list[Message]) -> bool:
+        """Take, whole, routed messages that a plain publisher (no confirms) sent in one
+        run, when this kind can at once and its memory use is their bytes (nobody is
+        told of a refusal); False, taking none, and each goes to ``publish``."""
+        return False
 
     @abc.abstractmethod
     def dispatch(self) -> None:

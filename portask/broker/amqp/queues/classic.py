@@ -149,7 +149,7 @@ class Queue(AmqpQueue):
             return True
         return self._publish_limited(message)
 
-    def publish_many(self, messages: list[Message]) -> None:
+    def publish_many(self, messages: list[Message]) -> bool:
         store = self.store
         if (self._plain and messages[0].expiration is None and not self.deleted
                 and type(store) is MemoryStore):
@@ -161,9 +161,8 @@ class Queue(AmqpQueue):
             if self.consumers:
                 self.dispatch()
             store.check_memory()
-            return
-        for message in messages:
-            self.publish(message)
+            return True
+        return False
 
     def _publish_limited(self, message: Message) -> bool:
         """publish() for a queue with a TTL or a length limit, or a message with an

@@ -606,15 +606,12 @@ class VirtualHost:
         return max((memory.limit - memory.bytes) // max(message_bytes, 1) + 1, 1)
 
     def publish_many(self, exchange: Exchange, messages: list[Message],
-                     headers: HeadersSource) -> int:
+                     headers: HeadersSource) -> tuple[int, int]:
         """``publish`` of messages a plain publisher (no confirms) sent in one run: the
-        same exchange, routing key, properties and body size, so routed once. How many
-        queues each reached."""
+        same exchange, routing key, properties and body size, so routed once. (Queues
+        each reached, how many of the messages were taken): all, unless the memory
+        alarm went off on one, which is then the last taken (RabbitMQ's rule)."""
         count = len(messages)
-        size = len(messages[0].body)
-        exchange.published += count
-        exchange.published_bytes += size * count
-        self.size_counts[(size - 1).bit_length()] += count
         storage = self.storage
         if storage is not None:
             storage.publisher = None
@@ -624,19 +621,28 @@ class VirtualHost:
         else:
             queues = self.route(exchange, routing_key, headers)
         reached = len(queues)  # type: ignore[arg-type]
-        if reached == 1:
-            for queue in queues:
-                queue.publish_many(messages)  # type: ignore[union-attr]
-        elif reached:
-            # Message by message, as publish() goes: the consumers of several queues
-            # see their deliveries interleaved as the publishes came.
+        taken = count
+        # A queue takes the run whole when its memory use is known in advance (the run
+        # was cut at the alarm's watermark for it); otherwise message by message, as
+        # publish() goes, which also keeps the deliveries of several queues interleaved.
+        whole = reached == 1 and next(iter(queues)).publish_many(messages)  # type: ignore[union-attr]
+        if reached and not whole:
+            memory = self.memory
+            taken = 0
             for message in messages:
                 for queue in queues:
                     queue.publish(message)  # type: ignore[union-attr]
-        else:
+                taken += 1
+                if memory is not None and memory.alarmed:
+                    break
+        elif not reached:
             self.unroutable += count
             metrics.AMQP_MESSAGES_UNROUTABLE.labels(self.name, exchange.name).inc(count)
-        return reached
+        size = len(messages[0].body)
+        exchange.published += taken
+        exchange.published_bytes += size * taken
+        self.size_counts[(size - 1).bit_length()] += taken
+        return reached, taken
 
     # -- dead-lettering ----------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from portask.broker.alarms import Alarms
 from portask.broker.amqp.vhosts import VirtualHosts
 from portask.config import Settings
 from portask.protocols.amqp.context import AmqpContext
+from portask.protocols.amqp.properties import AmqpPropertyCodec
 from portask.protocols.amqp.server import AmqpServer
 from tests.unit.protocols.amqp.test_connection_framing import RecordingTransport
 
@@ -214,3 +215,36 @@ def test_a_run_stops_at_the_publish_that_takes_the_memory_watermark() -> None:
 
 def test_messages_handed_to_an_auto_ack_consumer_raise_no_alarm() -> None:
     assert _blocked_with(consumer=True) == (0, False)
+
+
+def test_a_run_whose_publishes_dead_letter_stops_where_the_frame_loop_would() -> None:
+    """x-max-length 1 dead-lettering into a second queue: each publish holds more
+    memory than its own bytes, so a run cannot be cut in advance; it stops at the
+    publish that sets the alarm off, as the same frames one per read do."""
+
+    async def run(one_read: bool) -> tuple[int, int, bool]:
+        settings = Settings()
+        alarms = Alarms(memory_watermark=20_000, disk_free_limit=0, data_dir=Path("."))
+        vhosts = VirtualHosts(["/"], memory=alarms.memory,
+                              codec=AmqpPropertyCodec()).open()
+        server = AmqpServer(AmqpContext(settings.amqp, settings.network, vhosts))
+        alarms.subscribe(server.alarms_changed)
+        conn = server.connection()
+        conn.connection_made(RecordingTransport())  # type: ignore[arg-type]
+        setup = [*_setup()[:-2],  # no queue "q", no consumer
+                 _method(commands.Queue.Declare(queue="dlq")),
+                 _method(commands.Queue.Declare(queue="ql", arguments={
+                     "x-max-length": 1, "x-dead-letter-exchange": "",
+                     "x-dead-letter-routing-key": "dlq"}))]
+        publishes = [frame for i in range(100)
+                     for frame in _publish(b"%01000d" % i, routing_key="ql")]
+        for data in [*setup, b"".join(publishes)] if one_read else setup + publishes:
+            conn.data_received(data)
+        queues = vhosts.get("/").queues  # type: ignore[union-attr]
+        taken = (queues["ql"].published_total, queues["dlq"].message_count, conn.blocked)
+        conn.connection_lost(None)
+        return taken
+
+    whole = asyncio.run(run(one_read=True))
+    assert whole[2] and 10 < whole[0] < 30
+    assert asyncio.run(run(one_read=False)) == whole
