@@ -126,7 +126,10 @@ class GroupMember:
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             auto_commit_interval_ms=200,
-            **self.conf,
+            # kafka-python's leader can assign before its metadata holds a topic made a
+            # moment ago ("No partition metadata"), and rejoins only when a metadata
+            # refresh shows the partitions: by default 5 minutes later (seen in CI).
+            **{"metadata_max_age_ms": 1000, **self.conf},
         )
         try:
             while not self._stop.is_set():
