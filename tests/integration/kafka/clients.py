@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition as AioTP
@@ -159,6 +160,19 @@ def consume_confluent(
     finally:
         consumer.close()
     return out
+
+
+def kafka_python_member(port: int, topic: str, **conf: Any) -> KafkaConsumer:
+    """A kafka-python group member, subscribed once its metadata holds the topic.
+
+    kafka-python joins without waiting for its subscription's first metadata; a leader
+    that assigns before that arrives assigns nothing ("No partition metadata for
+    topic") and the group rebalances again when it does (seen in CI, a topic made a
+    moment before). Real Kafka leaves the same race to the client."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap(port), **conf)
+    consumer.partitions_for_topic(topic)  # fetches the metadata when it lacks the topic
+    consumer.subscribe([topic])
+    return consumer
 
 
 def consume_kafka_python(

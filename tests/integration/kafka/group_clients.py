@@ -14,9 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer
-from kafka import KafkaConsumer
 
-from tests.integration.kafka.clients import bootstrap
+from tests.integration.kafka.clients import bootstrap, kafka_python_member
 
 CLIENTS = ("confluent", "kafka-python", "aiokafka")
 # Short intervals keep the tests fast; 6 s is the broker's minimum session timeout.
@@ -115,9 +114,8 @@ class GroupMember:
             consumer.close()
 
     def _kafka_python(self) -> None:
-        consumer = KafkaConsumer(
-            self.topic,
-            bootstrap_servers=bootstrap(self.port),
+        consumer = kafka_python_member(
+            self.port, self.topic,
             # kafka-python 3 keys its I/O thread by client id: two consumers in one test
             # process with the default id interfere, as separate processes never would.
             client_id=f"kafka-python-{id(self)}",
@@ -126,10 +124,7 @@ class GroupMember:
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
             auto_commit_interval_ms=200,
-            # kafka-python's leader can assign before its metadata holds a topic made a
-            # moment ago ("No partition metadata"), and rejoins only when a metadata
-            # refresh shows the partitions: by default 5 minutes later (seen in CI).
-            **{"metadata_max_age_ms": 1000, **self.conf},
+            **self.conf,
         )
         try:
             while not self._stop.is_set():

@@ -13,13 +13,17 @@ from aiokafka.structs import OffsetAndMetadata as AioOffset
 from aiokafka.structs import TopicPartition as AioTP
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
-from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTP
 from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata as KpOffset
 
 from tests.broker_process import BrokerProcess, start_broker
-from tests.integration.kafka.clients import bootstrap, create_topic, produce_confluent
+from tests.integration.kafka.clients import (
+    bootstrap,
+    create_topic,
+    kafka_python_member,
+    produce_confluent,
+)
 from tests.integration.kafka.group_clients import CLIENTS, GroupMember, wait_for
 from tests.integration.kafka.wire_client import request_types
 from tests.integration.kafka.wire_group import WireMember, rebalance
@@ -50,8 +54,8 @@ def commit_as_member(client: str, port: int, group: str, topic: str) -> None:
         finally:
             consumer.close()
     elif client == "kafka-python":
-        kp = KafkaConsumer(topic, bootstrap_servers=bootstrap(port), group_id=group,
-                           enable_auto_commit=False, auto_offset_reset="earliest")
+        kp = kafka_python_member(port, topic, group_id=group, enable_auto_commit=False,
+                                 auto_offset_reset="earliest")
         try:
             deadline = time.monotonic() + 20
             while len(kp.assignment()) < 3 and time.monotonic() < deadline:
