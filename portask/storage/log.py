@@ -594,8 +594,8 @@ class Log:
         return out
 
     def entries(self, offset: int, end: int, chunk_bytes: int) -> Iterator[LogRecord]:
-        """The entries at ``offset`` and after, up to ``end``, read ``chunk_bytes`` at a
-        time; a reader overtaken by retention or DeleteRecords goes on from the new
+        """The entries holding ``offset`` and after, up to ``end``, read ``chunk_bytes``
+        at a time; a reader overtaken by retention or DeleteRecords goes on from the new
         start (a reader's view, not an error)."""
         while offset < end:
             try:
@@ -606,7 +606,7 @@ class Log:
             if not entries:
                 return
             for entry in entries:
-                if entry.offset >= offset:
+                if entry.offset + entry.count > offset:
                     yield entry
             offset = entry.offset + entry.count
 

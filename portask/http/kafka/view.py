@@ -160,29 +160,17 @@ class KafkaView:
         out: list[Record] = []
         problems: list[dict[str, Any]] = []
         size = 0
-        while offset < end and len(out) < limit and (size < max_bytes or not out):
-            try:
-                entries = partition.read(offset, _READ_CHUNK)
-            except OffsetOutOfRange:
-                # Retention moved the start past us while we read: go on from there.
-                offset = partition.log_start_offset
-                continue
-            if not entries:
+        for entry in partition.entries(offset, end, _READ_CHUNK):
+            if len(out) >= limit or (size >= max_bytes and out):
                 break
-            for entry in entries:
-                batch = codec.batch_records(entry.offset, entry.payload)
-                if batch.error is not None:
-                    problems.append({"offset": entry.offset, "error": batch.error})
-                for record in batch.records:
-                    if record.offset < offset or len(out) >= limit or (size >= max_bytes
-                                                                       and out):
-                        continue
-                    out.append(record)
-                    size += (RECORD_OVERHEAD + len(record.key or b"")
-                             + len(record.value or b""))
-                offset = max(offset, entry.offset + entry.count)
-                if len(out) >= limit or (size >= max_bytes and out):
-                    break
+            batch = codec.batch_records(entry.offset, entry.payload)
+            if batch.error is not None:
+                problems.append({"offset": entry.offset, "error": batch.error})
+            for record in batch.records:
+                if record.offset < offset or len(out) >= limit or (size >= max_bytes and out):
+                    continue
+                out.append(record)
+                size += RECORD_OVERHEAD + len(record.key or b"") + len(record.value or b"")
         return out, problems, size
 
     def offset_for_timestamp(self, partition: Partition, timestamp: int) -> int:

@@ -632,3 +632,15 @@ def test_rewrite_closed_keeps_offsets_and_survives_reopen(tmp_path: Path) -> Non
     reopened = Log.open(tmp_path / "rw", config)
     check(reopened)
     reopened.close()
+
+
+def test_entries_from_an_offset_inside_an_entry_start_with_that_entry(open_log: OpenLog) -> None:
+    """A Kafka batch spans several offsets: a reader from the middle of one gets it."""
+    log = open_log(SMALL)
+    log.append(b"a", count=3)  # offsets 0-2
+    log.append(b"b", count=2)  # offsets 3-4
+    log.append(b"c")  # offset 5
+    got = [(e.offset, bytes(e.payload)) for e in log.entries(1, log.end_offset, 4096)]
+    assert got == [(0, b"a"), (3, b"b"), (5, b"c")]
+    got = [(e.offset, bytes(e.payload)) for e in log.entries(5, log.end_offset, 1)]
+    assert got == [(5, b"c")]

@@ -259,9 +259,9 @@ class Queue(AmqpQueue):
             self._deliver(consumer, ref, message, redelivered)
 
     def _dispatch_one(self, consumer: Consumer, store: MessageStore) -> None:
-        """dispatch() to the queue's one consumer: _ready_consumer and _deliver written
-        out, and a memory store's bare messages handed over in batches; a message that
-        goes alone (redelivered, with a deadline, over one frame) goes between them."""
+        """dispatch() to the queue's one consumer: _ready_consumer written out, and a
+        memory store's bare messages handed over in batches; a message that goes alone
+        (redelivered, with a deadline, over one frame, or from a log) goes between them."""
         if not len(store):
             return
         self._next = 1  # as _ready_consumer sets it
@@ -295,12 +295,7 @@ class Queue(AmqpQueue):
             if deadline and deadline <= now_ms():
                 self._expired(ref, message)
                 continue
-            consumer.deliver(self, ref, message, redelivered)
-            if consumer.no_ack:
-                self.deliveries_no_ack += 1
-                self._forget(ref)
-            else:
-                self.unacked += 1
+            self._deliver(consumer, ref, message, redelivered)
 
     def _deliver(self, consumer: Consumer, ref: Any, message: Message,
                  redelivered: bool) -> None:
